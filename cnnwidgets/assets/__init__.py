@@ -1,0 +1,95 @@
+"""Offline demo assets: scikit-image's bundled photos, the synthetic shapes
+set and the small CNNs trained on it (shipped in ``models/``). Nothing here
+downloads anything."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+from cnnwidgets.assets.shapes import SHAPE_CLASSES, make_pairs, make_shapes, shape_mask
+
+MODELS_DIR = pathlib.Path(__file__).parent / "models"
+
+#: The demo models: file name and class names in output order.
+DEMO_MODELS = {
+    "shapes_cnn": ("shapes_cnn.keras", list(SHAPE_CLASSES)),
+    "circle_vs_square": ("circle_vs_square.keras", ["square", "circle"]),
+}
+
+#: scikit-image photos that are colour pictures of one thing.
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "cat", "camera")
+
+__all__ = [
+    "DEMO_MODELS",
+    "PHOTOS",
+    "SHAPE_CLASSES",
+    "demo_model",
+    "demo_class_names",
+    "demo_metrics",
+    "make_pairs",
+    "make_shapes",
+    "photo",
+    "resize",
+    "shape_mask",
+]
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W[, C]) uint8 image to (h, w) with a centre crop to the
+    target aspect ratio first, so objects are not squashed. Returns uint8."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    h, w = size
+    H, W = img.shape[:2]
+    target = w / h
+    if W / H > target:  # too wide: crop the sides
+        cw = int(round(H * target))
+        img = img[:, (W - cw) // 2 : (W - cw) // 2 + cw]
+    elif W / H < target:
+        ch = int(round(W / target))
+        img = img[(H - ch) // 2 : (H - ch) // 2 + ch]
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+
+
+def photo(name: str = "chelsea", size: int | tuple[int, int] | None = 64) -> np.ndarray:
+    """A bundled scikit-image photo as (H, W, 3) uint8, centre-cropped and resized.
+
+    ``name`` is one of :data:`PHOTOS` (any ``skimage.data`` image works);
+    grayscale photos are repeated to three channels."""
+    import skimage.data
+
+    loader = getattr(skimage.data, name, None)
+    if loader is None or not callable(loader):
+        raise ValueError(f"unknown photo {name!r}; try one of {PHOTOS}")
+    img = np.asarray(loader())
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    img = img[:, :, :3]
+    if size is None:
+        return img
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    return resize(img, hw)
+
+
+def demo_model(name: str = "shapes_cnn"):
+    """Load a shipped demo model (safe mode, no custom objects, no download)."""
+    import keras
+
+    if name not in DEMO_MODELS:
+        raise ValueError(f"unknown demo model {name!r}; choose one of {list(DEMO_MODELS)}")
+    return keras.saving.load_model(MODELS_DIR / DEMO_MODELS[name][0])
+
+
+def demo_class_names(name: str = "shapes_cnn") -> list[str]:
+    """Class names of a demo model, in output order ([negative, positive] for binary)."""
+    return list(DEMO_MODELS[name][1])
+
+
+def demo_metrics() -> dict:
+    """Held-out accuracies written by scripts/train_demo_models.py."""
+    return json.loads((MODELS_DIR / "metrics.json").read_text())

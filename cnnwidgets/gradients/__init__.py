@@ -1,0 +1,184 @@
+"""The one place that calls backend autodiff (TensorFlow's GradientTape today).
+
+Everything takes preprocessed model inputs (float32 numpy) and class indices,
+and returns numpy. A JAX or torch backend would add its twin of these few
+functions here and nowhere else. Sub-modules of this package hold the
+autodiff of particular methods (e.g. optimization loops).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from cnnwidgets.probe import Probe  # noqa: E402
+
+#: Backward ReLU rules for guided backpropagation and the deconvnet.
+RELU_RULES = ("guided", "deconvnet")
+
+
+@tf.RegisterGradient("CnnwidgetsGuidedRelu")
+def _guided_relu_grad(op, grad):
+    # Pass a gradient only where the forward unit was active AND the gradient is positive.
+    return tf.where(op.outputs[0] > 0, tf.nn.relu(grad), tf.zeros_like(grad))
+
+
+@tf.RegisterGradient("CnnwidgetsDeconvRelu")
+def _deconv_relu_grad(op, grad):
+    # Zeiler and Fergus: ReLU applied to the backward signal, ignoring the forward mask.
+    return tf.nn.relu(grad)
+
+
+@tf.RegisterGradient("CnnwidgetsGuidedRelu6")
+def _guided_relu6_grad(op, grad):
+    y = op.outputs[0]
+    return tf.where((y > 0) & (y < 6), tf.nn.relu(grad), tf.zeros_like(grad))
+
+
+@tf.RegisterGradient("CnnwidgetsDeconvRelu6")
+def _deconv_relu6_grad(op, grad):
+    return tf.nn.relu(grad)
+
+
+_OVERRIDES = {
+    "guided": {"Relu": "CnnwidgetsGuidedRelu", "Relu6": "CnnwidgetsGuidedRelu6"},
+    "deconvnet": {"Relu": "CnnwidgetsDeconvRelu", "Relu6": "CnnwidgetsDeconvRelu6"},
+}
+
+
+def _compiled(probe: Probe) -> dict:
+    """Compiled gradient functions live on the probe, so they die with it."""
+    return probe.__dict__.setdefault("_gradient_functions", {})
+
+
+def _selected(scores, classes):
+    """scores (N, K_all), classes (N, K) int -> (N, K) scores of the chosen classes."""
+    return tf.gather(scores, classes, batch_dims=1)
+
+
+def _layer_grad_fn(probe: Probe, layer: str, k: int) -> Callable:
+    key = ("layer", layer, k)
+    if key not in _compiled(probe):
+        sub = probe.submodel([layer], scores=True)
+
+        @tf.function(reduce_retracing=True)
+        def fn(x, classes):
+            with tf.GradientTape(persistent=True) as tape:
+                act, scores = sub(x, training=False)
+                picked = _selected(scores, classes)
+                targets = [picked[:, j] for j in range(k)]
+            # One backward pass per class through the layers above `layer` only;
+            # the forward pass is shared by all K classes.
+            grads = [tape.gradient(t, act) for t in targets]
+            return act, tf.stack(grads, axis=1), picked
+
+        _compiled(probe)[key] = fn
+    return _compiled(probe)[key]
+
+
+def layer_gradients(
+    probe: Probe, x: np.ndarray, layer: str, classes: np.ndarray, batch_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Activations of ``layer`` and the gradients of class scores with respect to them.
+
+    Args:
+        probe: the model's Probe.
+        x: preprocessed inputs, (N, H, W, C) float32.
+        layer: a layer path (see ``Probe.resolve``).
+        classes: (N, K) int class indices, one row per image.
+
+    Returns:
+        acts: (N, h, w, c) float32; grads: (N, K, h, w, c) float32, the
+        gradient of each class score (logit) w.r.t. ``acts``; scores: (N, K).
+    """
+    classes = np.asarray(classes, np.int32)
+    k = classes.shape[1]
+    fn = _layer_grad_fn(probe, probe.resolve(layer), k)
+    bs = batch_size or max(1, probe.batch_size(per_sample_factor=2.0 + k))
+    acts, grads, scores = [], [], []
+    for s in range(0, len(x), bs):
+        a, g, p = fn(tf.constant(x[s : s + bs]), tf.constant(classes[s : s + bs]))
+        acts.append(a.numpy())
+        grads.append(g.numpy())
+        scores.append(p.numpy())
+    return np.concatenate(acts), np.concatenate(grads), np.concatenate(scores)
+
+
+def _input_grad_fn(probe: Probe, k: int, rule: str | None) -> Callable:
+    key = ("input", k, rule)
+    if key not in _compiled(probe):
+        model = probe.scores_model
+        if rule is None:
+
+            @tf.function(reduce_retracing=True)
+            def fn(x, classes):
+                with tf.GradientTape(persistent=True) as tape:
+                    tape.watch(x)
+                    picked = _selected(model(x, training=False)[0], classes)
+                    targets = [picked[:, j] for j in range(k)]
+                grads = [tape.gradient(t, x) for t in targets]
+                return tf.stack(grads, axis=1), picked
+
+        else:
+            overrides = _OVERRIDES[rule]
+
+            @tf.function(reduce_retracing=True)
+            def fn(x, classes):
+                # gradient_override_map swaps the ReLU backward rule for ops built
+                # here only; the user's layers and their gradients are untouched.
+                with tf.compat.v1.get_default_graph().gradient_override_map(overrides):
+                    picked = _selected(model(x, training=False)[0], classes)
+                grads = [tf.gradients(picked[:, j], x)[0] for j in range(k)]
+                return tf.stack(grads, axis=1), picked
+
+        _compiled(probe)[key] = fn
+    return _compiled(probe)[key]
+
+
+def input_gradients(
+    probe: Probe,
+    x: np.ndarray,
+    classes: np.ndarray,
+    relu_rule: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of class scores (logits) with respect to the model input.
+
+    Args:
+        x: preprocessed inputs, (N, H, W, C) float32.
+        classes: (N, K) int class indices.
+        relu_rule: None (true gradient), 'guided' or 'deconvnet'.
+
+    Returns:
+        grads: (N, K, H, W, C) float32; scores: (N, K) float32.
+    """
+    if relu_rule not in (None,) + RELU_RULES:
+        raise ValueError(f"relu_rule must be None or one of {RELU_RULES}, got {relu_rule!r}")
+    classes = np.asarray(classes, np.int32)
+    k = classes.shape[1]
+    fn = _input_grad_fn(probe, k, relu_rule)
+    bs = batch_size or max(1, probe.batch_size(per_sample_factor=2.0 + k))
+    grads, scores = [], []
+    for s in range(0, len(x), bs):
+        g, p = fn(tf.constant(x[s : s + bs]), tf.constant(classes[s : s + bs]))
+        grads.append(g.numpy())
+        scores.append(p.numpy())
+    return np.concatenate(grads), np.concatenate(scores)
+
+
+def value_and_gradient(fn: Callable, variable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate ``fn(variable)`` (a backend tensor, any shape) and the gradient
+    of its sum w.r.t. ``variable``. For optimization loops (activation
+    maximization) that want autodiff without importing TensorFlow."""
+    v = tf.convert_to_tensor(variable)
+    with tf.GradientTape() as tape:
+        tape.watch(v)
+        out = fn(v)
+        total = tf.reduce_sum(out)
+    return out.numpy(), tape.gradient(total, v).numpy()
