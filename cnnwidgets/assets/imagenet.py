@@ -63,9 +63,7 @@ def keras_cache_dirs() -> list[pathlib.Path]:
 def _files(name: str, include_top: bool) -> str:
     key = name.lower().replace("-", "").replace("_", "")
     if key not in WEIGHT_FILES:
-        raise ValueError(
-            f"unknown ImageNet model {name!r}; choose one of {sorted(WEIGHT_FILES)}"
-        )
+        raise ValueError(f"unknown ImageNet model {name!r}; choose one of {sorted(WEIGHT_FILES)}")
     with_top, no_top = WEIGHT_FILES[key]
     return with_top if include_top else no_top
 

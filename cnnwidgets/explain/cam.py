@@ -1,0 +1,447 @@
+"""Class activation maps: Grad-CAM and its family, one shared mechanism.
+
+Every method here makes a map the same way,
+
+    map[n, k] = ReLU( sum_c  W[n, k, ..., c] * A[n, :, :, c] )
+
+where ``A`` (N, h, w, C) are the activations of a 4-D layer and ``W`` are
+weights for class ``k``. A method only says how it computes ``W``: per
+channel (N, K, C), or per position and channel (N, K, h, w, C) for LayerCAM.
+Activations, gradients, class handling, resizing, scaling and caching are
+shared (the design of pytorch-grad-cam's ``BaseCAM``).
+
+Methods (:data:`CAM_METHODS`):
+
+- ``"gradcam"`` (Selvaraju et al. 2017): W = gradients of the class score
+  (logit) averaged over space.
+- ``"gradcam++"`` (Chattopadhyay et al. 2018): W = sum over space of
+  alpha * ReLU(gradient), alpha from the closed form under an exponential score.
+- ``"layercam"`` (Jiang et al. 2021): W = ReLU(gradient) at each position.
+- ``"scorecam"`` (Wang et al. 2020): W = the class probability of the input
+  masked by each channel's upsampled, min-max scaled activation. Needs one
+  forward pass per channel, batched, with progress and cancellation.
+- ``"cam"`` (Zhou et al. 2016): W = the Dense weights of a GAP + Dense head.
+
+Class scores are logits, found by the Probe without touching the model. A
+one-unit sigmoid head is two classes: negative = -logit, positive = logit,
+and its probabilities are [1 - p, p] (never a softmax over one unit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnnwidgets.cache import LRUCache, array_key
+from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.progress import reporter
+
+#: Names accepted by ``method``.
+CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "scorecam", "cam")
+
+#: Names accepted by ``normalize``.
+NORMALIZE_MODES: tuple = ("map", "image", None)
+
+#: Layer kinds allowed between a GAP layer and the Dense layer for plain CAM.
+_CAM_PASSTHROUGH = {"Dropout", "Activation", "Softmax"}
+
+__all__ = [
+    "CAM_METHODS",
+    "NORMALIZE_MODES",
+    "cam_layer",
+    "channel_weights",
+    "gradcam",
+    "normalize_maps",
+    "resize_maps",
+]
+
+
+# ---------------------------------------------------------------- numpy helpers
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) float64 bilinear weights, half-pixel centres (as PIL / tf.image)."""
+    scale = n_in / n_out
+    src = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0.0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    m = np.zeros((n_out, n_in), np.float64)
+    m[np.arange(n_out), lo] += 1.0 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of the last two axes: (..., h, w) -> (..., H, W) float32.
+
+    Pure numpy (two small matrix products), so non-negative maps stay
+    non-negative and a zero map stays zero."""
+    maps = np.asarray(maps, np.float32)
+    h, w = maps.shape[-2:]
+    H, W = int(size[0]), int(size[1])
+    if (h, w) == (H, W):
+        return maps.copy()
+    rh = _interp_matrix(H, h).astype(np.float32)
+    rw = _interp_matrix(W, w).astype(np.float32)
+    return np.einsum("Hh,...hw,Ww->...HW", rh, maps, rw, optimize=True).astype(np.float32)
+
+
+def normalize_maps(maps: np.ndarray, mode: str | None = "map") -> np.ndarray:
+    """Scale non-negative maps (N, ..., H, W) for display; float32, same shape.
+
+    Args:
+        maps: (N, ..., H, W) values >= 0 (negative values are clipped to 0).
+        mode: ``"map"``: each (H, W) map divided by its own maximum, to [0, 1];
+            ``"image"``: everything of one image (axis 0) divided by one
+            maximum, so classes (and methods, when the caller stacks them as
+            (N, M, K, H, W)) share one scale; ``None``: unchanged (clipped at 0).
+
+    An all-zero map stays zero; the result never holds NaN.
+    """
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
+    maps = np.maximum(np.nan_to_num(np.asarray(maps, np.float32)), 0.0)
+    if mode is None:
+        return maps
+    if mode == "map":
+        axes = (-2, -1)
+    else:
+        if maps.ndim < 3:
+            raise ValueError(f"'image' normalization needs (N, ..., H, W) maps, got {maps.shape}")
+        axes = tuple(range(1, maps.ndim))
+    peak = maps.max(axis=axes, keepdims=True)
+    safe = np.where(peak > 0, peak, 1.0)
+    return np.where(peak > 0, maps / safe, 0.0).astype(np.float32)
+
+
+def _weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """acts (N, h, w, C), weights (N, K, C) or (N, K, h, w, C) -> ReLU maps (N, K, h, w)."""
+    if weights.ndim == 3:
+        maps = np.einsum("nhwc,nkc->nkhw", acts, weights, optimize=True)
+    else:
+        maps = np.einsum("nhwc,nkhwc->nkhw", acts, weights, optimize=True)
+    return np.maximum(np.nan_to_num(maps.astype(np.float32)), 0.0)
+
+
+# ------------------------------------------------------------------ the methods
+
+
+@dataclass
+class _Context:
+    """What the weighting functions may use; computed on first use.
+
+    ``acts`` (N, h, w, C) float32 come with the gradients for gradient methods
+    (one forward pass shared by all K classes) or from a forward pass alone."""
+
+    probe: Probe
+    x: np.ndarray  # preprocessed inputs (N, H, W, C) float32
+    layer: str
+    classes: np.ndarray  # (N, K) int64
+    method: str
+    progress: Callable[[int, int], object]
+    batch_size: int | None = None
+    _acts: np.ndarray | None = field(default=None, repr=False)
+    _grads: np.ndarray | None = field(default=None, repr=False)
+
+    def _backward(self) -> None:
+        from cnnwidgets import gradients  # the one module that calls autodiff
+
+        # One forward pass and K backward passes above the layer, for all K classes.
+        self._acts, self._grads, _ = gradients.layer_gradients(
+            self.probe, self.x, self.layer, self.classes, batch_size=self.batch_size
+        )
+
+    @property
+    def acts(self) -> np.ndarray:
+        """(N, h, w, C) float32 activations of ``layer``."""
+        if self._acts is None:
+            if self.method in _GRADIENT_METHODS:
+                self._backward()
+            else:
+                sub = self.probe.submodel([self.layer])
+                (acts,) = self.probe.run(sub, self.x, self.batch_size)
+                self._acts = acts.astype(np.float32)
+        return self._acts
+
+    @property
+    def grads(self) -> np.ndarray:
+        """(N, K, h, w, C) float32 gradients of the class logits w.r.t. ``acts``."""
+        if self._grads is None:
+            self._backward()
+        return self._grads
+
+
+def _gradcam_weights(ctx: _Context) -> np.ndarray:
+    return ctx.grads.mean(axis=(2, 3))
+
+
+def _gradcampp_weights(ctx: _Context) -> np.ndarray:
+    g = ctx.grads.astype(np.float64)
+    a = ctx.acts.astype(np.float64)
+    g2, g3 = g**2, g**3
+    total = a.sum(axis=(1, 2))[:, None, None, None, :]  # (N, 1, 1, 1, C)
+    denom = 2.0 * g2 + total * g3
+    alpha = np.divide(g2, denom, out=np.zeros_like(g2), where=(denom != 0) & (g != 0))
+    return (alpha * np.maximum(g, 0.0)).sum(axis=(2, 3)).astype(np.float32)
+
+
+def _layercam_weights(ctx: _Context) -> np.ndarray:
+    return np.maximum(ctx.grads, 0.0)
+
+
+def _scorecam_weights(ctx: _Context) -> np.ndarray:
+    probe, acts = ctx.probe, ctx.acts
+    n, _, _, c = acts.shape
+    size = ctx.x.shape[1:3]
+    k = ctx.classes.shape[1]
+    # Masks: each channel upsampled to the input and min-max scaled to [0, 1].
+    up = resize_maps(np.moveaxis(acts, -1, 1), size)  # (N, C, H, W)
+    lo = up.min(axis=(2, 3), keepdims=True)
+    span = up.max(axis=(2, 3), keepdims=True) - lo
+    masks = np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    bs = ctx.batch_size or probe.batch_size()
+    weights = np.zeros((n, k, c), np.float32)
+    total, done = n * c, 0
+    ctx.progress(0, total)
+    for i in range(n):
+        for s in range(0, c, bs):
+            m = masks[i, s : s + bs, :, :, None]
+            # The mask multiplies the model input (after preprocess), as in the paper.
+            batch = (ctx.x[i][None] * m).astype(np.float32)
+            scores, output = probe.run(probe.scores_model, batch, batch_size=bs)
+            probs = probe._probabilities(scores, output)  # [1 - p, p] for a binary head
+            weights[i, :, s : s + len(m)] = probs[:, ctx.classes[i]].T
+            done += len(m)
+            ctx.progress(done, total)
+    return weights
+
+
+def _cam_weights(ctx: _Context) -> np.ndarray:
+    kernel, sign = _cam_head(ctx.probe, ctx.layer)
+    w = kernel[:, ctx.classes] * sign[ctx.classes]  # (C, N, K)
+    return np.moveaxis(w, 0, -1).astype(np.float32)
+
+
+_WEIGHTS: dict[str, Callable[[_Context], np.ndarray]] = {
+    "gradcam": _gradcam_weights,
+    "gradcam++": _gradcampp_weights,
+    "layercam": _layercam_weights,
+    "scorecam": _scorecam_weights,
+    "cam": _cam_weights,
+}
+_GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam")
+
+
+def _cam_chain(probe: Probe) -> tuple[str, str]:
+    """(dense path, gap path) of a GAP + Dense head, or ValueError."""
+    infos = {i.name: i for i in probe.layers}
+    path = probe.head.logits_from
+    while infos[path].kind in _CAM_PASSTHROUGH and infos[path].kind != "Dense":
+        path = infos[path].parents[0]
+    why = (
+        "plain CAM (Zhou et al.) needs a GlobalAveragePooling2D -> Dense head; "
+        f"this model's head is {' <- '.join(_head_kinds(infos, probe.head.logits_from))}. "
+        "Use method='gradcam', which equals CAM on such heads and works on any head"
+    )
+    if infos[path].kind != "Dense":
+        raise ValueError(why)
+    dense = path
+    path = infos[path].parents[0] if infos[path].parents else "input"
+    while path in infos and infos[path].kind in {"Dropout"}:
+        path = infos[path].parents[0]
+    if path not in infos or infos[path].kind != "GlobalAveragePooling2D":
+        raise ValueError(why)
+    return dense, path
+
+
+def _head_kinds(infos: dict, path: str, depth: int = 4) -> list[str]:
+    kinds = []
+    while path in infos and len(kinds) < depth:
+        kinds.append(infos[path].kind)
+        path = infos[path].parents[0] if infos[path].parents else ""
+    return kinds
+
+
+def cam_layer(model_or_probe: Any) -> str:
+    """The layer plain CAM explains: the 4-D input of the GAP + Dense head.
+
+    Raises ValueError when the model's head is not GAP + Dense."""
+    probe = as_probe(model_or_probe)
+    _, gap = _cam_chain(probe)
+    return probe.layer_info(gap).parents[0]
+
+
+def _cam_head(probe: Probe, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Dense kernel (C, K_all) float32 and per-class sign (K_all,) for plain CAM."""
+    dense, gap = _cam_chain(probe)
+    feeds = probe.layer_info(gap).parents[0]
+    if probe.resolve(layer) != feeds:
+        raise ValueError(
+            f"plain CAM explains the layer that feeds global average pooling, {feeds!r}, "
+            f"not {layer!r}; pass layer={feeds!r} or use method='gradcam'"
+        )
+    kernel = np.asarray(probe.layer(dense).kernel, np.float32)
+    if probe.head.kind == "binary":
+        # One unit: negative class = -logit, positive = logit.
+        return np.concatenate([kernel, kernel], axis=1), np.array([-1.0, 1.0], np.float32)
+    return kernel, np.ones(kernel.shape[1], np.float32)
+
+
+# -------------------------------------------------------------------- validation
+
+
+def _check_method(method: Any) -> str:
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, one of {CAM_METHODS}; got {method!r}")
+    m = method.lower().replace("_", "").replace("-", "")
+    aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
+    m = aliases.get(m, m)
+    if m not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {CAM_METHODS}")
+    return m
+
+
+def _resolve_classes(probe: Probe, classes: Any, raw: np.ndarray) -> np.ndarray:
+    """(N, K) int64: also accepts an (N, K) integer array of per-image classes."""
+    arr = np.asarray(classes) if isinstance(classes, np.ndarray) else None
+    if arr is not None and arr.ndim == 2:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError("a 2-D classes array must hold integer class indices (N, K)")
+        if arr.shape[0] != len(raw) or arr.shape[1] == 0:
+            raise ValueError(f"classes has shape {arr.shape}; expected ({len(raw)}, K)")
+        if arr.min() < 0 or arr.max() >= probe.num_classes:
+            raise ValueError(f"class indices must be in [0, {probe.num_classes})")
+        return arr.astype(np.int64)
+    return probe.resolve_classes(classes, raw)
+
+
+@dataclass(frozen=True)
+class _Request:
+    probe: Probe
+    raw: np.ndarray
+    x: np.ndarray
+    layer: str
+    classes: np.ndarray
+    method: str
+
+
+def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
+    method = _check_method(method)
+    probe = as_probe(model_or_probe)
+    raw = probe.check_images(images)
+    if layer is None:
+        layer = cam_layer(probe) if method == "cam" else probe.last_conv_layer
+    path = probe.resolve_4d(layer)
+    if method == "cam":
+        _cam_head(probe, path)  # validates the head and the layer before any trace
+    cls = _resolve_classes(probe, classes, raw)
+    return _Request(probe, raw, probe.model_inputs(raw), path, cls, method)
+
+
+def _cache(probe: Probe) -> LRUCache:
+    return probe.__dict__.setdefault("_cam_cache", LRUCache(maxsize=32))
+
+
+def _raw_maps(
+    req: _Request, batch_size: int | None, progress: Callable[[int, int], object]
+) -> np.ndarray:
+    """Unscaled ReLU maps at the layer's resolution, (N, K, h, w) float32, cached."""
+    key = ("raw", array_key(req.raw), req.layer, array_key(req.classes), req.method)
+    hit = _cache(req.probe).get(key)
+    if hit is not None:
+        progress(1, 1)
+        return hit
+    ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, progress, batch_size)
+    weights = _WEIGHTS[req.method](ctx)
+    maps = _weighted_sum(ctx.acts, weights)
+    if req.method != "scorecam":
+        progress(1, 1)
+    _cache(req.probe).put(key, maps)
+    return maps
+
+
+# ------------------------------------------------------------------------ public
+
+
+def channel_weights(
+    probe: Any,
+    images: Any,
+    layer: Any,
+    classes: Any,
+    method: str = "gradcam",
+) -> np.ndarray:
+    """How much each channel of ``layer`` counts for each class, by a CAM method.
+
+    Args:
+        probe: a :class:`~cnnwidgets.Probe` (or a keras.Model).
+        images: raw pixels, (H, W, C) or (N, H, W, C).
+        layer: a 4-D layer (path, short name or layer object); None for the
+            default (``probe.last_conv_layer``).
+        classes: None (top-1), an int or class name, a list of them, or an
+            (N, K) integer array of per-image classes.
+        method: one of :data:`CAM_METHODS`. For ``"layercam"``, whose weights
+            vary over space, this is the spatial mean of ReLU(gradient).
+
+    Returns:
+        (N, K, C) float32. For gradcam, gradcam++, scorecam and cam the map is
+        ReLU(sum_c weights[n, k, c] * activations[n, :, :, c]).
+    """
+    req = _prepare(probe, images, classes, layer, method)
+    ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, reporter(False, ""))
+    w = _WEIGHTS[req.method](ctx)
+    if w.ndim == 5:
+        w = w.mean(axis=(2, 3))
+    return np.nan_to_num(w).astype(np.float32)
+
+
+def gradcam(
+    model_or_probe: Any,
+    images: Any,
+    classes: Any = None,
+    layer: Any = None,
+    method: str = "gradcam",
+    resize: bool = True,
+    normalize: str | None = "map",
+    batch_size: int | None = None,
+    progress: Any = False,
+) -> np.ndarray:
+    """Class activation maps of a Keras CNN (Grad-CAM and its family).
+
+    Args:
+        model_or_probe: a keras.Model (never changed) or a Probe.
+        images: raw pixels (H, W, C) or (N, H, W, C); the probe's
+            ``preprocess`` is applied inside.
+        classes: None (each image's top-1 class), an int or class name, a list
+            of them (K classes shared by all images), or an (N, K) int array.
+        layer: a 4-D layer; default ``last_conv_layer`` (for ``"cam"``, the
+            layer feeding the GAP head).
+        method: one of :data:`CAM_METHODS`.
+        resize: True: maps at the input size (bilinear); False: at the layer's.
+        normalize: ``"map"`` (each map to [0, 1]), ``"image"`` (one scale for
+            all classes of an image; see :func:`normalize_maps` to share it
+            across methods too) or None (raw, non-negative).
+        batch_size: images per forward batch (Score-CAM: masked inputs per batch);
+            default from the probe's memory budget.
+        progress: False, True (text bar) or a callable ``progress(done, total)``;
+            raising :class:`~cnnwidgets.Cancelled` from it stops the work.
+
+    Returns:
+        (N, K, H, W) float32, >= 0, never NaN; a map with no positive evidence
+        is all zeros.
+    """
+    if not isinstance(resize, (bool, np.bool_)):
+        raise TypeError(f"resize must be True or False, got {resize!r}")
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    report = reporter(progress, method if isinstance(method, str) else "cam")
+    req = _prepare(model_or_probe, images, classes, layer, method)
+    maps = _raw_maps(req, batch_size, report)
+    if resize:
+        maps = resize_maps(maps, req.raw.shape[1:3])
+    return normalize_maps(maps, normalize)

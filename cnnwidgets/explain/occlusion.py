@@ -1,0 +1,453 @@
+"""Occlusion sensitivity: hide a patch, measure how much the class probability drops.
+
+For every patch position on a regular grid the image is copied with that
+square replaced by a fill (the image's mean colour, zeros, a constant or a
+blurred copy), the patched copies go through the model in batches sized to
+the probe's memory budget, and the drop in probability (unoccluded minus
+occluded; positive = the patch held evidence for the class) is averaged over
+the positions that cover each pixel.
+
+Patched images are made lazily, one batch at a time, in one reusable buffer:
+for each slot only the previous patch is restored and the new one painted, so
+memory is ``batch x image`` whatever the number of positions, and the numpy
+work per position is ``patch**2`` pixels, not the whole image.
+
+The positions are ``range(0, H - patch + 1, stride)`` plus ``H - patch`` when
+the last stride falls short (the same across the width), so every pixel is
+covered and every patch lies fully inside the image.
+
+``occlusion_progressive`` visits the same grid coarse to fine (every 2**k-th
+position first), yielding a complete preview map after each level; its last
+map equals :func:`occlusion` exactly, and no position is computed twice.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from cnnwidgets.cache import LRUCache, array_key
+from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.progress import reporter
+
+__all__ = [
+    "FILLS",
+    "OcclusionLevel",
+    "occlude",
+    "occlusion",
+    "occlusion_progressive",
+    "patch_positions",
+    "blur",
+]
+
+#: Named fills; a number, or one number per channel, also works.
+FILLS = ("mean", "zero", "blur")
+
+_CACHE = LRUCache(maxsize=32)
+
+
+class OcclusionLevel(NamedTuple):
+    """One step of :func:`occlusion_progressive`.
+
+    Attributes:
+        maps: (N, K, H, W) float32 sensitivity maps from the positions computed so far.
+        stride: the grid spacing of this level in pixels (the requested stride at the end).
+        done: patch positions computed so far, per image.
+        total: patch positions of the full grid, per image.
+        final: True for the last level, whose maps equal :func:`occlusion`.
+    """
+
+    maps: np.ndarray
+    stride: int
+    done: int
+    total: int
+    final: bool
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _check_int(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _check_geometry(patch: Any, stride: Any, height: int, width: int) -> tuple[int, int]:
+    patch = _check_int(patch, "patch", 1)
+    stride = _check_int(stride, "stride", 1)
+    if patch > min(height, width):
+        raise ValueError(
+            f"patch {patch} is larger than the image ({height}x{width}); "
+            f"use patch <= {min(height, width)}"
+        )
+    return patch, stride
+
+
+def _check_fill(fill: Any, channels: int) -> Any:
+    """Normalize ``fill`` to 'mean', 'blur' or a (C,) float32 array."""
+    if isinstance(fill, str):
+        if fill == "zero":
+            return np.zeros(channels, np.float32)
+        if fill in FILLS:
+            return fill
+        raise ValueError(f"unknown fill {fill!r}; use one of {list(FILLS)} or a number")
+    if isinstance(fill, bool):
+        raise TypeError("fill must be 'mean', 'zero', 'blur', a number or one number per channel")
+    if isinstance(fill, numbers.Real):
+        value = np.full(channels, float(fill), np.float32)
+    else:
+        try:
+            value = np.asarray(fill, np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "fill must be 'mean', 'zero', 'blur', a number or one number per channel, "
+                f"got {type(fill).__name__}"
+            ) from None
+        if value.size != channels:
+            raise ValueError(f"fill has {value.size} values but the image has {channels} channels")
+    if not np.isfinite(value).all():
+        raise ValueError("fill must be finite")
+    return value
+
+
+def _fill_key(fill: Any) -> Any:
+    return fill if isinstance(fill, str) else tuple(float(v) for v in fill)
+
+
+def patch_positions(
+    height: int, width: int, patch: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left rows and columns of the patch grid.
+
+    Returns:
+        ys: (ny,) int64 rows ``0, stride, ...`` plus ``height - patch`` if the
+            last stride falls short; xs: (nx,) int64 columns, likewise. Every
+            pixel is covered by at least one patch.
+    """
+    patch, stride = _check_geometry(patch, stride, height, width)
+
+    def starts(size: int) -> np.ndarray:
+        s = list(range(0, size - patch + 1, stride))
+        if s[-1] != size - patch:
+            s.append(size - patch)
+        return np.asarray(s, np.int64)
+
+    return starts(height), starts(width)
+
+
+# ------------------------------------------------------------------- fills
+
+
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of (H, W, C) or (N, H, W, C) pixels over H and W (edges repeated).
+
+    Returns float32 of the same shape."""
+    img = np.asarray(image, np.float32)
+    if sigma <= 0:
+        return img.copy()
+    radius = int(np.ceil(3.0 * sigma))
+    t = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (t / sigma) ** 2)
+    kernel /= kernel.sum()
+    axes = (0, 1) if img.ndim == 3 else (1, 2)
+    out = img
+    for axis in axes:
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        acc = np.zeros_like(out)
+        n = out.shape[axis]
+        for i, k in enumerate(kernel):
+            acc += k * np.take(padded, np.arange(i, i + n), axis=axis)
+        out = acc
+    return out
+
+
+def _blur_sigma(patch: int) -> float:
+    return max(1.0, patch / 4.0)
+
+
+def _fill_source(raw: np.ndarray, fill: Any, patch: int) -> np.ndarray:
+    """What a patch is painted with, per image: (N, 1, 1, C) constant or (N, H, W, C) picture."""
+    if isinstance(fill, str) and fill == "mean":
+        return raw.mean(axis=(1, 2), keepdims=True, dtype=np.float64).astype(np.float32)
+    if isinstance(fill, str) and fill == "blur":
+        return blur(raw, _blur_sigma(patch))
+    return np.broadcast_to(np.asarray(fill, np.float32), (len(raw), 1, 1, raw.shape[3]))
+
+
+def _paint(dst: np.ndarray, source: np.ndarray, y: int, x: int, patch: int) -> None:
+    """dst[y:y+p, x:x+p] = the fill; ``source`` is (1, 1, C) or (H, W, C)."""
+    if source.shape[0] == 1:
+        dst[y : y + patch, x : x + patch] = source[0, 0]
+    else:
+        dst[y : y + patch, x : x + patch] = source[y : y + patch, x : x + patch]
+
+
+def occlude(image: np.ndarray, x: int, y: int, patch: int = 16, fill: Any = "mean") -> np.ndarray:
+    """The image with one square hidden: what :func:`occlusion` feeds the model.
+
+    Args:
+        image: raw pixels (H, W) or (H, W, C), any numeric dtype.
+        x: column of the patch's TOP-LEFT corner; y: its row. Both are clipped
+            so the patch lies inside the image.
+        patch: side of the square in pixels (<= min(H, W)).
+        fill: 'mean' (the image's mean colour), 'zero', 'blur' (a Gaussian-blurred
+            copy, sigma = max(1, patch / 4)), a number or one number per channel.
+
+    Returns:
+        (H, W, C) float32 copy (C = 1 for a 2-D image) with rows y:y+patch and
+        columns x:x+patch replaced.
+    """
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3:
+        raise ValueError(f"occlude takes one image (H, W) or (H, W, C), got shape {img.shape}")
+    h, w, c = img.shape
+    patch, _ = _check_geometry(patch, 1, h, w)
+    x = _check_int(x, "x", -(2**62))
+    y = _check_int(y, "y", -(2**62))
+    fill_ = _check_fill(fill, c)
+    out = img.astype(np.float32)  # a copy
+    x = min(max(x, 0), w - patch)
+    y = min(max(y, 0), h - patch)
+    source = _fill_source(out[None], fill_, patch)[0]
+    _paint(out, source, y, x, patch)
+    return out
+
+
+# ------------------------------------------------------------------ engine
+
+
+class _Occluder:
+    """Drops in probability for sets of patch positions of one image batch."""
+
+    def __init__(self, probe: Probe, raw, cls, patch, stride, fill, batch_size, total_calls):
+        self.probe = probe
+        self.raw = raw
+        self.cls = cls
+        self.patch = patch
+        n, h, w, _ = raw.shape
+        self.ys, self.xs = patch_positions(h, w, patch, stride)
+        self.base = probe.predict(raw)  # (N, Kall)
+        self.source = _fill_source(raw, fill, patch)
+        per_image = len(self.ys) * len(self.xs)
+        if batch_size is not None:
+            bs = _check_int(batch_size, "batch_size", 1)
+        else:
+            # The probe's activation budget, and the patched buffer itself (plus
+            # the probe's copies of it) within the same budget.
+            image_bytes = 4 * int(np.prod(raw.shape[1:]))
+            bs = min(probe.batch_size(), max(1, probe.memory_budget // (4 * image_bytes)))
+        self.batch = int(max(1, min(bs, per_image)))
+        self.drops = np.zeros((n, cls.shape[1], len(self.ys), len(self.xs)), np.float32)
+        self.done_mask = np.zeros((len(self.ys), len(self.xs)), bool)
+        self.report = total_calls
+        self.done = 0
+        self.total = n * per_image
+
+    def compute(self, index_pairs: np.ndarray) -> None:
+        """Fill ``self.drops`` at grid indices (M, 2) = (iy, ix) for every image."""
+        p = self.patch
+        for n in range(len(self.raw)):
+            image = self.raw[n]
+            buf = np.repeat(image[None], min(self.batch, len(index_pairs)), axis=0)
+            prev: list[tuple[int, int] | None] = [None] * len(buf)
+            k_idx = self.cls[n]
+            for start in range(0, len(index_pairs), self.batch):
+                chunk = index_pairs[start : start + self.batch]
+                for slot, (iy, ix) in enumerate(chunk):
+                    if prev[slot] is not None:  # undo the last patch of this slot
+                        py, px = prev[slot]
+                        buf[slot, py : py + p, px : px + p] = image[py : py + p, px : px + p]
+                    y, x = int(self.ys[iy]), int(self.xs[ix])
+                    _paint(buf[slot], self.source[n], y, x, p)
+                    prev[slot] = (y, x)
+                probs = self.probe.predict(buf[: len(chunk)], batch_size=len(chunk))
+                drop = self.base[n, k_idx][None, :] - probs[:, k_idx]  # (m, K)
+                self.drops[n][:, chunk[:, 0], chunk[:, 1]] = drop.T
+                self.done += len(chunk)
+                self.report(self.done, self.total)
+        self.done_mask[index_pairs[:, 0], index_pairs[:, 1]] = True
+
+    def maps(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(N, K, H, W) float32 map from the drops computed at grid rows x cols.
+
+        Drops at the grid positions not computed yet are linearly interpolated
+        from the computed ones (separably, in pixel coordinates); then each
+        drop is spread over its patch and averaged per pixel. With every
+        position computed this is the exact occlusion map."""
+        h, w = self.raw.shape[1:3]
+        ay = _cover(self.ys, self.patch, h) @ _interp(self.ys, rows)  # (H, m_rows)
+        ax = _cover(self.xs, self.patch, w) @ _interp(self.xs, cols)  # (W, m_cols)
+        d = self.drops[:, :, rows][:, :, :, cols].astype(np.float64)
+        total = np.einsum("hi,nkij,wj->nkhw", ay, d, ax, optimize=True)
+        cy = _cover(self.ys, self.patch, h).sum(axis=1)
+        cx = _cover(self.xs, self.patch, w).sum(axis=1)
+        count = cy[:, None] * cx[None, :]
+        out = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+        return out.astype(np.float32)
+
+
+def _cover(starts: np.ndarray, patch: int, size: int) -> np.ndarray:
+    """(size, n) float64 indicator: pixel row/column r lies in patch j."""
+    r = np.arange(size)[:, None]
+    return ((r >= starts[None, :]) & (r < starts[None, :] + patch)).astype(np.float64)
+
+
+def _interp(starts: np.ndarray, subset: np.ndarray) -> np.ndarray:
+    """(n, m) float64 weights: linear interpolation of all n grid positions from
+    the m positions ``subset`` (sorted indices, first and last included)."""
+    n, m = len(starts), len(subset)
+    weights = np.zeros((n, m))
+    known = starts[subset].astype(np.float64)
+    for i, pos in enumerate(starts.astype(np.float64)):
+        j = int(np.clip(np.searchsorted(known, pos, side="right") - 1, 0, m - 1))
+        if j == m - 1 or known[j] == pos:
+            weights[i, j] = 1.0
+        else:
+            t = (pos - known[j]) / (known[j + 1] - known[j])
+            weights[i, j], weights[i, j + 1] = 1.0 - t, t
+    return weights
+
+
+def _prepare(model_or_probe, images, classes, patch, stride, fill):
+    probe = as_probe(model_or_probe)
+    raw = probe.check_images(images)
+    patch, stride = _check_geometry(patch, stride, raw.shape[1], raw.shape[2])
+    fill_ = _check_fill(fill, raw.shape[3])
+    cls = probe.resolve_classes(classes, raw)
+    key = (
+        id(probe),
+        array_key(raw),
+        cls.tobytes(),
+        cls.shape,
+        patch,
+        stride,
+        _fill_key(fill_),
+    )
+    return probe, raw, cls, patch, stride, fill_, key
+
+
+def _cached(key, probe) -> np.ndarray | None:
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is probe:
+        return hit[1].copy()
+    return None
+
+
+def occlusion(
+    model_or_probe: Any,
+    images: Any,
+    classes: Any = None,
+    patch: int = 16,
+    stride: int = 8,
+    fill: Any = "mean",
+    batch_size: int | None = None,
+    progress: Any = False,
+) -> np.ndarray:
+    """Occlusion sensitivity maps at input resolution.
+
+    Args:
+        model_or_probe: a keras.Model or a :class:`cnnwidgets.Probe` (its
+            ``preprocess`` is applied to every patched image).
+        images: raw pixels (H, W, C) or (N, H, W, C); patches are painted on
+            the raw pixels, before ``preprocess``.
+        classes: None (each image's top-1 class), an int, a class name, or a list (K classes).
+        patch: side of the square in pixels (1 <= patch <= min(H, W)).
+        stride: step between patch positions in pixels (>= 1); the last
+            position is moved back to the border, so every pixel is covered.
+        fill: 'mean' (the image's mean colour), 'zero', 'blur' (Gaussian-blurred
+            copy of the image, sigma = max(1, patch / 4)), a number or one
+            number per channel, in raw-pixel units.
+        batch_size: patched images per forward pass (default: the probe's
+            memory budget). Patched images are made lazily per batch.
+        progress: False, True (text bar) or a callable ``(done, total)`` that
+            may raise :class:`cnnwidgets.Cancelled` to stop.
+
+    Returns:
+        (N, K, H, W) float32: at each pixel, the mean over the patches covering
+        it of P(class | image) - P(class | image with the patch hidden). All K
+        classes come from the same forward passes. Results are cached.
+
+    Raises:
+        ValueError: patch larger than the image, stride < 1, unknown fill, bad class.
+    """
+    final = None
+    for level in occlusion_progressive(
+        model_or_probe, images, classes, patch, stride, fill, batch_size, progress, levels=1
+    ):
+        final = level.maps
+    assert final is not None
+    return final
+
+
+def occlusion_progressive(
+    model_or_probe: Any,
+    images: Any,
+    classes: Any = None,
+    patch: int = 16,
+    stride: int = 8,
+    fill: Any = "mean",
+    batch_size: int | None = None,
+    progress: Any = False,
+    levels: int | None = None,
+) -> Iterator[OcclusionLevel]:
+    """Coarse-to-fine occlusion: yields complete, successively finer maps.
+
+    Level k (coarsest first) adds the grid positions whose row and column
+    indices are multiples of 2**k (the last row/column is always included),
+    so the first map costs about 1/4**k of the passes. At a coarse level the
+    drops of the positions not computed yet are linearly interpolated from
+    their computed neighbours, so every preview is a full map of the same
+    patch size; the last level is exactly
+    :func:`occlusion` (and is cached as its result). Arguments as
+    :func:`occlusion`; ``levels`` caps the number of levels (default: as many
+    as keep >= 3 positions per axis on the coarsest level).
+
+    Yields:
+        :class:`OcclusionLevel` with maps (N, K, H, W) float32.
+    """
+    probe, raw, cls, patch, stride, fill_, key = _prepare(
+        model_or_probe, images, classes, patch, stride, fill
+    )
+    if levels is not None:
+        levels = _check_int(levels, "levels", 1)
+    report = reporter(progress, "occlusion")
+    hit = _cached(key, probe)
+    ys, xs = patch_positions(raw.shape[1], raw.shape[2], patch, stride)
+    total = len(ys) * len(xs)
+    if hit is not None:
+        report(len(raw) * total, len(raw) * total)
+        yield OcclusionLevel(hit, stride, total, total, True)
+        return
+
+    occ = _Occluder(probe, raw, cls, patch, stride, fill_, batch_size, report)
+    report(0, occ.total)
+    ny, nx = len(ys), len(xs)
+    coarsest = 0
+    while min(-(-ny // 2 ** (coarsest + 1)), -(-nx // 2 ** (coarsest + 1))) >= 3:
+        coarsest += 1
+    if levels is not None:
+        coarsest = min(coarsest, levels - 1)
+    for k in range(coarsest, -1, -1):
+        step = 2**k
+        rows = np.unique(np.r_[np.arange(0, ny, step), ny - 1])
+        cols = np.unique(np.r_[np.arange(0, nx, step), nx - 1])
+        grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
+        todo = grid[~occ.done_mask[grid[:, 0], grid[:, 1]]]
+        if len(todo):
+            occ.compute(todo)
+        level_stride = stride * step
+        maps = occ.maps(rows, cols)
+        if k == 0:
+            _CACHE.put(key, (probe, maps))
+            maps = maps.copy()
+        yield OcclusionLevel(maps, level_stride, len(rows) * len(cols), total, k == 0)

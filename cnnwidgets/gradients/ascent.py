@@ -1,0 +1,243 @@
+"""Activation maximization: the compiled gradient-ascent loop (TensorFlow).
+
+:func:`ascend` optimizes a batch of images, one per target (a channel of a
+layer, or a class logit), all at once: every image's loss depends on that
+image only, and every random choice (starting point, jitter, scale, rotation)
+comes in from the caller per image, so image ``i`` of a batch is the image a
+batch of one would give. ``cnnwidgets.explain.maximize`` prepares those
+arrays with numpy and never imports TensorFlow.
+
+Two parameterizations:
+
+- ``'pixel'``: the image itself in [0, 1], plain gradient ascent with the
+  gradient normalized per image (the Keras example 'Visualizing what
+  convnets learn'), clipped to [0, 1] after each step.
+- ``'fourier'``: a scaled Fourier spectrum per colour channel, decorrelated
+  colour and a sigmoid (Olah et al., 'Feature Visualization', Distill 2017),
+  optimized with Adam through random jitter / scale / rotation transforms.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from cnnwidgets.probe import Probe, _linear_part  # noqa: E402
+
+PARAMS = ("pixel", "fourier")
+
+#: Square root of the colour correlation of ImageNet (Lucid's constant),
+#: columns scaled so the largest has unit norm.
+_COLOR_SVD_SQRT = np.asarray(
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32
+)
+COLOR_DECORRELATION = _COLOR_SVD_SQRT / np.max(np.linalg.norm(_COLOR_SVD_SQRT, axis=0))
+
+#: Weight of the pre-activation mean added to the activation mean, so a unit
+#: silent on the starting image still has a gradient.
+LEAK = 0.1
+
+#: Steps run inside one compiled call between progress reports.
+STEP_CHUNK = 8
+
+
+def fourier_shape(h: int, w: int, c: int) -> tuple[int, int, int, int]:
+    """Shape of one image's spectrum variable: (c, h, w // 2 + 1, 2) (real, imaginary)."""
+    return (c, h, w // 2 + 1, 2)
+
+
+def fourier_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
+    """(h, w // 2 + 1) float32 weights that give the spectrum a 1/f fall-off."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    freqs = np.sqrt(fx * fx + fy * fy)
+    scale = 1.0 / np.maximum(freqs, 1.0 / max(h, w)) ** decay_power
+    return (scale * np.sqrt(h * w)).astype(np.float32)
+
+
+def _fourier_image(var, scale, hw: tuple[int, int]):
+    """Spectrum (B, c, h, wf, 2) -> image (B, h, w, c) in (0, 1)."""
+    spec = tf.complex(var[..., 0] * scale, var[..., 1] * scale)
+    img = tf.signal.irfft2d(spec, fft_length=list(hw))
+    img = tf.transpose(img, (0, 2, 3, 1)) / 4.0
+    if img.shape[-1] == 3:
+        img = tf.einsum("bhwc,dc->bhwd", img, COLOR_DECORRELATION)
+    return tf.sigmoid(img)
+
+
+def fourier_to_image(var: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Spectrum variables (B, c, h, w // 2 + 1, 2) -> images (B, h, w, c) float32 in (0, 1)."""
+    scale = tf.constant(fourier_scale(*hw))
+    return _fourier_image(tf.constant(var, tf.float32), scale, hw).numpy()
+
+
+def _objective_fn(probe: Probe, layer: str, target: str) -> Callable:
+    """x (B, H, W, C) model inputs -> (B, K) per-channel spatial means of the target.
+
+    ``target='class'``: the class scores on logits (never the softmax).
+    ``target='channel'``: the layer's channels; for Conv2D / Dense layers with
+    a non-linear activation, mean(activation(z)) + LEAK * mean(z) with z the
+    pre-activation (computed from the layer's own kernel, the layer untouched),
+    so a unit silent on the starting image still has a gradient (Olah et al.
+    optimize pre-ReLU units for the same reason)."""
+    if target == "class":
+        sub = probe.submodel([], scores=True)
+        return lambda x: sub(x, training=False)
+    obj = probe.layer(layer)
+    info = probe.layer_info(layer)
+    act = getattr(obj, "activation", None)
+    linear = _linear_part(obj)
+    if (
+        linear is None
+        or act is None
+        or getattr(act, "__name__", "") == "linear"
+        or len(info.parents) != 1
+    ):
+        sub = probe.submodel([layer])
+        return lambda x: _spatial_mean(sub(x, training=False))
+    parent = info.parents[0]
+    below = None if parent == "input" else probe.submodel([parent])
+
+    def leaky(x):
+        z = linear(x if below is None else below(x, training=False))
+        return _spatial_mean(act(z)) + LEAK * _spatial_mean(z)
+
+    return leaky
+
+
+def _spatial_mean(y):
+    axes = list(range(1, len(y.shape) - 1))
+    return tf.reduce_mean(y, axis=axes) if axes else y
+
+
+def _affine_warp(img, transforms, out_hw: tuple[int, int]):
+    """Per-image projective warps (B, 8), grey (0.5) outside the picture."""
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=img,
+        transforms=transforms,
+        output_shape=tf.constant(out_hw, tf.int32),
+        fill_value=tf.constant(0.5, tf.float32),
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+
+
+def _compiled(probe: Probe) -> dict:
+    return probe.__dict__.setdefault("_ascent_functions", {})
+
+
+def _step_fn(
+    probe: Probe, layer: str, target: str, param: str, hw: tuple[int, int], c: int
+) -> Callable:
+    key = (layer, target, param, hw, c)
+    cache = _compiled(probe)
+    if key in cache:
+        return cache[key]
+    objective = _objective_fn(probe, layer, target)
+    scale = tf.constant(fourier_scale(*hw))
+
+    def to_image(var):
+        return var if param == "pixel" else _fourier_image(var, scale, hw)
+
+    def per_image_objective(var, onehot, transform, pre_a, pre_b):
+        img = to_image(var)
+        if param == "fourier":
+            img = _affine_warp(img, transform, hw)
+        x = tf.einsum("bhwc,dc->bhwd", img * 255.0, pre_a) + pre_b
+        return tf.reduce_sum(objective(x) * onehot, axis=1)  # (B,)
+
+    @tf.function(reduce_retracing=True)
+    def run(var, m, v, t0, onehot, transforms, pre_a, pre_b, lr):
+        n = tf.shape(transforms)[1]
+        for i in tf.range(n):
+            with tf.GradientTape() as tape:
+                tape.watch(var)
+                loss = tf.reduce_sum(
+                    per_image_objective(var, onehot, transforms[:, i], pre_a, pre_b)
+                )
+            g = tape.gradient(loss, var)
+            if param == "pixel":
+                # Normalize per image (RMS over its pixels), step up, stay a picture.
+                rms = tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3], keepdims=True))
+                var = tf.clip_by_value(var + lr * g / (rms + 1e-8), 0.0, 1.0)
+            else:
+                # Adam (ascent): element-wise, so images stay independent.
+                t = tf.cast(t0 + i + 1, tf.float32)
+                m = 0.9 * m + 0.1 * g
+                v = 0.999 * v + 0.001 * tf.square(g)
+                mhat = m / (1.0 - tf.pow(0.9, t))
+                vhat = v / (1.0 - tf.pow(0.999, t))
+                var = var + lr * mhat / (tf.sqrt(vhat) + 1e-8)
+        return var, m, v
+
+    def evaluate(var, onehot, pre_a, pre_b):  # once per batch: eager is enough
+        img = to_image(var)
+        x = tf.einsum("bhwc,dc->bhwd", img * 255.0, pre_a) + pre_b
+        return img, tf.reduce_sum(objective(x) * onehot, axis=1)
+
+    cache[key] = (run, evaluate)
+    return cache[key]
+
+
+def ascend(
+    probe: Probe,
+    layer: str,
+    target: str,
+    init: np.ndarray,
+    onehot: np.ndarray,
+    transforms: np.ndarray,
+    param: str,
+    lr: float,
+    hw: tuple[int, int],
+    preprocess: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run gradient ascent on a batch of images, one target per image.
+
+    Args:
+        probe: the model's Probe.
+        layer: a resolved layer path ('channel' targets) or the head layer ('class').
+        target: 'channel' (mean of one channel of ``layer``) or 'class' (one logit).
+        init: starting variables, (B, H, W, C) images in [0, 1] for 'pixel',
+            (B, C, H, W // 2 + 1, 2) spectra for 'fourier'; float32.
+        onehot: (B, K) float32, row i selects image i's channel or class.
+        transforms: (B, steps, 8) float32 projective transforms (output pixel
+            -> source pixel) applied before the model at each step ('fourier').
+        param: 'pixel' or 'fourier'.
+        lr: step size (per-pixel RMS step for 'pixel', Adam's rate for 'fourier').
+        hw: (H, W) of the optimized images (the model's input size).
+        preprocess: (A (C, C), b (C,)) float32: model input = A @ raw + b per
+            pixel, raw pixels in 0-255; None is the identity.
+        progress: called with the number of steps done after every chunk of
+            steps; it may raise ``Cancelled`` to stop.
+
+    Returns:
+        images (B, H, W, C) float32 in [0, 1] and the objective on them (B,) float32.
+    """
+    if param not in PARAMS:
+        raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
+    c = int(init.shape[-1] if param == "pixel" else init.shape[1])
+    run, evaluate = _step_fn(probe, layer, target, param, tuple(hw), c)
+    if preprocess is None:
+        preprocess = (np.eye(c, dtype=np.float32), np.zeros(c, np.float32))
+    pre_a = tf.constant(preprocess[0], tf.float32)
+    pre_b = tf.constant(preprocess[1], tf.float32)
+    var = tf.constant(init, tf.float32)
+    m = tf.zeros_like(var)
+    v = tf.zeros_like(var)
+    oh = tf.constant(onehot, tf.float32)
+    lr_t = tf.constant(lr, tf.float32)
+    steps = transforms.shape[1]
+    for s in range(0, steps, STEP_CHUNK):
+        chunk = tf.constant(transforms[:, s : s + STEP_CHUNK], tf.float32)
+        var, m, v = run(var, m, v, tf.constant(s, tf.int32), oh, chunk, pre_a, pre_b, lr_t)
+        if progress is not None:
+            progress(min(s + STEP_CHUNK, steps))
+    img, value = evaluate(var, oh, pre_a, pre_b)
+    return img.numpy(), value.numpy()

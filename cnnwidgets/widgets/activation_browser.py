@@ -1,0 +1,419 @@
+"""ActivationBrowser: every channel of a layer as one tiled picture.
+
+Pick a layer (any 4-D layer, nested ones included, then the 2-D ones drawn
+as bar strips), an image, an order and a colour scale; click a tile (or type
+a channel) for an enlarged view of that channel laid over the input, its
+statistics and a histogram of the layer's activations. The computations live
+in :mod:`cnnwidgets.explain.features`; this module only wires controls.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import html
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import bqplot as bq
+import ipywidgets as widgets
+import numpy as np
+
+from cnnwidgets import render
+from cnnwidgets.explain import features
+from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.widgets.base import ViewWidget, layer_options
+
+CAPTION_HEIGHT = 16
+HIST_BINS = 32
+
+
+def layer_choices(probe: Probe) -> list[tuple[str, str]]:
+    """Dropdown options (label, path): every 4-D layer grouped by nested model
+    with its output shape, then the 2-D layers (drawn as bar strips)."""
+    options = layer_options(probe, only_4d=True)
+    for info in probe.layers:
+        if not info.is_model and len(info.output_shape) == 2:
+            label = info.name.replace("/", " / ")
+            options.append((f"{label}  {tuple(info.output_shape[1:])}  [bars]", info.name))
+    return options
+
+
+class ActivationBrowser(ViewWidget):
+    """Browse the activations of every layer of a Keras CNN for some images.
+
+    Args:
+        model: a keras.Model (or a :class:`~cnnwidgets.Probe`); never changed.
+        images: raw pixels, (H, W, C) or (N, H, W, C).
+        layer: the layer shown first (path or short name); default the first
+            convolution.
+        class_names: names of the classes (for the Grad-CAM sort).
+        preprocess: function applied to a float32 copy of the raw pixels
+            before the model (pictures are drawn from the raw pixels).
+        per_page: tiles per page for wide layers.
+        cmap: colour map of the tiles.
+
+    Controls (public, drive them as a user would): ``layer`` (Dropdown),
+    ``image_index`` (shown for several images), ``sort`` ('index', 'mean',
+    'max', 'gradcam'), ``sort_class`` (the class of the Grad-CAM sort),
+    ``scale`` ('channel' or 'layer'), ``channel``, ``page``. ``figure`` is
+    the clickable bqplot figure holding ``view``; ``histogram`` the bqplot
+    histogram of the layer's activations (grey) and the channel's (orange).
+    Changing the layer, image or sort computes in the background (call
+    :meth:`wait` before reading ``view`` in a script); the rest redraws at once.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        images: Any,
+        layer: Any = None,
+        class_names: Sequence[str] | None = None,
+        preprocess: Callable | None = None,
+        per_page: int = features.DEFAULT_PER_PAGE,
+        cmap: str = "viridis",
+    ):
+        super().__init__()
+        self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
+        self.images = self.probe.check_images(images)  # (N, H, W, C) float32 raw pixels
+        self.per_page = int(per_page)
+        if self.per_page < 1:
+            raise ValueError(f"per_page must be at least 1, got {per_page}")
+        render.colormap_lut(cmap)  # unknown names fail here, with the list of good ones
+        self.cmap = cmap
+        self._options = layer_choices(self.probe)
+        if not self._options:
+            raise ValueError("the model has no 4-D or 2-D layer to browse")
+        start = self._check_layer(layer)
+
+        self._draw_lock = threading.RLock()
+        self._compute_lock = threading.Lock()
+        self._data: dict[tuple, dict] = {}  # (layer, image, sort, class) -> computed data
+        self._grids: dict[tuple, features.LayerPicture] = {}
+        self.grid: features.LayerPicture | None = None  # the grid in ``view`` now
+        self.grid_origin: tuple[int, int] = (CAPTION_HEIGHT, 0)  # its top-left in ``view``
+
+        n = len(self.images)
+        top = int(self.probe.predict(self.images[:1]).argmax(axis=1)[0])
+        self.layer = widgets.Dropdown(options=self._options, value=start, description="layer")
+        self.image_index = widgets.IntSlider(
+            value=0,
+            min=0,
+            max=max(n - 1, 0),
+            description="image",
+            layout=widgets.Layout(display=None if n > 1 else "none"),
+        )
+        self.sort = widgets.Dropdown(
+            options=list(features.SORTS), value="index", description="sort"
+        )
+        self.sort_class = widgets.Dropdown(
+            options=[(name, i) for i, name in enumerate(self.probe.class_names)],
+            value=top,
+            description="class",
+            layout=widgets.Layout(display="none"),
+        )
+        self.scale = widgets.ToggleButtons(
+            options=list(features.SCALES), value="channel", description="scale"
+        )
+        self.channel = widgets.BoundedIntText(
+            value=0, min=0, max=0, description="channel", layout=widgets.Layout(width="180px")
+        )
+        self.page = widgets.BoundedIntText(
+            value=0, min=0, max=0, description="page", layout=widgets.Layout(width="160px")
+        )
+        self.stats = widgets.HTML()
+        self.status = widgets.HTML()
+
+        self._xs, self._ys = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
+        self._mark = bq.Image(image=self.image, scales={"x": self._xs, "y": self._ys})
+        self._mark.on_element_click(self._on_grid_click)
+        self.figure = bq.Figure(
+            marks=[self._mark],
+            padding_x=0,
+            padding_y=0,
+            fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
+        )
+        hx, hy = bq.LinearScale(), bq.LinearScale(min=0.0)
+        self._hist = bq.Bars(
+            x=[0.0],
+            y=[[0.0], [0.0]],
+            scales={"x": hx, "y": hy},
+            type="grouped",
+            colors=["#9e9e9e", "#ff7f0e"],
+            labels=["layer", "channel"],
+            display_legend=True,
+        )
+        self.histogram = bq.Figure(
+            marks=[self._hist],
+            axes=[
+                bq.Axis(scale=hx, label="activation", tick_format=".3g"),
+                bq.Axis(scale=hy, orientation="vertical", label="fraction", tick_format=".2f"),
+            ],
+            title="activations",
+            legend_location="top-right",
+            layout=widgets.Layout(width="420px", height="260px"),
+        )
+
+        self._set_layer_limits(start)
+        self._compute(self._key())  # the first picture is drawn before returning
+        self._draw()
+
+        self.layer.observe(self._on_data_change, "value")
+        self.image_index.observe(self._on_data_change, "value")
+        self.sort.observe(self._on_sort, "value")
+        self.sort_class.observe(self._on_data_change, "value")
+        self.scale.observe(self._on_redraw, "value")
+        self.page.observe(self._on_redraw, "value")
+        self.channel.observe(self._on_channel, "value")
+
+        self.children = [
+            widgets.HBox([self.layer, self.image_index]),
+            widgets.HBox([self.sort, self.sort_class, self.scale]),
+            widgets.HBox([self.channel, self.page, self.stats]),
+            self.status,
+            self.figure,
+            self.histogram,
+        ]
+
+    # ------------------------------------------------------------ controls
+
+    def _check_layer(self, layer: Any) -> str:
+        paths = [p for _, p in self._options]
+        if layer is None:
+            convs = [i.name for i in self.probe.layers if i.kind.startswith("Conv") and i.is_4d]
+            return convs[0] if convs else paths[0]
+        path = self.probe.resolve(layer)  # unknown names: ValueError with the closest ones
+        if path not in paths:
+            close = difflib.get_close_matches(path, paths, n=3, cutoff=0.0)
+            raise ValueError(
+                f"layer {path!r} has output shape {self.probe.layer_info(path).output_shape}; "
+                f"the browser shows 4-D and 2-D layers, e.g. {close}"
+            )
+        return path
+
+    def _key(self) -> tuple:
+        sort = self.sort.value
+        cls = self.sort_class.value if sort == "gradcam" else None
+        return (self.layer.value, self.image_index.value, sort, cls)
+
+    def _set_layer_limits(self, layer: str) -> None:
+        c = int(self.probe.layer_info(layer).output_shape[-1])
+        pages = features.num_pages(c, self.per_page)
+        with self.hold_trait_notifications():
+            self.channel.max = c - 1
+            self.page.max = pages - 1
+        self.page.layout.display = None if pages > 1 else "none"
+
+    def _on_sort(self, change) -> None:
+        self.sort_class.layout.display = None if change["new"] == "gradcam" else "none"
+        self._on_data_change(change)
+
+    def _on_data_change(self, change) -> None:
+        if change["owner"] is self.layer:
+            with self._draw_lock:
+                self._set_layer_limits(self.layer.value)
+        key = self._key()
+        if key in self._data:
+            self._draw()
+            return
+        self.status.value = "<i>computing...</i>"
+
+        def work(progress):
+            with self._compute_lock:
+                progress(0, 1)  # a newer change cancelled this job: stop before computing
+                self._compute(key)
+            return key
+
+        self._start_job(work, lambda _key: self._draw())
+
+    def _on_redraw(self, change) -> None:
+        self._draw()
+
+    def _on_channel(self, change) -> None:
+        data = self._data.get(self._key())
+        if data is not None:
+            pos = int(np.flatnonzero(data["order"] == self.channel.value)[0])
+            page = features.page_of(pos, self.per_page)
+            if page != self.page.value and page <= self.page.max:
+                self.page.value = page  # draws
+                return
+        self._draw()
+
+    def select_at(self, y: float, x: float) -> int:
+        """Select the channel whose tile is under pixel (y, x) of ``view``.
+
+        Returns the channel, or -1 (and changes nothing) outside the grid."""
+        if self.grid is None:
+            return -1
+        oy, ox = self.grid_origin
+        channel = self.grid.index_at(y - oy, x - ox)
+        if channel >= 0:
+            self.channel.value = channel
+        return channel
+
+    def _on_grid_click(self, mark, content) -> None:
+        """bqplot click: data coordinates are view pixels with y pointing up."""
+        data = content.get("data", {})
+        if "click_x" not in data or self._view is None:
+            return
+        self.select_at(self._view.shape[0] - float(data["click_y"]), float(data["click_x"]))
+
+    # ------------------------------------------------------------ compute
+
+    def _compute(self, key: tuple) -> None:
+        """Activations (and Grad-CAM channel weights) for one (layer, image, sort, class)."""
+        if key in self._data:
+            return
+        layer, index, sort, cls = key
+        acts = self.probe.activations(self.images, [layer])[layer][index]  # (h, w, C) or (C,)
+        note = ""
+        weights = None
+        if sort == "gradcam":
+            if acts.ndim == 3:
+                from cnnwidgets.explain.cam import channel_weights
+
+                w = channel_weights(
+                    self.probe, self.images[index : index + 1], layer, [cls], method="gradcam"
+                )
+                weights = w[0, 0]
+            else:
+                note = "Grad-CAM weights need a 4-D layer; shown in index order"
+        order = features.channel_order(
+            acts, "index" if weights is None and sort == "gradcam" else sort, weights
+        )
+        data = {
+            "acts": acts,
+            "order": order,
+            "stats": features.channel_stats(acts),
+            "weights": weights,
+            "note": note,
+        }
+        if len(self._data) > 32:
+            self._data.pop(next(iter(self._data)))
+            self._grids.clear()
+        self._data[key] = data
+
+    # ------------------------------------------------------------ drawing
+
+    def _draw(self) -> None:
+        """Draw the current controls' state, if its data is ready (else a job will)."""
+        with self._draw_lock:
+            key = self._key()
+            data = self._data.get(key)
+            if data is None:
+                return
+            acts, order = data["acts"], data["order"]
+            c = acts.shape[-1]
+            channel = int(np.clip(self.channel.value, 0, c - 1))
+            page = int(np.clip(self.page.value, 0, features.num_pages(c, self.per_page) - 1))
+            scale = self.scale.value
+            gkey = key + (scale, page)
+            grid = self._grids.get(gkey)
+            if grid is None:
+                grid = features.layer_picture(
+                    acts, order, scale=scale, page=page, per_page=self.per_page, cmap=self.cmap
+                )
+                self._grids[gkey] = grid
+            self.grid = grid
+            self._show(self._compose(data, grid, channel, page))
+            self._update_figure()
+            self._update_side(data, channel)
+            self.status.value = html.escape(data["note"])
+
+    def _compose(
+        self, data: dict, grid: features.LayerPicture, channel: int, page: int
+    ) -> np.ndarray:
+        acts = data["acts"]
+        info = self.probe.layer_info(self.layer.value)
+        c = acts.shape[-1]
+        picture = grid.picture
+        box = grid.box_of(channel)
+        if box is not None:  # mark the selected tile in the separators around it
+            picture = _ring(picture, box, grid.pad)
+        label = "per tile" if grid.scale == "channel" else "shared"
+        bar = _labelled_colorbar(grid.vmin, grid.vmax, self.cmap, label)
+        parts = [picture, bar, self._channel_panel(data, grid, channel)]
+        sort = self.sort.value
+        if sort == "gradcam":
+            sort += f" ({self.probe.class_names[self.sort_class.value]})"
+        pages = features.num_pages(c, self.per_page)
+        title = (
+            f"{info.name} {tuple(info.output_shape[1:])}  image {self.image_index.value}  "
+            f"sort {sort}  scale {grid.scale}" + (f"  page {page + 1}/{pages}" if pages > 1 else "")
+        )
+        self.grid_origin = (CAPTION_HEIGHT, 0)
+        return render.caption(render.hstack(parts, pad=6), title, height=CAPTION_HEIGHT)
+
+    def _channel_panel(self, data: dict, grid: features.LayerPicture, channel: int) -> np.ndarray:
+        """The chosen channel enlarged to input resolution, alone and over the image."""
+        acts, stats = data["acts"], data["stats"]
+        text = (
+            f"ch {channel}: mean {stats['mean'][channel]:.3g} max {stats['max'][channel]:.3g}"
+            f" zeros {100 * stats['zero_fraction'][channel]:.0f}%"
+        )
+        if acts.ndim == 1:  # a dense unit has one value: say it
+            return render.caption(
+                np.full((4, 160, 3), 255, np.uint8), f"unit {channel}: {acts[channel]:.4g}"
+            )
+        fmap = acts[..., channel]
+        if grid.scale == "layer":
+            lo, hi = grid.vmin, grid.vmax
+        else:
+            lo, hi = float(fmap.min()), float(fmap.max())
+        unit = render.normalize(fmap, lo=lo, hi=hi)
+        raw = render.to_rgb_uint8(self.images[self.image_index.value])
+        h, w = raw.shape[:2]
+        alone = render.apply_colormap(render.resize_map(unit, (h, w), smooth=False), self.cmap)
+        over = render.overlay(raw, unit, alpha=0.6, cmap=self.cmap)
+        up = max(1, int(np.ceil(128 / max(h, w))))
+        pair = render.hstack([alone, over], pad=4)
+        if up > 1:
+            pair = pair.repeat(up, axis=0).repeat(up, axis=1)
+        side = render.colorbar(lo, hi, self.cmap, height=max(64, min(pair.shape[0] - 12, 256)))
+        return render.caption(render.hstack([pair, side], pad=4), text)
+
+    def _update_figure(self) -> None:
+        h, w = self._view.shape[:2]
+        with self.figure.hold_sync():
+            self._xs.min, self._xs.max = 0.0, float(w)
+            self._ys.min, self._ys.max = 0.0, float(h)
+            self._mark.x, self._mark.y = [0.0, float(w)], [0.0, float(h)]
+            self.figure.layout.width, self.figure.layout.height = f"{w}px", f"{h}px"
+
+    def _update_side(self, data: dict, channel: int) -> None:
+        acts, stats = data["acts"], data["stats"]
+        self.stats.value = (
+            f"<b>channel {channel}</b>: mean {stats['mean'][channel]:.4g}, "
+            f"max {stats['max'][channel]:.4g}, zeros {100 * stats['zero_fraction'][channel]:.1f} %"
+        )
+        layer_counts, edges = np.histogram(acts, bins=HIST_BINS)
+        chan_counts, _ = np.histogram(acts[..., channel], bins=edges)
+        centers = (edges[:-1] + edges[1:]) / 2
+        with self._hist.hold_sync():
+            self._hist.x = centers.astype(np.float64)
+            self._hist.y = np.stack(
+                [layer_counts / max(layer_counts.sum(), 1), chan_counts / max(chan_counts.sum(), 1)]
+            ).astype(np.float64)
+        self.histogram.title = f"{self.layer.value}: activations (channel {channel} in orange)"
+
+
+@functools.lru_cache(maxsize=64)
+def _labelled_colorbar(vmin: float, vmax: float, cmap: str, label: str) -> np.ndarray:
+    """The grid's colour bar with a word above it saying what its range is."""
+    return render.caption(render.colorbar(vmin, vmax, cmap), label)
+
+
+def _ring(picture: np.ndarray, box: tuple[int, int, int, int], pad: int) -> np.ndarray:
+    """Colour the separator pixels around a tile (the tile itself is untouched)."""
+    out = picture.copy()
+    t, l_, b, r = box
+    h, w = out.shape[:2]
+    colour = np.array([230, 30, 30], np.uint8)
+    top, bottom = max(t - pad, 0), min(b + pad, h)
+    left, right = max(l_ - pad, 0), min(r + pad, w)
+    out[top:t, left:right] = colour
+    out[b:bottom, left:right] = colour
+    out[top:bottom, left:l_] = colour
+    out[top:bottom, r:right] = colour
+    return out

@@ -1,0 +1,320 @@
+"""FilterGallery: a convolution layer's filters as kernels, as the images that
+excite them most (activation maximization), or the images of the output
+classes; one filter enlarged with its activation and, given images, the input
+patches that excite it most.
+
+    gallery = cw.FilterGallery(model, images=images)
+    gallery.mode.value = "maximize"; gallery.wait()
+    gallery.click(10, 10)          # the tile under view pixel (y, x) becomes the selection
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+
+from cnnwidgets import render
+from cnnwidgets.explain.filters import (
+    filter_weights,
+    kernel_layers,
+    kernel_pictures,
+    top_patches,
+)
+from cnnwidgets.explain.maximize import filter_activations, maximize
+from cnnwidgets.probe import as_probe
+from cnnwidgets.widgets.base import ViewWidget, layer_options
+
+MODES = ("weights", "maximize", "classes")
+_CAPTION = 16  # height of the caption band above the grid (render.caption)
+_PAD = 1
+
+
+class FilterGallery(ViewWidget):
+    """Browse a conv layer's filters: kernels, maximization images, class images.
+
+    Args:
+        model: a keras.Model or a :class:`cnnwidgets.Probe`.
+        layer: the first layer shown (name or path); default the first conv layer.
+        mode: 'weights' (kernels: colour patches for the first layer of an RGB
+            model, grey tiles per input channel deeper), 'maximize' (images
+            maximizing each filter's mean activation, computed in the
+            background a chunk at a time) or 'classes' (images maximizing each
+            output class logit).
+        images: optional raw images (N, H, W, C); the selected filter then
+            shows the receptive-field crops that excite it most.
+        class_names, preprocess: as for :class:`cnnwidgets.Probe`.
+        per_page: tiles per page. tile: tile side in pixels.
+        steps, size, param, lr, seed: passed to :func:`cnnwidgets.maximize`.
+        chunk: filters optimized per background step (shown as they finish).
+
+    Public controls: ``layer`` (Dropdown of conv layers), ``mode``
+    (ToggleButtons), ``page`` (IntSlider), ``filter`` (BoundedIntText, the
+    selected filter / class); ``click(y, x)`` selects the tile under a view pixel.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = None,
+        mode: str = "weights",
+        images: Any = None,
+        class_names: Sequence[str] | None = None,
+        preprocess: Callable | None = None,
+        per_page: int = 16,
+        tile: int = 48,
+        steps: int = 64,
+        size: int = 64,
+        param: str = "fourier",
+        lr: float | None = None,
+        seed: int = 0,
+        chunk: int = 8,
+    ):
+        super().__init__()
+        self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        convs = kernel_layers(self.probe)
+        if not convs:
+            raise ValueError("the model has no 2-D convolution layer to show")
+        path = convs[0] if layer is None else self.probe.resolve(layer)
+        if path not in convs:
+            filter_weights(self.probe, path)  # raises with the list of conv layers
+        self.images = None if images is None else self.probe.check_images(images)
+        self.per_page, self.tile_px, self.chunk = int(per_page), int(tile), int(chunk)
+        self._params = dict(size=int(size), steps=int(steps), param=param, lr=lr, seed=int(seed))
+        self._results: dict[tuple, np.ndarray] = {}
+        self._values: dict[tuple, float] = {}
+        self._kernels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._generation = 0
+        self._quiet = False
+        self._grid_cols = 1
+
+        options = [o for o in layer_options(self.probe) if o[1] in convs]
+        self.layer = widgets.Dropdown(options=options, value=path, description="layer")
+        self.mode = widgets.ToggleButtons(options=list(MODES), value=mode, description="show")
+        self.page = widgets.IntSlider(value=0, min=0, max=0, description="page")
+        self.filter = widgets.BoundedIntText(value=0, min=0, max=0, description="filter")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
+        self.status = widgets.Label(value="")
+        self.children = [
+            widgets.HBox([self.layer, self.mode]),
+            widgets.HBox([self.page, self.filter, self.progress, self.status]),
+            self.image,
+        ]
+        self.layer.observe(self._on_source, "value")
+        self.mode.observe(self._on_source, "value")
+        self.page.observe(self._on_page, "value")
+        self.filter.observe(self._on_filter, "value")
+        self._on_source()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def count(self) -> int:
+        """Number of filters (or classes) in the current mode."""
+        if self.mode.value == "classes":
+            return self.probe.num_classes
+        return int(self.probe.layer_info(self.layer.value).output_shape[-1])
+
+    @property
+    def page_filters(self) -> list[int]:
+        """Filter (or class) indices shown on the current page."""
+        start = self.page.value * self.per_page
+        return list(range(start, min(start + self.per_page, self.count)))
+
+    def _target_layer(self) -> str:
+        if self.mode.value == "classes":
+            return self.probe.head.logits_from
+        return self.layer.value
+
+    def _key(self, f: int) -> tuple:
+        return (self._target_layer(), f, tuple(sorted(self._params.items(), key=str)))
+
+    def _on_source(self, change=None) -> None:
+        """Layer or mode changed: new page range, cancel the old job, start anew."""
+        self._generation += 1
+        self._quiet = True
+        try:
+            self.layer.disabled = self.mode.value == "classes"
+            pages = max(1, -(-self.count // self.per_page))
+            self.page.max = pages - 1
+            self.page.value = 0
+            self.filter.max = self.count - 1
+            self.filter.value = 0
+        finally:
+            self._quiet = False
+        self._refresh()
+
+    def _on_page(self, change=None) -> None:
+        if self._quiet:
+            return
+        self._generation += 1
+        self._quiet = True
+        try:
+            self.filter.value = self.page_filters[0]
+        finally:
+            self._quiet = False
+        self._refresh()
+
+    def _on_filter(self, change=None) -> None:
+        if self._quiet:
+            return
+        page = self.filter.value // self.per_page
+        if page != self.page.value:
+            self.page.value = page  # triggers _on_page, which redraws
+            return
+        self._redraw()
+
+    def _refresh(self) -> None:
+        if self.mode.value == "weights":
+            if self._job is not None:
+                self._job.cancel()
+            self.progress.value = 0
+            self._redraw()
+            return
+        self._redraw()
+        self._start_maximize()
+
+    def click(self, y: float, x: float) -> int:
+        """Select the tile under pixel (y, x) of ``view``; returns the filter or -1."""
+        k = render.tile_at(y - _CAPTION, x, (self.tile_px, self.tile_px), self._grid_cols, pad=_PAD)
+        filters = self.page_filters
+        if y < _CAPTION or not 0 <= k < len(filters):
+            return -1
+        self.filter.value = filters[k]
+        return filters[k]
+
+    # ------------------------------------------------------- maximization
+
+    def _start_maximize(self) -> None:
+        generation = self._generation
+        layer = self._target_layer()
+        todo = [f for f in self.page_filters if self._key(f) not in self._results]
+        if not todo:
+            if self._job is not None:
+                self._job.cancel()
+            return
+        chunks = [todo[i : i + self.chunk] for i in range(0, len(todo), self.chunk)]
+        steps = self._params["steps"]
+        keys = {f: self._key(f) for f in todo}
+        self.status.value = f"optimizing {len(todo)} images..."
+
+        def work(progress):
+            total = steps * len(chunks)
+            progress(0, total)
+            for c, chunk in enumerate(chunks):
+                images = maximize(
+                    self.probe,
+                    layer,
+                    chunk,
+                    progress=lambda d, t, c=c: progress(c * steps + d, total),
+                    **self._params,
+                )
+                progress((c + 1) * steps, total)
+                for f, img in zip(chunk, images):
+                    self._results[keys[f]] = img
+                if generation == self._generation:
+                    self._redraw()  # show filters as they finish
+            return generation
+
+        def done(gen):
+            if gen == self._generation:
+                self.status.value = ""
+                self._redraw()
+
+        self._start_job(work, done, self.progress)
+
+    # ------------------------------------------------------------ drawing
+
+    def _tiles(self) -> tuple[np.ndarray, list[str]]:
+        """(n, tile, tile, 3) uint8 pictures and labels of the current page."""
+        filters = self.page_filters
+        t = self.tile_px
+        labels = [str(f) for f in filters]
+        if self.mode.value == "classes":
+            labels = [self.probe.class_names[f] for f in filters]
+        if self.mode.value == "weights":
+            out = [
+                render.resize_image(self._kernel_picture(f), (t, t), smooth=False) for f in filters
+            ]
+            return np.stack(out), labels
+        out = []
+        for f in filters:
+            img = self._results.get(self._key(f))
+            if img is None:
+                out.append(np.full((t, t, 3), 200, np.uint8))  # pending
+            else:
+                out.append(render.resize_image(img, (t, t)))
+        return np.stack(out), labels
+
+    def _value(self, f: int) -> str:
+        """A line about filter f: its activation on its own picture or on the images."""
+        mode = self.mode.value
+        if mode == "weights":
+            if self.images is None:
+                k = filter_weights(self.probe, self.layer.value)[..., f]
+                return f"filter {f}: |w| = {np.linalg.norm(k):.3g}"
+            key = ("images", self.layer.value, f)
+            if key not in self._values:
+                act = self.probe.activations(self.images, self.layer.value)[self.layer.value]
+                self._values[key] = float(act[..., f].max())
+            return f"filter {f}: max activation on images {self._values[key]:.3g}"
+        img = self._results.get(self._key(f))
+        if img is None:
+            return f"{self._name(f)}: optimizing..."
+        key = ("max",) + self._key(f)
+        if key not in self._values:
+            layer = self._target_layer()
+            self._values[key] = float(filter_activations(self.probe, layer, img[None], [f])[0])
+        what = "probability" if mode == "classes" else "mean activation"
+        return f"{self._name(f)}: {what} {self._values[key]:.3g}"
+
+    def _name(self, f: int) -> str:
+        return self.probe.class_names[f] if self.mode.value == "classes" else f"filter {f}"
+
+    def _kernel_picture(self, f: int) -> np.ndarray:
+        """Filter f's kernel as a picture: a colour patch (first layer of an RGB
+        model) or a grid of grey tiles, one per input channel."""
+        layer = self.layer.value
+        if layer not in self._kernels:
+            kernel = filter_weights(self.probe, layer)
+            self._kernels[layer] = (kernel, kernel_pictures(kernel, rgb=kernel.shape[2] == 3))
+        kernel, pics = self._kernels[layer]
+        rgb = kernel.shape[2] == 3
+        pic = pics[f]
+        if rgb:
+            return pic
+        return render.tile(pic.astype(np.float32) / 255.0, scale=None, cmap="gray", pad=_PAD)
+
+    def _large(self, f: int) -> np.ndarray:
+        side = 2 * self.tile_px + 32
+        if self.mode.value == "weights":
+            return render.resize_image(self._kernel_picture(f), (side, side), smooth=False)
+        img = self._results.get(self._key(f))
+        if img is None:
+            return np.full((side, side, 3), 200, np.uint8)
+        return render.resize_image(img, (side, side))
+
+    def _redraw(self) -> None:
+        tiles, labels = self._tiles()
+        cols = min(len(tiles), int(np.ceil(np.sqrt(self.per_page))))
+        self._grid_cols = cols
+        grid = render.tile(tiles, cols=cols, pad=_PAD)
+        layer = "output classes" if self.mode.value == "classes" else self.layer.value
+        top = render.caption(
+            grid, f"{layer}: {self.mode.value}, page {self.page.value + 1}/{self.page.max + 1}"
+        )
+        f = min(self.filter.value, self.count - 1)
+        parts = [render.caption(self._large(f), self._value(f)[:40])]
+        if self.images is not None and self.mode.value != "classes":
+            crops, values, _ = top_patches(self.probe, self.layer.value, self.images, f, k=6)
+            row = render.tile(
+                np.stack([render.resize_image(c, (self.tile_px, self.tile_px)) for c in crops]),
+                cols=3,
+                pad=2,
+            )
+            parts.append(render.caption(row, f"top patches (max {values[0]:.3g})"))
+        self._show(render.vstack([top, render.hstack(parts, pad=8)], pad=6))

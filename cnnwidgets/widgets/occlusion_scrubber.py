@@ -1,0 +1,355 @@
+"""OcclusionScrubber: slide a patch over an image and watch the class probability.
+
+Moving the patch (sliders ``x``/``y``, or a click on the picture) runs one
+small forward pass, cached per position, and updates the occluded image, the
+top-k class probabilities (bqplot ``bars``) and the drop at this position.
+The full sensitivity map of the chosen class fills in coarse to fine in a
+background job with a progress bar, laid over the image with the current
+patch outlined.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import bqplot
+import ipywidgets as widgets
+import numpy as np
+
+from cnnwidgets import render
+from cnnwidgets.cache import LRUCache
+from cnnwidgets.explain.occlusion import (
+    FILLS,
+    occlude,
+    occlusion_progressive,
+    patch_positions,
+)
+from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.widgets.base import ViewWidget
+
+__all__ = ["OcclusionScrubber"]
+
+#: Panels are enlarged (nearest neighbour) to at least this many pixels across.
+MIN_PANEL = 192
+
+
+class OcclusionScrubber(ViewWidget):
+    """Occlude one image patch by patch and see what the model loses.
+
+    Args:
+        model: a keras.Model or a :class:`cnnwidgets.Probe`.
+        image: one raw image (H, W, C) (or (1, H, W, C)).
+        classes: the class whose probability is followed: None (top-1), an int
+            or a name; a list restricts the class menu to those classes (first
+            one selected).
+        patch: side of the hidden square in pixels.
+        stride: grid step of the sensitivity map in pixels.
+        class_names: names of the model's classes (ignored for a Probe).
+        preprocess: function applied to raw pixels before the model (ignored for a Probe).
+        fill: 'mean', 'zero', 'blur' or a number (see :func:`cnnwidgets.occlusion`).
+        top_k: how many classes the bar chart shows.
+
+    Controls (public attributes, drive them as a user would):
+        x, y: IntSliders, column and row of the patch's TOP-LEFT corner.
+        patch, stride: IntSliders in pixels.
+        fill: Dropdown of fills.
+        class_: Dropdown of classes (value = class index); ``class_`` with a
+            trailing underscore because ``class`` is a Python keyword.
+        bars: bqplot Bars, P(class) unoccluded vs occluded for the top-k classes.
+        figure: bqplot Figure with the clickable occluded image.
+
+    State:
+        occluded: (H, W, C) float32 image as the model sees it now (raw pixels).
+        probabilities: (K,) float32 class probabilities of ``occluded``.
+        drop: P(class | image) - P(class | occluded) at the current position.
+        sensitivity: (H, W) float32 current occlusion map of ``class_`` (None
+            before the first level arrives); ``map_stride`` its level's stride.
+
+    ``view`` is the occluded image | the sensitivity overlay with the patch
+    outlined, both captioned; ``wait()`` blocks until the map is complete.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        image: Any,
+        classes: Any = None,
+        patch: int = 16,
+        stride: int = 8,
+        class_names: Any = None,
+        preprocess: Any = None,
+        fill: Any = "mean",
+        top_k: int = 5,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        probe = model if isinstance(model, Probe) else as_probe(model, class_names, preprocess)
+        raw = probe.check_images(image)
+        if len(raw) != 1:
+            raise ValueError(
+                f"OcclusionScrubber shows one image, got a batch of {len(raw)}; pass images[i]"
+            )
+        self.probe = probe
+        self._raw = raw
+        h, w = raw.shape[1:3]
+        patch_positions(h, w, patch, stride)  # validates patch and stride (ValueError)
+        occlude(raw[0], 0, 0, patch, fill)  # validates fill
+        self._base = probe.predict(raw)[0]
+        chosen = probe.resolve_classes(classes, raw)[0]
+        if isinstance(classes, (list, tuple, np.ndarray)):
+            offered = [int(c) for c in chosen]
+        else:
+            offered = list(range(probe.num_classes))
+        self.top_k = int(top_k)
+        self._scale = max(1, int(np.ceil(MIN_PANEL / max(h, w))))
+        self._lock = threading.RLock()
+        self._probs_cache = LRUCache(maxsize=4096)
+        self._maps: dict[tuple, np.ndarray] = {}
+        self._generation = 0
+        self._moving = False
+        self.sensitivity: np.ndarray | None = None
+        self.map_stride: int | None = None
+        self._overlay: tuple | None = None
+
+        side = min(h, w)
+        style = {"description_width": "initial"}
+        self.x = widgets.IntSlider(
+            value=(w - patch) // 2, min=0, max=w - patch, description="x", style=style
+        )
+        self.y = widgets.IntSlider(
+            value=(h - patch) // 2, min=0, max=h - patch, description="y", style=style
+        )
+        self.patch = widgets.IntSlider(
+            value=patch, min=1, max=side, description="patch", style=style
+        )
+        self.stride = widgets.IntSlider(
+            value=stride, min=1, max=side, description="stride", style=style
+        )
+        fill_options = [(f, f) for f in FILLS]
+        if not (isinstance(fill, str) and fill in FILLS):
+            fill_options.append((str(fill), fill))
+        self.fill = widgets.Dropdown(options=fill_options, value=fill, description="fill")
+        self.class_ = widgets.Dropdown(
+            options=[(probe.class_names[i], i) for i in offered],
+            value=int(chosen[0]),
+            description="class",
+        )
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="map")
+        self.status = widgets.HTML()
+
+        # Clickable picture: bqplot Image on a scale whose y grows downwards (rows).
+        sx = bqplot.LinearScale(min=0, max=float(w))
+        sy = bqplot.LinearScale(min=0, max=float(h), reverse=True)
+        self._picture = widgets.Image(format="png")
+        self.image_mark = bqplot.Image(
+            image=self._picture, x=[0, w], y=[h, 0], scales={"x": sx, "y": sy}
+        )
+        self.image_mark.on_element_click(self._on_mark_click)
+        self.figure = bqplot.Figure(
+            marks=[self.image_mark],
+            padding_x=0,
+            padding_y=0,
+            fig_margin={"top": 4, "bottom": 4, "left": 4, "right": 4},
+            layout=widgets.Layout(width="260px", height="260px"),
+        )
+        bx = bqplot.OrdinalScale()
+        by = bqplot.LinearScale(min=0.0, max=1.0)
+        self.bars = bqplot.Bars(
+            x=["-"],
+            y=[[0.0], [0.0]],
+            scales={"x": bx, "y": by},
+            type="grouped",
+            colors=["#9e9e9e", "#d62728"],
+            labels=["unoccluded", "occluded"],
+            display_legend=True,
+        )
+        self.bars_figure = bqplot.Figure(
+            marks=[self.bars],
+            axes=[
+                bqplot.Axis(scale=bx),
+                bqplot.Axis(scale=by, orientation="vertical", label="P(class)"),
+            ],
+            title="top classes",
+            legend_location="top-right",
+            layout=widgets.Layout(width="360px", height="260px"),
+        )
+
+        self.children = [
+            widgets.HBox([self.x, self.y]),
+            widgets.HBox([self.patch, self.stride, self.fill, self.class_]),
+            widgets.HBox([self.figure, self.bars_figure]),
+            self.image,
+            widgets.HBox([self.progress, self.status]),
+        ]
+        for control in (self.x, self.y):
+            control.observe(self._on_move, names="value")
+        self.patch.observe(self._on_patch, names="value")
+        self.stride.observe(self._on_map_params, names="value")
+        self.fill.observe(self._on_fill, names="value")
+        self.class_.observe(self._on_class, names="value")
+        self._update_live()
+        self._start_map()
+
+    # ------------------------------------------------------------ controls
+
+    def click(self, x: float, y: float) -> None:
+        """Centre the patch on image pixel (column x, row y), as a click does."""
+        p = self.patch.value
+        h, w = self._raw.shape[1:3]
+        self.move(
+            int(np.clip(round(x - p / 2), 0, w - p)), int(np.clip(round(y - p / 2), 0, h - p))
+        )
+
+    def move(self, x: int, y: int) -> None:
+        """Put the patch's top-left corner at (x, y) with one update."""
+        self._moving = True
+        try:
+            with self.hold_sync():
+                self.x.value = int(x)
+                self.y.value = int(y)
+        finally:
+            self._moving = False
+        self._update_live()
+
+    def _on_mark_click(self, _mark: Any, content: dict) -> None:
+        data = content.get("data", content)
+        if "click_x" in data and "click_y" in data:
+            self.click(float(data["click_x"]), float(data["click_y"]))
+
+    def _on_move(self, _change: Any = None) -> None:
+        if not self._moving:
+            self._update_live()
+
+    def _on_patch(self, change: Any) -> None:
+        h, w = self._raw.shape[1:3]
+        p = int(change["new"])
+        self._moving = True
+        try:
+            # Keep the patch inside the image: shrink the sliders' ranges first.
+            self.x.value = min(self.x.value, w - p)
+            self.y.value = min(self.y.value, h - p)
+            self.x.max = w - p
+            self.y.max = h - p
+        finally:
+            self._moving = False
+        self._update_live()
+        self._start_map()
+
+    def _on_fill(self, _change: Any) -> None:
+        self._update_live()
+        self._start_map()
+
+    def _on_class(self, _change: Any) -> None:
+        self._update_live()
+        self._start_map()
+
+    def _on_map_params(self, _change: Any) -> None:
+        self._start_map()
+
+    # ------------------------------------------------------------ live pass
+
+    def _fill_key(self) -> Any:
+        f = self.fill.value
+        return f if isinstance(f, str) else float(f)
+
+    def _update_live(self) -> None:
+        """Occlude at the current position, one (cached) forward pass, redraw."""
+        x, y, p, c = self.x.value, self.y.value, self.patch.value, self.class_.value
+        occluded = occlude(self._raw[0], x, y, p, self.fill.value)
+        key = (x, y, p, self._fill_key())
+        probs = self._probs_cache.get(key)
+        if probs is None:
+            probs = self.probe.predict(occluded[None])[0]
+            self._probs_cache.put(key, probs)
+        with self._lock:
+            self.occluded = occluded
+            self.probabilities = probs
+            self.drop = float(self._base[c] - probs[c])
+        names = self.probe.class_names
+        top = np.argsort(-probs, kind="stable")[: self.top_k]
+        with self.bars.hold_sync():
+            self.bars.x = [names[i] for i in top]
+            self.bars.y = np.stack([self._base[top], probs[top]]).astype(np.float64)
+        self.status.value = (
+            f"P({names[c]}) {self._base[c]:.3f} &rarr; {probs[c]:.3f} with the patch at "
+            f"x={x}, y={y}: drop <b>{self.drop:+.3f}</b>"
+        )
+        self._redraw()
+
+    # ------------------------------------------------------------ map job
+
+    def _map_key(self) -> tuple:
+        return (self.patch.value, self.stride.value, self._fill_key(), self.class_.value)
+
+    def _start_map(self) -> None:
+        key = self._map_key()
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        if key in self._maps:
+            if self._job is not None:
+                self._job.cancel()
+            self.progress.value = self.progress.max
+            self._set_map(generation, self._maps[key], key[1])
+            return
+        patch, stride, _, cls = key
+        fill = self.fill.value
+
+        def work(progress):
+            final = None
+            for level in occlusion_progressive(
+                self.probe, self._raw, [cls], patch, stride, fill, progress=progress
+            ):
+                final = level.maps[0, 0]
+                self._set_map(generation, final, level.stride)
+            return final
+
+        def done(result):
+            self._maps[key] = result
+
+        self.progress.value = 0
+        self._start_job(work, done, self.progress)
+
+    def _set_map(self, generation: int, sensitivity: np.ndarray, stride: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # a newer map was asked for
+            self.sensitivity = sensitivity
+            self.map_stride = int(stride)
+            self._redraw()
+
+    # ------------------------------------------------------------ drawing
+
+    def _overlay_panel(self) -> tuple[np.ndarray, str]:
+        """The enlarged image with the sensitivity map laid over it (cached per map)."""
+        sens = self.sensitivity
+        if self._overlay is not None and self._overlay[0] is sens:
+            return self._overlay[1], self._overlay[2]
+        s = self._scale
+        base = render.to_rgb_uint8(self._raw[0]).repeat(s, axis=0).repeat(s, axis=1)
+        if sens is None:
+            panel, text = base, "occlusion map: computing"
+        else:
+            peak = float(sens.max())
+            heat = np.clip(sens / peak, 0, 1) if peak > 0 else np.zeros_like(sens)
+            panel = render.overlay(base, heat, alpha=0.5, cmap="jet")
+            text = f"drop, max {peak:.2f} (stride {self.map_stride})"
+        self._overlay = (sens, panel, text)
+        return panel, text
+
+    def _redraw(self) -> None:
+        with self._lock:
+            x, y, p = self.x.value, self.y.value, self.patch.value
+            c = self.class_.value
+            s = self._scale
+            small = render.to_rgb_uint8(self.occluded)
+            self._picture.value = render.to_png(small)
+            left = small.repeat(s, axis=0).repeat(s, axis=1)
+            left = render.caption(
+                left, f"P({self.probe.class_names[c]}) {self.probabilities[c]:.2f}"
+            )
+            right, text = self._overlay_panel()
+            box = (y * s, x * s, (y + p) * s, (x + p) * s)
+            right = render.caption(render.outline(right, box, width=2), text)
+            self._show(render.hstack([left, right]))

@@ -1,0 +1,99 @@
+"""Write notebooks/00_tour.ipynb (then execute it with nbconvert to fill outputs)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import nbformat as nbf
+
+md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+
+cells = [
+    md(
+        "# A tour of cnnwidgets\n\n"
+        "Four widgets that show what a convolutional network sees. Everything here runs "
+        "offline on a laptop CPU: the model is a small CNN shipped with the package "
+        "(trained on synthetic shapes by `scripts/train_demo_models.py`) and the photo "
+        "comes with scikit-image.\n\n"
+        "**Three cells to a Grad-CAM heatmap:** import, load, compare."
+    ),
+    code(
+        "import os\n"
+        "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+        "import numpy as np\n"
+        "import cnnwidgets as cw"
+    ),
+    code(
+        "model = cw.assets.demo_model('shapes_cnn')\n"
+        "names = cw.assets.demo_class_names('shapes_cnn')\n"
+        "images, labels, boxes = cw.assets.make_pairs(4, seed=7)  # two shapes per picture\n"
+        "image = images[0]\n"
+        "print('objects in the picture:', [names[i] for i in labels[0]])"
+    ),
+    code(
+        "# NBVAL_IGNORE_OUTPUT\n"
+        "comparator = cw.GradCAMComparator(model, image, class_names=names, top=4)\n"
+        "comparator"
+    ),
+    md(
+        "Drag **rank** to step through the classes the model believes in, best first; the "
+        "pinned panel keeps the top class beside it. Each heatmap is computed once for all "
+        "top classes, so moving the slider costs no model pass. The same numbers are "
+        "available as arrays:"
+    ),
+    code(
+        "maps = cw.gradcam(model, image, classes=[names[i] for i in labels[0]])\n"
+        "print(maps.shape, maps.dtype)\n"
+        "for k, i in enumerate(labels[0]):\n"
+        "    peak = np.unravel_index(maps[0, k].argmax(), maps.shape[2:])\n"
+        "    t, l, b, r = boxes[0, k]\n"
+        "    print(f'{names[i]:>8}: peak at {peak}, inside its own box: {t <= peak[0] < b and l <= peak[1] < r}')"
+    ),
+    md("## Layer activations\n\nEvery channel of a layer as one grid; pick a layer, sort, click a channel."),
+    code(
+        "# NBVAL_IGNORE_OUTPUT\n"
+        "photo = cw.assets.photo('chelsea', size=64)\n"
+        "browser = cw.ActivationBrowser(model, np.stack([image, photo]), layer='block1_conv2', class_names=names)\n"
+        "browser"
+    ),
+    md("## Filters\n\nThe kernels of the first layer as colour patches; switch `mode` to see what each filter responds to."),
+    code(
+        "# NBVAL_IGNORE_OUTPUT\n"
+        "gallery = cw.FilterGallery(model, layer='block1_conv1', mode='weights')\n"
+        "gallery"
+    ),
+    md("## Occlusion\n\nSlide a grey patch over the picture: where hiding it lowers the probability is what mattered."),
+    code(
+        "# NBVAL_IGNORE_OUTPUT\n"
+        "scrubber = cw.OcclusionScrubber(model, image, class_names=names, patch=16, stride=8)\n"
+        "scrubber"
+    ),
+    md("## The model itself\n\n`model.summary()`, alive: shapes, parameters and receptive fields."),
+    code(
+        "# NBVAL_IGNORE_OUTPUT\n"
+        "cw.ModelOverview(model, images=image, comparator=comparator)"
+    ),
+    md(
+        "## Your own model\n\n"
+        "Pass any Keras image classifier, with `preprocess=` for its input scaling. "
+        "An ImageNet VGG16 lights up below when its weights are already on this machine "
+        "(Binder pre-fetches them); nothing is downloaded here."
+    ),
+    code(
+        "from cnnwidgets.assets.imagenet import imagenet_weights_available\n"
+        "if imagenet_weights_available('vgg16'):\n"
+        "    import keras\n"
+        "    vgg = keras.applications.VGG16(weights='imagenet')\n"
+        "    cat = cw.assets.photo('chelsea', size=224)\n"
+        "    vgg_view = cw.GradCAMComparator(vgg, cat, preprocess=keras.applications.vgg16.preprocess_input)\n"
+        "    display(vgg_view)\n"
+        "else:\n"
+        "    print('ImageNet weights for VGG16 are not available on this machine; this section runs on Binder.')"
+    ),
+]
+
+nb = nbf.v4.new_notebook(cells=cells)
+nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+out = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "00_tour.ipynb"
+nbf.write(nb, out)
+print("wrote", out)

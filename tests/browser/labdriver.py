@@ -1,0 +1,309 @@
+"""Drive JupyterLab 4 in a Playwright page: open a notebook, run all cells
+through Lab's own command registry, wait for the kernel, and inspect and move
+the widgets it shows.
+
+Lab is started with ``--LabApp.expose_app_in_browser=True``, so the page has
+``window.jupyterapp`` (the JupyterFrontEnd): commands run exactly as from the
+menu (``notebook:run-all-cells`` is Run > Run All Cells), and the notebook
+model tells which cells ran and which outputs are errors.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import textwrap
+import time
+
+ARTIFACTS = pathlib.Path(__file__).resolve().parent / "artifacts"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+# the notebook's run state, read from Lab's models (kernel, cells, outputs)
+STATE_JS = """
+() => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell.currentWidget;
+  if (!panel || !panel.content || !panel.content.model || !panel.sessionContext) return null;
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  const cells = panel.content.model.cells;
+  const state = {status: kernel ? kernel.status : 'no-kernel', code: 0, pending: 0,
+                 errors: [], starred: 0};
+  for (let i = 0; i < cells.length; i++) {
+    const cell = cells.get(i);
+    if (cell.type !== 'code') continue;
+    state.code += 1;
+    const source = cell.sharedModel.getSource().trim();
+    if (source && cell.executionCount === null) state.pending += 1;
+    const tags = cell.getMetadata('tags') || [];
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const out = cell.outputs.get(j).toJSON();
+      if (out.output_type === 'error' && !tags.includes('raises-exception')) {
+        state.errors.push(`cell ${i}: ${out.ename}: ${out.evalue}`);
+      }
+    }
+  }
+  for (const prompt of document.querySelectorAll('.jp-Notebook .jp-InputPrompt')) {
+    if (prompt.textContent.includes('*')) state.starred += 1;
+  }
+  return state;
+}
+"""
+
+# which outputs of which cells are widget views, from the notebook model
+WIDGET_OUTPUTS_JS = """
+(mime) => {
+  const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+  const found = [];
+  for (let i = 0; i < cells.length; i++) {
+    const cell = cells.get(i);
+    if (cell.type !== 'code') continue;
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const data = cell.outputs.get(j).data || {};
+      if (mime in data) found.push({cell: i, output: j, static: 'image/png' in data});
+    }
+  }
+  return found;
+}
+"""
+
+# the pictures of one widget: <img> sources and bqplot <image> hrefs
+PICTURES_JS = """
+(root) => {
+  const pics = [];
+  for (const img of root.querySelectorAll('img')) {
+    pics.push({kind: 'img', src: img.currentSrc || img.src, complete: img.complete,
+               width: img.naturalWidth, widget: img.classList.contains('widget-image')});
+  }
+  for (const img of root.querySelectorAll('svg image')) {
+    pics.push({kind: 'svg', src: img.getAttribute('href') || img.getAttribute('xlink:href'),
+               complete: true, width: 1, widget: true});
+  }
+  return pics;
+}
+"""
+
+
+class LabPage:
+    """One notebook open in one Lab page."""
+
+    def __init__(self, page, base: str, token: str, name: str):
+        self.page = page
+        self.base = base
+        self.token = token
+        self.name = name
+        self.stem = re.sub(r"[^A-Za-z0-9_.-]", "_", pathlib.Path(name).stem)
+        self.console: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.console.append(m.text))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    # ------------------------------------------------------------ lab
+
+    def open(self, timeout: float = 180) -> None:
+        """Load Lab on a fresh workspace with only this notebook open; wait for its kernel."""
+        workspace = f"test-{self.stem}"
+        url = f"{self.base}/lab/workspaces/{workspace}/tree/{self.name}?reset&token={self.token}"
+        self.page.goto(url, timeout=timeout * 1000)
+        self.page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.sessionContext",
+            timeout=timeout * 1000,
+        )
+        self.page.evaluate(
+            """async () => {
+                const panel = window.jupyterapp.shell.currentWidget;
+                await panel.context.ready;
+                await panel.sessionContext.ready;
+            }"""
+        )
+        self.page.wait_for_function(
+            """() => {
+                const sc = window.jupyterapp.shell.currentWidget.sessionContext;
+                return sc.session && sc.session.kernel && sc.session.kernel.status === 'idle';
+            }""",
+            timeout=timeout * 1000,
+        )
+
+    def command(self, command_id: str, args: dict | None = None):
+        """Run a Lab command as its menu entry would."""
+        return self.page.evaluate(
+            "([id, args]) => window.jupyterapp.commands.execute(id, args)",
+            [command_id, args or {}],
+        )
+
+    def state(self) -> dict | None:
+        return self.page.evaluate(STATE_JS)
+
+    def run_all(self, timeout: float = 300) -> dict:
+        """Clear outputs, Run > Run All Cells, and wait for the kernel to go idle
+        with every cell run (or stopped at an error). Returns the final state."""
+        self.command("notebook:clear-all-cell-outputs")
+        self.command("notebook:run-all-cells")
+        deadline = time.monotonic() + timeout
+        stable, state = 0, None
+        while time.monotonic() < deadline:
+            state = self.state()
+            done = (
+                state is not None
+                and state["status"] == "idle"
+                and state["starred"] == 0
+                and (state["pending"] == 0 or state["errors"])
+            )
+            stable = stable + 1 if done else 0
+            if stable >= 3:  # idle over three polls: no cell is about to start
+                return state
+            time.sleep(0.5)
+        self.screenshot("timeout")
+        raise TimeoutError(f"{self.name}: cells still running after {timeout} s: {state}")
+
+    # ---------------------------------------------------------- widgets
+
+    def widget_outputs(self) -> list[dict]:
+        """The widget views among the cells' outputs (top level only), as dicts:
+        cell, output (indices), static (the bundle carries an 'image/png' beside
+        the view, as every cnnwidgets ViewWidget does) and locator."""
+        found = self.page.evaluate(WIDGET_OUTPUTS_JS, WIDGET_MIME)
+        cells = self.page.locator(".jp-Notebook .jp-Cell")
+        for item in found:
+            item["locator"] = (
+                cells.nth(item["cell"])
+                .locator(".jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output")
+                .nth(item["output"])
+            )
+        return found
+
+    def pictures(self, output) -> list[dict]:
+        return output.evaluate(PICTURES_JS)
+
+    def wait_pictures_loaded(self, output, timeout: float = 60) -> list[dict]:
+        """Wait until the widget shows at least one picture and all have loaded."""
+        output.evaluate(
+            """async (root) => {
+                for (const img of root.querySelectorAll('img')) {
+                    if (!img.complete) { try { await img.decode(); } catch (e) {} }
+                }
+            }"""
+        )
+        deadline = time.monotonic() + timeout
+        pics = []
+        while time.monotonic() < deadline:
+            pics = self.pictures(output)
+            if pics and all(p["complete"] and p["width"] > 0 and p["src"] for p in pics):
+                return pics
+            time.sleep(0.5)
+        return pics
+
+    def error_texts(self) -> list[str]:
+        text = self.page.locator(".jp-Notebook").inner_text()
+        return [line for line in text.splitlines() if "Error displaying widget" in line]
+
+    def controls(self, output):
+        """The widget's visible sliders, dropdowns and toggle buttons, in page order."""
+        return output.locator(
+            ".widget-slider:not(.mod-disabled), .widget-dropdown select:not(:disabled),"
+            " .widget-toggle-buttons"
+        ).filter(visible=True)
+
+    def move(self, control) -> str:
+        """Change one control as a user would; returns what was done."""
+        classes = control.get_attribute("class") or ""
+        tag = control.evaluate("(el) => el.tagName.toLowerCase()")
+        if tag == "select":
+            options = control.evaluate(
+                "(el) => ({n: el.options.length, i: el.selectedIndex,"
+                " disabled: Array.from(el.options).map(o => o.disabled)})"
+            )
+            choices = [k for k in range(options["n"]) if k != options["i"]]
+            choices = [k for k in choices if not options["disabled"][k]]
+            if not choices:
+                return ""
+            control.select_option(index=choices[0])
+            return f"dropdown -> option {choices[0]}"
+        if "widget-toggle-buttons" in classes:
+            buttons = control.locator("button:not(.mod-active):not(:disabled)")
+            if buttons.count() == 0:
+                return ""
+            buttons.first.click()
+            return "toggle button"
+        # a slider (noUiSlider): focus the handle, one keyboard step
+        handle = control.locator(".noUi-handle").first
+        before = handle.get_attribute("aria-valuenow")
+        handle.focus()
+        handle.press("ArrowRight")
+        if handle.get_attribute("aria-valuenow") == before:
+            handle.press("ArrowLeft")  # already at the top end
+        after = handle.get_attribute("aria-valuenow")
+        return f"slider {before} -> {after}" if after != before else ""
+
+    def screenshot(self, label: str, target=None) -> pathlib.Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{self.stem}--{label}.png"
+        try:
+            (target or self.page).screenshot(path=str(path), timeout=30_000)
+        except Exception:  # noqa: BLE001 - artifacts never fail a test
+            pass
+        return path
+
+    def shutdown_kernels(self) -> None:
+        """Free the CPU for the next notebook: shut this page's kernel down."""
+        try:
+            self.page.evaluate(
+                """async () => {
+                    const sc = window.jupyterapp.shell.currentWidget.sessionContext;
+                    if (sc.session) { await sc.session.shutdown(); }
+                }"""
+            )
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def write_scratch_notebook(path: pathlib.Path) -> pathlib.Path:
+    """A harness check that needs none of the widget notebooks: a minimal
+    ViewWidget with a slider and a dropdown that redraw its picture."""
+    import nbformat
+
+    source = textwrap.dedent(
+        """\
+        import ipywidgets as widgets
+        import numpy as np
+        from IPython.display import display
+
+        from cnnwidgets.widgets.base import ViewWidget
+
+
+        class Stripes(ViewWidget):
+            def __init__(self):
+                super().__init__()
+                self.period = widgets.IntSlider(value=3, min=1, max=12, description="period")
+                self.colour = widgets.Dropdown(options=["red", "green", "blue"], value="red")
+                for control in (self.period, self.colour):
+                    control.observe(lambda change: self.redraw(), names="value")
+                self.children = [widgets.HBox([self.period, self.colour]), self.image]
+                self.redraw()
+
+            def redraw(self):
+                x = np.arange(160)[None, :].repeat(96, axis=0)
+                stripes = (x // self.period.value % 2 * 255).astype(np.uint8)
+                picture = np.zeros((96, 160, 3), np.uint8)
+                picture[..., ["red", "green", "blue"].index(self.colour.value)] = stripes
+                self._show(picture)
+
+
+        stripes = Stripes()
+        display(stripes)
+        """
+    )
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("Harness check for the browser test (not a tutorial)."),
+            nbformat.v4.new_code_cell(source),
+            nbformat.v4.new_code_cell("print(stripes.view.shape)"),
+        ]
+    )
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path.write_text(json.dumps(nb, indent=1))
+    return path

@@ -1,0 +1,115 @@
+"""Every notebook of notebooks/ in a real JupyterLab 4, in headless Chromium.
+
+One Lab server (on a temp copy of notebooks/), one browser, one page and one
+kernel per notebook. For each notebook: Run > Run All Cells (Lab's
+``notebook:run-all-cells`` command), wait until the kernel is idle with every
+cell run, then check that
+
+- no cell raised (cells tagged ``raises-exception`` excepted);
+- every widget view rendered: its pictures loaded (naturalWidth > 0) and
+  "Error displaying widget" appears nowhere;
+- every cnnwidgets widget (a widget view with an 'image/png' beside it) shows
+  a picture, and moving one of its controls (the first slider, dropdown or
+  toggle button that changes anything) changes that picture.
+
+Screenshots go to tests/browser/artifacts/ (git-ignored). A harness notebook
+written here (a minimal ViewWidget with a slider) runs beside the real ones,
+so the test proves itself even before any tutorial notebook exists.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import NOTEBOOKS
+from labdriver import LabPage
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SCRATCH = "_scratch_view_widget.ipynb"
+NOTEBOOK_NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) + [SCRATCH]
+
+RUN_TIMEOUT = 600  # s for Run All Cells: kernel start + TensorFlow import on 2 busy cores
+PICTURE_TIMEOUT = 60  # s for a widget's pictures to load / to change after a control moved
+MAX_CONTROLS = 3  # controls tried per widget before calling it unresponsive
+
+
+@pytest.fixture(scope="module")
+def context(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
+    ctx.set_default_timeout(60_000)
+    yield ctx
+    ctx.close()
+
+
+def changed(before: list[dict], after: list[dict]) -> bool:
+    loaded = all(p["complete"] and p["width"] > 0 for p in after)
+    return loaded and [p["src"] for p in after] != [p["src"] for p in before]
+
+
+def move_one_control(lab: LabPage, item: dict, label: str) -> str | None:
+    """Move controls of one widget until its picture changes; returns what
+    worked, or None (with what was tried in lab.console)."""
+    output = item["locator"]
+    controls = lab.controls(output)
+    tried = []
+    for k in range(min(controls.count(), MAX_CONTROLS)):
+        before = lab.wait_pictures_loaded(output, timeout=PICTURE_TIMEOUT)
+        action = lab.move(controls.nth(k))
+        if not action:
+            tried.append(f"control {k}: could not be moved")
+            continue
+        deadline = time.monotonic() + PICTURE_TIMEOUT
+        while time.monotonic() < deadline:
+            if changed(before, lab.pictures(output)):
+                lab.screenshot(f"{label}-after", output)
+                return action
+            time.sleep(0.5)
+        tried.append(f"control {k}: {action}, picture unchanged after {PICTURE_TIMEOUT} s")
+    lab.console.append(f"{label}: " + ("; ".join(tried) or "no slider, dropdown or toggle"))
+    return None
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 600)
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_notebook_in_lab(lab_server, context, name):
+    page = context.new_page()
+    lab = LabPage(page, lab_server["base"], lab_server["token"], name)
+    try:
+        lab.open()
+        state = lab.run_all(timeout=RUN_TIMEOUT)
+        lab.screenshot("ran")
+        assert not state["errors"], f"{name}: cells raised in Lab: {state['errors']}"
+        assert state["pending"] == 0, f"{name}: {state['pending']} cells did not run"
+
+        items = lab.widget_outputs()
+        if name == SCRATCH:
+            assert [i["static"] for i in items] == [True], items
+        problems = []
+        for n, item in enumerate(items):
+            label = f"widget{n}-cell{item['cell']}"
+            item["locator"].scroll_into_view_if_needed()
+            pictures = lab.wait_pictures_loaded(item["locator"], timeout=PICTURE_TIMEOUT)
+            broken = [p["src"][:60] for p in pictures if not (p["complete"] and p["width"] > 0)]
+            if broken:
+                problems.append(f"{label}: pictures did not load: {broken}")
+            if item["static"] and not any(p["widget"] for p in pictures):
+                problems.append(f"{label}: a cnnwidgets widget shows no picture")
+            lab.screenshot(label, item["locator"])
+        errors = lab.error_texts()
+        assert not errors, f"{name}: {errors}"
+        assert not problems, f"{name}: {problems}"
+
+        for n, item in enumerate(items):
+            if not item["static"]:
+                continue  # plain ipywidgets (a slider of its own, ...): rendering is enough
+            label = f"widget{n}-cell{item['cell']}"
+            if move_one_control(lab, item, label) is None:
+                problems.append(f"{label}: no control changed its picture")
+        lab.screenshot("moved")
+        assert not lab.error_texts(), f"{name}: {lab.error_texts()}"
+        assert not problems, f"{name}: {problems}\n" + "\n".join(lab.console[-20:])
+    finally:
+        lab.shutdown_kernels()
+        page.close()

@@ -1,0 +1,229 @@
+"""ActivationBrowser driven as a user would: set controls, assert on ``view``
+(pixels compared with an independent rendering of the channel) and state."""
+
+from __future__ import annotations
+
+import base64
+
+import keras
+import numpy as np
+import pytest
+
+import cnnwidgets as cw
+from cnnwidgets import render
+
+
+def _expected_tile(fmap: np.ndarray, upscale: int, lo=None, hi=None) -> np.ndarray:
+    """One channel drawn the plain way: min-max to [0, 1], viridis, nearest upscale."""
+    fmap = fmap.astype(np.float64)
+    lo = fmap.min() if lo is None else lo
+    hi = fmap.max() if hi is None else hi
+    unit = (fmap - lo) / (hi - lo) if hi > lo else np.zeros_like(fmap)
+    return render.apply_colormap(unit).repeat(upscale, 0).repeat(upscale, 1)
+
+
+def _tile_in_view(browser, k: int) -> np.ndarray:
+    g = browser.grid
+    th, tw = g.tile_hw
+    oy, ox = browser.grid_origin
+    r, c = divmod(k, g.cols)
+    top, left = oy + r * (th + g.pad), ox + c * (tw + g.pad)
+    return browser.view[top : top + th, left : left + tw]
+
+
+@pytest.fixture(scope="module")
+def browser(shapes_model, shapes_images):
+    names = cw.assets.demo_class_names("shapes_cnn")
+    return cw.ActivationBrowser(shapes_model, shapes_images[0][:3], class_names=names)
+
+
+def test_tile_k_is_channel_k(browser, shapes_probe, shapes_images):
+    browser.layer.value = "block2_conv1"
+    browser.sort.value = "index"
+    browser.scale.value = "channel"
+    browser.image_index.value = 1
+    browser.wait()
+    acts = shapes_probe.activations(shapes_images[0][:3], ["block2_conv1"])["block2_conv1"][1]
+    up = browser.grid.tile_hw[0] // acts.shape[0]
+    assert browser.grid.tile_hw == (32 * up, 32 * up)
+    for k in range(acts.shape[-1]):
+        np.testing.assert_array_equal(_tile_in_view(browser, k), _expected_tile(acts[..., k], up))
+    # Shared scale: every tile on the layer's [min, max], and the colour bar says so.
+    browser.scale.value = "layer"
+    assert (browser.grid.vmin, browser.grid.vmax) == (float(acts.min()), float(acts.max()))
+    for k in (0, 7, 31):
+        want = _expected_tile(acts[..., k], up, float(acts.min()), float(acts.max()))
+        np.testing.assert_array_equal(_tile_in_view(browser, k), want)
+    browser.scale.value = "channel"
+
+
+@pytest.mark.parametrize("sort", ["mean", "max"])
+def test_sort_against_plain_argsort(browser, shapes_probe, shapes_images, sort):
+    browser.layer.value = "block3_conv1"
+    browser.image_index.value = 0
+    browser.sort.value = sort
+    browser.wait()
+    acts = shapes_probe.activations(shapes_images[0][:3], ["block3_conv1"])["block3_conv1"][0]
+    key = acts.mean(axis=(0, 1)) if sort == "mean" else acts.max(axis=(0, 1))
+    want = np.argsort(-key.astype(np.float64), kind="stable")
+    np.testing.assert_array_equal(browser.grid.channels, want)
+    up = browser.grid.tile_hw[0] // acts.shape[0]
+    for k in (0, 1, 63):
+        np.testing.assert_array_equal(
+            _tile_in_view(browser, k), _expected_tile(acts[..., want[k]], up)
+        )
+
+
+def test_gradcam_sort_uses_channel_weights(browser, shapes_probe, shapes_images):
+    from cnnwidgets.explain.cam import channel_weights
+
+    browser.layer.value = "block3_conv2"
+    browser.image_index.value = 2
+    browser.sort.value = "gradcam"
+    browser.sort_class.value = 1
+    browser.wait()
+    w = channel_weights(shapes_probe, shapes_images[0][2:3], "block3_conv2", [1])[0, 0]
+    np.testing.assert_array_equal(browser.grid.channels, np.argsort(-w, kind="stable"))
+    assert browser.sort_class.layout.display != "none"
+    browser.sort.value = "index"
+    browser.wait()
+
+
+def test_layer_change_updates_view_and_last_value_wins(browser):
+    browser.layer.value = "block1_conv1"
+    browser.wait()
+    first = browser.view.copy()
+    assert browser.grid.tile_hw == (64, 64) and len(browser.grid.channels) == 16
+    for name in ["block1_conv2", "block2_conv2", "block3_conv1", "block2_pool"] * 5:
+        browser.layer.value = name
+    browser.wait()
+    assert browser.layer.value == "block2_pool"
+    assert len(browser.grid.channels) == 32 and browser.grid.tile_hw[0] % 16 == 0
+    assert browser.view.shape != first.shape or not np.array_equal(browser.view, first)
+
+
+def test_rapid_channel_changes_end_on_last_value(browser, shapes_probe, shapes_images):
+    browser.layer.value = "block3_conv2"
+    browser.sort.value = "index"
+    browser.wait()
+    values = np.random.default_rng(0).integers(0, 64, size=200)
+    for v in values:
+        browser.channel.value = int(v)
+    browser.wait()
+    last = int(values[-1])
+    assert browser.channel.value == last
+    assert f"channel {last}</b>" in browser.stats.value
+    acts = shapes_probe.activations(shapes_images[0][:3], ["block3_conv2"])["block3_conv2"]
+    fmap = acts[browser.image_index.value, ..., last]
+    assert f"max {fmap.max():.4g}" in browser.stats.value
+    assert f"zeros {100 * np.mean(fmap == 0):.1f} %" in browser.stats.value
+    # The selected tile is ringed (red separator pixels), the tile itself untouched.
+    g = browser.grid
+    t, l_, b, r = g.box_of(last)
+    oy, ox = browser.grid_origin
+    assert tuple(browser.view[oy + b, ox + l_]) == (230, 30, 30)
+    # The histogram holds the layer's and the channel's activation distributions.
+    x = browser.histogram.marks[0].x
+    layer_frac, chan_frac = browser.histogram.marks[0].y
+    assert layer_frac.sum() == pytest.approx(1.0) and chan_frac.sum() == pytest.approx(1.0)
+    edges = np.histogram_bin_edges(acts[browser.image_index.value], bins=len(x))
+    counts, _ = np.histogram(fmap, bins=edges)
+    np.testing.assert_allclose(chan_frac, counts / counts.sum())
+
+
+def test_click_selects_the_tile_under_the_pointer(browser):
+    browser.layer.value = "block2_conv2"
+    browser.sort.value = "max"
+    browser.wait()
+    g = browser.grid
+    th, tw = g.tile_hw
+    oy, ox = browser.grid_origin
+    k = g.cols + 2  # second row, third column
+    y, x = oy + th + g.pad + th // 2, ox + 2 * (tw + g.pad) + 3
+    assert browser.select_at(y, x) == g.channels[k]
+    assert browser.channel.value == g.channels[k]
+    # The bqplot click arrives in data coordinates, y pointing up.
+    h = browser.view.shape[0]
+    k2 = 1
+    data = {"click_x": ox + (tw + g.pad) + 1.5, "click_y": h - (oy + 1.5)}
+    browser._on_grid_click(browser.figure.marks[0], {"event": "element_click", "data": data})
+    assert browser.channel.value == g.channels[k2]
+    before = browser.channel.value
+    assert browser.select_at(oy + th, ox + 1) == -1  # a separator: nothing changes
+    assert browser.channel.value == before
+    browser.sort.value = "index"
+    browser.wait()
+
+
+def test_dense_layers_are_bar_strips(browser, shapes_probe, shapes_images):
+    labels = [label for label, _ in browser.layer.options]
+    assert any("predictions" in s and "[bars]" in s for s in labels)
+    assert labels.index(next(s for s in labels if "[bars]" in s)) > labels.index(
+        next(s for s in labels if "block3_conv2" in s)
+    )
+    browser.layer.value = "gap"
+    browser.wait()
+    g = browser.grid
+    assert g.kind == "bars" and len(g.channels) == 64
+    gap = shapes_probe.activations(shapes_images[0][:3], ["gap"])["gap"][browser.image_index.value]
+    assert g.vmax == pytest.approx(float(gap.max()))
+    oy, ox = browser.grid_origin
+    h, bw = g.tile_hw
+    tallest = int(np.argmax(gap))
+    col = browser.view[oy : oy + h, ox + tallest * (bw + g.pad)]
+    assert np.count_nonzero(np.any(col != 255, axis=-1)) == h
+
+
+def test_bad_layer_names(shapes_model, shapes_images):
+    with pytest.raises(ValueError, match="closest.*block2_conv1"):
+        cw.ActivationBrowser(shapes_model, shapes_images[0][:1], layer="block2_conv9")
+    b = cw.ActivationBrowser(shapes_model, shapes_images[0][:1], layer="block1_pool")
+    assert b.image_index.layout.display == "none"  # one image: no picker
+    assert b.layer.value == "block1_pool"
+
+
+def test_nested_model_layers():
+    keras.utils.set_random_seed(0)
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    model = keras.Sequential([base, keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    before = model.predict_on_batch(images)
+    b = cw.ActivationBrowser(model, images, layer="block4_conv3")
+    assert b.layer.value == "vgg16/block4_conv3"
+    assert any(label.startswith("vgg16 / block1_conv1") for label, _ in b.layer.options)
+    assert len(b.grid.channels) == 256 and b.grid.cols == 16
+    probe = cw.Probe(model)
+    acts = probe.activations(images, ["vgg16/block4_conv3"])["vgg16/block4_conv3"][0]
+    up = b.grid.tile_hw[0] // acts.shape[0]
+    for k in (0, 100, 255):
+        np.testing.assert_array_equal(_tile_in_view(b, k), _expected_tile(acts[..., k], up))
+    b.layer.value = "vgg16/block1_conv2"
+    b.wait()
+    assert len(b.grid.channels) == 64
+    np.testing.assert_array_equal(model.predict_on_batch(images), before)
+
+
+def test_paging_a_2048_channel_layer(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(2048, 1, activation="relu", name="wide")(inp)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    image = np.random.default_rng(1).uniform(0, 255, size=(4, 4, 3)).astype("float32")
+    b = cw.ActivationBrowser(model, image, layer="wide", per_page=256)
+    assert b.page.max == 7 and b.page.layout.display != "none"
+    assert len(b.grid.channels) == 256
+    acts = cw.Probe(model).activations(image, ["wide"])["wide"][0]
+    b.channel.value = 1500  # the page follows the channel
+    assert b.page.value == 5
+    np.testing.assert_array_equal(b.grid.channels, np.arange(1280, 1536))
+    k = 1500 - 1280
+    up = b.grid.tile_hw[0] // 4
+    np.testing.assert_array_equal(_tile_in_view(b, k), _expected_tile(acts[..., 1500], up))
+    b.page.value = 7
+    np.testing.assert_array_equal(b.grid.channels, np.arange(1792, 2048))
+    # The static picture travels with the widget and save() writes exactly ``view``.
+    path = b.save(tmp_path / "browser.png")
+    np.testing.assert_array_equal(render.from_png(path.read_bytes()), b.view)
+    png = base64.b64decode(b._repr_mimebundle_()["image/png"])
+    np.testing.assert_array_equal(render.from_png(png), b.view)

@@ -1,0 +1,154 @@
+"""binder/ stays in step with pyproject.toml and the dev environment, and the
+ImageNet-weights check the notebooks rely on reads the Keras cache offline."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import pathlib
+import re
+import stat
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+from cnnwidgets.assets import imagenet
+from cnnwidgets.assets.imagenet import imagenet_weights_available
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BINDER = ROOT / "binder"
+EXTRA = {"jupyterlab"}  # Binder needs the front end besides the runtime dependencies
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalization: 'Scikit_Image' -> 'scikit-image'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(spec: str) -> str:
+    return normalize(re.split(r"[\s<>=!~;\[@(]", spec.strip(), maxsplit=1)[0])
+
+
+def project_dependencies() -> set[str]:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    return {requirement_name(d) for d in deps}
+
+
+def binder_pins() -> dict[str, str]:
+    pins = {}
+    for raw in (BINDER / "requirements.txt").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)", line)
+        assert m, f"binder/requirements.txt: {line!r} is not pinned as name==version"
+        name = normalize(m.group(1))
+        assert name not in pins, f"binder/requirements.txt lists {name} twice"
+        pins[name] = m.group(2)
+    return pins
+
+
+def test_binder_requirements_match_pyproject():
+    pins = binder_pins()
+    wanted = project_dependencies() | EXTRA
+    assert set(pins) == wanted, (
+        f"missing from binder/requirements.txt: {sorted(wanted - set(pins))}; "
+        f"not in pyproject.toml: {sorted(set(pins) - wanted)}"
+    )
+
+
+def test_binder_pins_equal_installed_versions():
+    wrong = {}
+    for name, pinned in binder_pins().items():
+        installed = importlib.metadata.version(name)
+        if installed != pinned:
+            wrong[name] = (pinned, installed)
+    assert not wrong, f"binder pins differ from the installed versions (pin, installed): {wrong}"
+
+
+def test_binder_runtime_and_postbuild():
+    runtime = (BINDER / "runtime.txt").read_text().strip()
+    assert re.fullmatch(r"python-3\.\d+", runtime)
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        requires = tomllib.load(f)["project"]["requires-python"]
+    low = tuple(int(p) for p in re.search(r">=\s*(\d+)\.(\d+)", requires).groups())
+    assert tuple(int(p) for p in runtime.split("-")[1].split(".")) >= low
+    post = BINDER / "postBuild"
+    assert post.stat().st_mode & stat.S_IXUSR, "binder/postBuild must be executable"
+    text = post.read_text()
+    assert text.startswith("#!")
+    assert "pip install" in text and "-e ." in text
+    assert 'VGG16(weights="imagenet")' in text
+    assert 'Xception(weights="imagenet")' in text
+
+
+# ------------------------------------------------------- imagenet_weights_available
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    home = tmp_path / "keras_home"
+    (home / "models").mkdir(parents=True)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    # keep a real /tmp/.keras cache on this machine from answering for the fake one
+    monkeypatch.setattr(
+        imagenet, "keras_cache_dirs", lambda: [pathlib.Path(os.environ["KERAS_HOME"]) / "models"]
+    )
+    return home
+
+
+def test_imagenet_weights_absent_in_empty_cache(keras_home):
+    assert not imagenet_weights_available("vgg16")
+    assert not imagenet_weights_available("Xception")
+    assert not imagenet_weights_available("vgg16", include_top=False)
+
+
+def test_imagenet_weights_found_by_keras_file_name(keras_home):
+    models = keras_home / "models"
+    (models / "vgg16_weights_tf_dim_ordering_tf_kernels.h5").write_bytes(b"\x89HDF")
+    assert imagenet_weights_available("vgg16")
+    assert imagenet_weights_available("VGG16")
+    assert not imagenet_weights_available("vgg16", include_top=False)
+    assert not imagenet_weights_available("xception")
+    (models / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"\x89HDF")
+    assert imagenet_weights_available("xception", include_top=False)
+    assert not imagenet_weights_available("xception")
+    assert imagenet.weights_path("vgg16") == models / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+
+
+def test_imagenet_weights_ignores_empty_or_misplaced_files(keras_home):
+    (keras_home / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5").write_bytes(b"")
+    (keras_home / "xception_weights_tf_dim_ordering_tf_kernels.h5").write_bytes(b"x")  # not models/
+    assert not imagenet_weights_available("vgg16")
+    assert not imagenet_weights_available("xception")
+
+
+def test_imagenet_cache_dirs_follow_keras_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert imagenet.keras_cache_dirs()[0] == tmp_path / "kh" / "models"
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert imagenet.keras_cache_dirs()[0] == tmp_path / ".keras" / "models"
+
+
+def test_imagenet_unknown_model_is_a_clear_error(keras_home):
+    with pytest.raises(ValueError, match="vgg16"):
+        imagenet_weights_available("alexnet")
+
+
+def test_file_names_match_keras_applications():
+    """The names looked for are the names keras.applications downloads to (read
+    from its source, so no network and no model is built)."""
+    import inspect
+
+    from keras.src.applications import vgg16, xception
+
+    for name, module in [("vgg16", vgg16), ("xception", xception)]:
+        source = inspect.getsource(module)
+        for file_name in imagenet.WEIGHT_FILES[name]:
+            assert f'"{file_name}"' in source, (name, file_name)

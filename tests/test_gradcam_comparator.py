@@ -1,0 +1,273 @@
+"""GradCAMComparator: controls set as a user would, asserted on ``view`` and state."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import cnnwidgets as cw
+from cnnwidgets import gradients, render
+from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
+from cnnwidgets.widgets import gradcam_comparator as gc
+from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator, render_panels
+
+
+@pytest.fixture(scope="module")
+def pair():
+    images, labels, boxes = cw.assets.make_pairs(3, seed=11)
+    return images
+
+
+@pytest.fixture
+def widget(shapes_probe, pair):
+    return GradCAMComparator(shapes_probe, pair[0], methods=("gradcam",))
+
+
+def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, cmap="jet"):
+    """The picture built from scratch: cw.gradcam maps and the pure renderer."""
+    probs = probe.predict(image)[0]
+    maps, caps = [], []
+    for m in methods:
+        raw = gradcam(probe, image, classes=[pinned, cls], method=m, normalize=None)
+        maps.append(raw[0])
+        caps.append(
+            [
+                f"{m} | {what}: {probe.class_names[c]} {probs[c]:.1%}"
+                for c, what in ((pinned, "pinned"), (cls, "slider"))
+            ]
+        )
+    maps = np.stack(maps)  # (M, 2, H, W)
+    if mode == "image":
+        # One scale for the image: every class the widget offers, every method shown.
+        every = [
+            gradcam(probe, image, classes=list(range(probe.num_classes)), method=m, normalize=None)
+            for m in methods
+        ]
+        maps = maps / max(e.max() for e in every)
+    else:
+        maps = normalize_maps(maps, mode)
+    return render_panels(image, maps, caps, opacity=opacity, cmap=cmap)
+
+
+def test_initial_state_ranks_classes_by_probability(widget, shapes_probe, pair):
+    probs = shapes_probe.predict(pair[0])[0]
+    assert widget.ranked == list(np.argsort(-probs, kind="stable"))
+    assert widget.class_slider.min == 1 and widget.class_slider.max == 4
+    assert widget.pinned.value == int(np.argmax(probs))
+    assert widget.layer.value == "block3_conv2"
+    assert set(CAM_METHODS) <= set(widget.methods.options)
+    cls = widget.selected_class
+    assert shapes_probe.class_names[cls] in widget.class_label.value
+    assert f"{probs[cls]:.2%}" in widget.class_label.value
+    np.testing.assert_allclose(widget.bars.y, probs[widget.ranked], rtol=1e-6)
+    assert list(widget.bars.x) == [shapes_probe.class_names[c] for c in widget.ranked]
+    view = widget.view
+    assert view.dtype == np.uint8 and view.ndim == 3
+    ref = expected_view(shapes_probe, pair[0], widget.pinned.value, cls, ["gradcam"])
+    np.testing.assert_array_equal(view, ref)
+
+
+def test_slider_costs_no_model_pass(widget, shapes_probe, monkeypatch):
+    calls = []
+
+    def forbidden(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the slider ran the model")
+
+    monkeypatch.setattr(gradients, "layer_gradients", forbidden)
+    monkeypatch.setattr(gradients, "input_gradients", forbidden)
+    monkeypatch.setattr(shapes_probe, "run", forbidden)
+    views = []
+    for rank in (1, 2, 3, 4, 3):
+        widget.class_slider.value = rank
+        views.append(widget.view.copy())
+    widget.opacity.value = 0.7
+    widget.cmap.value = "viridis"
+    widget.normalize.value = "image"
+    assert calls == []
+    assert not np.array_equal(views[0], views[1])
+
+
+def test_rapid_slider_moves_end_on_last_value(shapes_probe, pair):
+    w = GradCAMComparator(shapes_probe, pair[1], methods=("gradcam", "layercam"))
+    rng = np.random.default_rng(0)
+    for v in rng.integers(1, 5, size=200):
+        w.class_slider.value = int(v)
+    w.class_slider.value = 3
+    w.wait()
+    ref = expected_view(shapes_probe, pair[1], w.pinned.value, w.ranked[2], ["gradcam", "layercam"])
+    np.testing.assert_array_equal(w.view, ref)
+    fresh = GradCAMComparator(shapes_probe, pair[1], methods=("gradcam", "layercam"))
+    fresh.class_slider.value = 3
+    np.testing.assert_array_equal(w.view, fresh.view)
+
+
+def test_bar_click_selects_class(widget):
+    widget._on_bar_click(widget.bars, {"event": "element_click", "data": {"index": 3}})
+    assert widget.class_slider.value == 4
+    assert widget.selected_class == widget.ranked[3]
+    assert list(widget.bars.selected) == [3]
+    widget._on_bar_click(widget.bars, {"event": "element_click", "data": {"index": 99}})
+    assert widget.class_slider.value == 4
+
+
+def test_methods_layer_pinned_and_scale(widget, shapes_probe, pair):
+    widget.methods.value = ("gradcam", "gradcam++")
+    widget.wait()
+    one_row = expected_view(
+        shapes_probe, pair[0], widget.pinned.value, widget.selected_class, ["gradcam"]
+    )
+    assert widget.view.shape[0] > 1.8 * one_row.shape[0]
+    np.testing.assert_array_equal(
+        widget.view,
+        expected_view(
+            shapes_probe,
+            pair[0],
+            widget.pinned.value,
+            widget.selected_class,
+            ["gradcam", "gradcam++"],
+        ),
+    )
+    widget.normalize.value = "image"
+    ref = expected_view(
+        shapes_probe,
+        pair[0],
+        widget.pinned.value,
+        widget.selected_class,
+        ["gradcam", "gradcam++"],
+        mode="image",
+    )
+    diff = np.abs(widget.view.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding of the shared scale
+    widget.normalize.value = "map"
+    widget.pinned.value = widget.ranked[3]
+    widget.wait()
+    assert "pinned: " + shapes_probe.class_names[widget.ranked[3]] in _captions(widget)
+    widget.layer.value = "block3_conv1"
+    widget.wait()
+    ref = gradcam(
+        shapes_probe, pair[0], classes=[widget.pinned.value], layer="block3_conv1", normalize=None
+    )[0, 0]
+    stored = widget._store[("block3_conv1", "gradcam", widget.pinned.value)]
+    np.testing.assert_allclose(stored, ref, rtol=1e-5, atol=1e-6)
+
+
+def _captions(widget):
+    # The captions the last render used (rebuilt the same way _render does).
+    return " ".join(
+        widget._caption(m, c, what)
+        for m in widget.methods.value
+        for c, what in ((widget.pinned.value, "pinned"), (widget.selected_class, "slider"))
+    )
+
+
+def test_cam_on_wrong_layer_is_reported_not_raised(widget):
+    widget.methods.value = ("gradcam", "cam")
+    widget.wait()
+    assert widget.status.value == ""
+    widget.layer.value = "block2_conv2"
+    widget.wait()
+    assert "GlobalAveragePooling" in widget.status.value or "feeds" in widget.status.value
+
+
+def test_binary_head_shows_both_classes_and_note(binary_probe):
+    img = cw.assets.make_pairs(1, seed=5, classes=("square", "circle"))[0][0]
+    w = GradCAMComparator(binary_probe, img)
+    assert sorted(w.ranked) == [0, 1] and w.class_slider.max == 2
+    assert "1 - p" in w.note.value
+    probs = binary_probe.predict(img)[0]
+    np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-6)
+    w.pinned.value = 0  # square: the negative logit
+    w.class_slider.value = w.ranked.index(1) + 1  # circle
+    np.testing.assert_allclose(
+        w._store[(w.layer.value, "gradcam", 0)],
+        gradcam(binary_probe, img, classes=[0], normalize=None)[0, 0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert not np.allclose(
+        w._store[(w.layer.value, "gradcam", 0)], w._store[(w.layer.value, "gradcam", 1)]
+    )
+    # The view carries the note as its title line; the panels follow below.
+    panels = expected_view(binary_probe, img, 0, 1, ["gradcam"])
+    np.testing.assert_array_equal(w.view[-panels.shape[0] :], panels)
+
+
+def test_saliency_methods_are_optional(shapes_probe, pair, monkeypatch):
+    fake = types.ModuleType("cnnwidgets.explain.saliency")
+    fake.SALIENCY_METHODS = ("vanilla",)
+
+    def saliency(probe, images, classes=None, method="vanilla", normalize="map", **kw):
+        out = np.zeros((1, len(classes), 64, 64), np.float32)
+        out[:, :, 10, 20] = 5.0
+        return out
+
+    fake.saliency = saliency
+    monkeypatch.setitem(sys.modules, "cnnwidgets.explain.saliency", fake)
+    w = GradCAMComparator(shapes_probe, pair[0], methods=("vanilla",))
+    assert "vanilla" in w.methods.options
+    heat = w._display_maps()[(None, "vanilla", w.pinned.value)]
+    assert heat[10, 20] == 1.0 and heat.sum() == 1.0
+    monkeypatch.setitem(sys.modules, "cnnwidgets.explain.saliency", None)  # absent
+    assert gc.saliency_methods() == ()
+    w2 = GradCAMComparator(shapes_probe, pair[0])
+    assert tuple(w2.methods.options) == CAM_METHODS
+
+
+def test_render_panels_is_pure_and_places_panels():
+    img = np.full((8, 8, 3), 100, np.uint8)
+    maps = np.zeros((2, 2, 8, 8), np.float32)
+    maps[1, 1] = 1.0
+    caps = [["a", "b"], ["c", "d"]]
+    clear = render_panels(img, maps, caps, opacity=0.0, panel_size=16)
+    # Two rows of two 16x16 panels, each under a 16-pixel caption, 6-pixel gaps.
+    assert clear.shape == (2 * (16 + 16) + 6, 2 * 16 + 6, 3)
+    np.testing.assert_array_equal(clear[16:32, 0:16], 100)
+    full = render_panels(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
+    np.testing.assert_array_equal(full[16:32, 0:16], 0)  # map 0 -> black
+    np.testing.assert_array_equal(full[32 + 6 + 16 :, 22:38], 255)  # map 1 -> white
+    again = render_panels(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
+    np.testing.assert_array_equal(full, again)
+    with pytest.raises(ValueError):
+        render_panels(img, maps, [["a"]])
+
+
+def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
+    x = pair[2].astype("float32")[None]
+    before = np.asarray(shapes_model(x))
+    w = GradCAMComparator(
+        shapes_model,
+        pair[2],
+        class_names=cw.assets.demo_class_names(),
+        methods=("gradcam", "layercam"),
+        top=3,
+    )
+    assert w.class_slider.max == 3 and len(w.bars.x) == 3
+    assert "image/png" in w._repr_mimebundle_()
+    # What the front end receives decodes to exactly ``view`` (fast lossless PNG).
+    np.testing.assert_array_equal(render.from_png(w.image.value), w.view)
+    noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(render.from_png(gc.fast_png(noisy)), noisy)
+    path = w.save(tmp_path / "v.png")
+    np.testing.assert_array_equal(render.from_png(path.read_bytes()), w.view)
+    np.testing.assert_array_equal(np.asarray(shapes_model(x)), before)
+
+
+def test_bad_arguments(shapes_probe, pair):
+    with pytest.raises(ValueError, match="unknown methods"):
+        GradCAMComparator(shapes_probe, pair[0], methods=("gradcam", "nope"))
+    with pytest.raises(ValueError, match="one image"):
+        GradCAMComparator(shapes_probe, pair[:2])
+    with pytest.raises(ValueError, match="not \\(N, H, W, C\\)"):
+        GradCAMComparator(shapes_probe, pair[0], layer="gap")
+    with pytest.raises(ValueError, match="top"):
+        GradCAMComparator(shapes_probe, pair[0], top=0)
+
+
+def test_widget_module_does_not_import_tensorflow():
+    src = pathlib.Path(gc.__file__).read_text()
+    assert "import tensorflow" not in src and "from tensorflow" not in src

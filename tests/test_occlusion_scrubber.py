@@ -1,0 +1,146 @@
+"""OcclusionScrubber driven as a user would: sliders, clicks, menus; assertions
+on its state and on ``view``."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import numpy as np
+import pytest
+
+import cnnwidgets as cw
+from cnnwidgets.explain import occlusion as occ_mod
+
+
+@pytest.fixture
+def scrubber(shapes_probe, shapes_images):
+    s = cw.OcclusionScrubber(shapes_probe, shapes_images[0][0], patch=16, stride=16)
+    s.wait()
+    return s
+
+
+def test_builds_and_draws(scrubber, shapes_probe, shapes_images):
+    image = shapes_images[0][0]
+    assert scrubber.x.value == scrubber.y.value == 24  # centred
+    assert scrubber.x.max == scrubber.y.max == 48
+    assert scrubber.class_.value == int(shapes_probe.predict(image).argmax())
+    view = scrubber.view
+    assert view.dtype == np.uint8 and view.ndim == 3 and view.shape[1] > 2 * 64
+    assert scrubber.progress.value == scrubber.progress.max
+    assert scrubber.map_stride == 16
+    occ_mod._CACHE.clear()
+    expected = cw.occlusion(
+        shapes_probe, image, classes=[scrubber.class_.value], patch=16, stride=16
+    )
+    np.testing.assert_allclose(scrubber.sensitivity, expected[0, 0], atol=1e-6)
+    assert "image/png" in scrubber._repr_mimebundle_()
+
+
+def test_live_pass_follows_sliders(scrubber, shapes_probe, shapes_images):
+    image = shapes_images[0][0]
+    scrubber.x.value, scrubber.y.value = 8, 40
+    want = cw.occlude(image, 8, 40, 16, "mean")
+    np.testing.assert_array_equal(scrubber.occluded, want)
+    probs = shapes_probe.predict(want)[0]
+    np.testing.assert_allclose(scrubber.probabilities, probs, atol=1e-6)
+    c = scrubber.class_.value
+    base = shapes_probe.predict(image)[0]
+    assert scrubber.drop == pytest.approx(float(base[c] - probs[c]), abs=1e-6)
+    top = np.argsort(-probs)[: scrubber.top_k]
+    assert list(scrubber.bars.x) == [shapes_probe.class_names[i] for i in top]
+    np.testing.assert_allclose(scrubber.bars.y[1], probs[top], atol=1e-6)
+    np.testing.assert_allclose(scrubber.bars.y[0], base[top], atol=1e-6)
+    assert "drop" in scrubber.status.value
+
+
+def test_rapid_moves_end_on_last_value(scrubber, shapes_images):
+    rng = np.random.default_rng(0)
+    moves = rng.integers(0, 49, size=(200, 2))
+    for x, y in moves:
+        scrubber.x.value = int(x)
+        scrubber.y.value = int(y)
+    last = tuple(int(v) for v in moves[-1])
+    assert (scrubber.x.value, scrubber.y.value) == last
+    np.testing.assert_array_equal(
+        scrubber.occluded, cw.occlude(shapes_images[0][0], *last, 16, "mean")
+    )
+    after = scrubber.view.copy()
+    scrubber.move(0, 0)
+    assert not np.array_equal(scrubber.view, after)
+    scrubber.move(*last)  # cached position: the same picture again
+    np.testing.assert_array_equal(scrubber.view, after)
+
+
+def test_click_centres_patch(scrubber):
+    scrubber.click(30.0, 10.0)
+    assert (scrubber.x.value, scrubber.y.value) == (22, 2)
+    # As the bqplot Image mark reports a click, clipped at the border.
+    scrubber._on_mark_click(
+        scrubber.image_mark, {"event": "element_click", "data": {"click_x": 63.0, "click_y": 60.0}}
+    )
+    assert (scrubber.x.value, scrubber.y.value) == (48, 48)
+
+
+def test_patch_stride_fill_and_class_controls(scrubber, shapes_probe, shapes_images):
+    image = shapes_images[0][0]
+    scrubber.move(48, 48)
+    scrubber.patch.value = 24
+    assert scrubber.x.max == 40 and scrubber.x.value == 40 and scrubber.y.value == 40
+    scrubber.wait()
+    assert scrubber.sensitivity is not None and scrubber.map_stride == 16
+    scrubber.stride.value = 8
+    scrubber.wait()
+    assert scrubber.map_stride == 8
+    scrubber.fill.value = "zero"
+    assert (scrubber.occluded[40:64, 40:64] == 0).all()
+    scrubber.wait()
+    other = (scrubber.class_.value + 1) % shapes_probe.num_classes
+    scrubber.class_.value = other
+    scrubber.wait()
+    occ_mod._CACHE.clear()
+    want = cw.occlusion(shapes_probe, image, classes=other, patch=24, stride=8, fill="zero")
+    np.testing.assert_allclose(scrubber.sensitivity, want[0, 0], atol=1e-6)
+    base = shapes_probe.predict(image)[0]
+    assert scrubber.drop == pytest.approx(
+        float(base[other] - scrubber.probabilities[other]), abs=1e-6
+    )
+    # Back to settings seen before: the map comes from the widget's cache at once.
+    scrubber.patch.value = 16
+    scrubber.stride.value = 16
+    scrubber.fill.value = "mean"
+    scrubber.class_.value = int(base.argmax())
+    scrubber.wait()
+    assert scrubber.map_stride == 16
+
+
+def test_classes_list_restricts_menu(shapes_model, shapes_images):
+    names = cw.assets.demo_class_names("shapes_cnn")
+    s = cw.OcclusionScrubber(
+        shapes_model, shapes_images[0][1], classes=["cross", "circle"], class_names=names
+    )
+    assert [label for label, _ in s.class_.options] == ["cross", "circle"]
+    assert s.class_.value == names.index("cross")
+    s.wait()
+
+
+def test_bad_arguments(shapes_probe, shapes_images):
+    image = shapes_images[0][0]
+    with pytest.raises(ValueError, match="larger than the image"):
+        cw.OcclusionScrubber(shapes_probe, image, patch=80)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        cw.OcclusionScrubber(shapes_probe, image, stride=0)
+    with pytest.raises(ValueError, match="unknown fill"):
+        cw.OcclusionScrubber(shapes_probe, image, fill="noise")
+    with pytest.raises(ValueError, match="one image"):
+        cw.OcclusionScrubber(shapes_probe, shapes_images[0][:2])
+
+
+def test_widget_module_does_not_import_tensorflow():
+    import cnnwidgets.widgets.occlusion_scrubber as mod
+
+    for module in (mod, occ_mod):
+        tree = ast.parse(pathlib.Path(module.__file__).read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(n.split(".")[0] in ("tensorflow", "keras") for n in names)
