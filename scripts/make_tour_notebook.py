@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Write notebooks/00_tour.ipynb (then execute it with nbconvert to fill outputs)."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ cells = [
         "**Three cells to a Grad-CAM heatmap:** import, load, compare."
     ),
     code(
+        "# NBVAL_IGNORE_OUTPUT\n"
         "import os\n"
         "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
         "import numpy as np\n"
@@ -28,11 +30,12 @@ cells = [
         "names = cw.assets.demo_class_names('shapes_cnn')\n"
         "images, labels, boxes = cw.assets.make_pairs(4, seed=7)  # two shapes per picture\n"
         "image = images[0]\n"
+        "probe = cw.Probe(model, class_names=names)  # the engine every widget uses\n"
         "print('objects in the picture:', [names[i] for i in labels[0]])"
     ),
     code(
         "# NBVAL_IGNORE_OUTPUT\n"
-        "comparator = cw.GradCAMComparator(model, image, class_names=names, top=4)\n"
+        "comparator = cw.GradCAMComparator(probe, image, top=4)\n"
         "comparator"
     ),
     md(
@@ -42,37 +45,40 @@ cells = [
         "available as arrays:"
     ),
     code(
-        "maps = cw.gradcam(model, image, classes=[names[i] for i in labels[0]])\n"
+        "maps = cw.gradcam(probe, image, classes=[names[i] for i in labels[0]])\n"
         "print(maps.shape, maps.dtype)\n"
         "for k, i in enumerate(labels[0]):\n"
-        "    peak = np.unravel_index(maps[0, k].argmax(), maps.shape[2:])\n"
+        "    peak = tuple(int(v) for v in np.unravel_index(maps[0, k].argmax(), maps.shape[2:]))\n"
         "    t, l, b, r = boxes[0, k]\n"
         "    print(f'{names[i]:>8}: peak at {peak}, inside its own box: {t <= peak[0] < b and l <= peak[1] < r}')"
     ),
-    md("## Layer activations\n\nEvery channel of a layer as one grid; pick a layer, sort, click a channel."),
+    md(
+        "## Layer activations\n\nEvery channel of a layer as one grid; pick a layer, sort, click a channel."
+    ),
     code(
         "# NBVAL_IGNORE_OUTPUT\n"
         "photo = cw.assets.photo('chelsea', size=64)\n"
         "browser = cw.ActivationBrowser(model, np.stack([image, photo]), layer='block1_conv2', class_names=names)\n"
         "browser"
     ),
-    md("## Filters\n\nThe kernels of the first layer as colour patches; switch `mode` to see what each filter responds to."),
+    md(
+        "## Filters\n\nThe kernels of the first layer as colour patches; switch `mode` to see what each filter responds to."
+    ),
     code(
         "# NBVAL_IGNORE_OUTPUT\n"
         "gallery = cw.FilterGallery(model, layer='block1_conv1', mode='weights')\n"
         "gallery"
     ),
-    md("## Occlusion\n\nSlide a grey patch over the picture: where hiding it lowers the probability is what mattered."),
+    md(
+        "## Occlusion\n\nSlide a grey patch over the picture: where hiding it lowers the probability is what mattered."
+    ),
     code(
         "# NBVAL_IGNORE_OUTPUT\n"
         "scrubber = cw.OcclusionScrubber(model, image, class_names=names, patch=16, stride=8)\n"
         "scrubber"
     ),
     md("## The model itself\n\n`model.summary()`, alive: shapes, parameters and receptive fields."),
-    code(
-        "# NBVAL_IGNORE_OUTPUT\n"
-        "cw.ModelOverview(model, images=image, comparator=comparator)"
-    ),
+    code("# NBVAL_IGNORE_OUTPUT\ncw.ModelOverview(model, images=image, comparator=comparator)"),
     md(
         "## Your own model\n\n"
         "Pass any Keras image classifier, with `preprocess=` for its input scaling. "

@@ -23,7 +23,7 @@ import numpy as np
 from cnnwidgets import render
 from cnnwidgets.explain import features
 from cnnwidgets.probe import Probe, as_probe
-from cnnwidgets.widgets.base import ViewWidget, layer_options
+from cnnwidgets.widgets.base import ViewWidget, layer_options, show_in_mark
 
 CAPTION_HEIGHT = 16
 HIST_BINS = 32
@@ -317,6 +317,7 @@ class ActivationBrowser(ViewWidget):
                 self._grids[gkey] = grid
             self.grid = grid
             self._show(self._compose(data, grid, channel, page))
+            show_in_mark(self._mark, self.image.value, keep=self.image)
             self._update_figure()
             self._update_side(data, channel)
             self.status.value = html.escape(data["note"])

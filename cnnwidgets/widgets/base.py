@@ -142,3 +142,16 @@ def layer_options(probe: Probe, only_4d: bool = True) -> list[tuple[str, str]]:
         shape = tuple(info.output_shape[1:])
         options.append((f"{label}  {shape}", info.name))
     return options
+
+
+def show_in_mark(mark: Any, png: bytes, keep: widgets.Image | None = None) -> None:
+    """Show PNG bytes in a bqplot ``Image`` mark.
+
+    bqplot's front end redraws an Image mark only when the mark points at a
+    different image widget, not when that widget's value changes, so each
+    update hands the mark a fresh ``ipywidgets.Image`` and closes the old one
+    (unless it is ``keep``, an image the widget still uses elsewhere)."""
+    old = mark.image
+    mark.image = widgets.Image(value=png, format="png")
+    if old is not None and old is not keep:
+        old.close()

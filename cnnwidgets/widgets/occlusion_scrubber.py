@@ -26,7 +26,7 @@ from cnnwidgets.explain.occlusion import (
     patch_positions,
 )
 from cnnwidgets.probe import Probe, as_probe
-from cnnwidgets.widgets.base import ViewWidget
+from cnnwidgets.widgets.base import ViewWidget, show_in_mark
 
 __all__ = ["OcclusionScrubber"]
 
@@ -345,6 +345,7 @@ class OcclusionScrubber(ViewWidget):
             s = self._scale
             small = render.to_rgb_uint8(self.occluded)
             self._picture.value = render.to_png(small)
+            show_in_mark(self.image_mark, self._picture.value, keep=self._picture)
             left = small.repeat(s, axis=0).repeat(s, axis=1)
             left = render.caption(
                 left, f"P({self.probe.class_names[c]}) {self.probabilities[c]:.2f}"
