@@ -546,8 +546,17 @@ class Probe:
 
     def resolve_classes(self, classes: Any, raw: np.ndarray) -> np.ndarray:
         """(N, K) int class indices: None is each image's top-1 prediction;
-        an int or name is shared by all images; a list gives K classes."""
+        an int or name is shared by all images; a list gives K classes; an
+        (N, K) integer array gives each image its own classes."""
         n = len(raw)
+        if isinstance(classes, np.ndarray) and classes.ndim == 2:
+            if not np.issubdtype(classes.dtype, np.integer):
+                raise TypeError("a 2-D classes array must hold integer class indices (N, K)")
+            if classes.shape[0] != n or classes.shape[1] == 0:
+                raise ValueError(f"classes has shape {classes.shape}; expected ({n}, K)")
+            if classes.min() < 0 or classes.max() >= self.num_classes:
+                raise ValueError(f"class indices must be in [0, {self.num_classes})")
+            return classes.astype(np.int64)
         if classes is None:
             top = self.predict(raw).argmax(axis=1)
             return top[:, None].astype(np.int64)

@@ -305,19 +305,6 @@ def _check_method(method: Any) -> str:
     return m
 
 
-def _resolve_classes(probe: Probe, classes: Any, raw: np.ndarray) -> np.ndarray:
-    """(N, K) int64: also accepts an (N, K) integer array of per-image classes."""
-    arr = np.asarray(classes) if isinstance(classes, np.ndarray) else None
-    if arr is not None and arr.ndim == 2:
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError("a 2-D classes array must hold integer class indices (N, K)")
-        if arr.shape[0] != len(raw) or arr.shape[1] == 0:
-            raise ValueError(f"classes has shape {arr.shape}; expected ({len(raw)}, K)")
-        if arr.min() < 0 or arr.max() >= probe.num_classes:
-            raise ValueError(f"class indices must be in [0, {probe.num_classes})")
-        return arr.astype(np.int64)
-    return probe.resolve_classes(classes, raw)
-
 
 @dataclass(frozen=True)
 class _Request:
@@ -338,7 +325,7 @@ def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
     path = probe.resolve_4d(layer)
     if method == "cam":
         _cam_head(probe, path)  # validates the head and the layer before any trace
-    cls = _resolve_classes(probe, classes, raw)
+    cls = probe.resolve_classes(classes, raw)
     return _Request(probe, raw, probe.model_inputs(raw), path, cls, method)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets.cache import LRUCache
-from cnnwidgets.explain.saliency import make_baseline, resolve_classes, saliency
+from cnnwidgets.explain.saliency import make_baseline, saliency
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.progress import reporter
 
@@ -255,7 +255,7 @@ def randomization_sanity(
     """
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
-    cls = resolve_classes(probe, classes, raw)
+    cls = probe.resolve_classes(classes, raw)
     kwargs = {"seed": seed, **saliency_kwargs}
     trained = saliency(probe, raw, cls, method=method, **kwargs)
     twin = randomized_model(probe, seed=seed, layers=layers)
@@ -293,11 +293,11 @@ def _auc_curves(
         )
     k = maps.shape[1]
     if classes is None and k == 1:
-        cls = resolve_classes(probe, None, raw)
+        cls = probe.resolve_classes(None, raw)
     else:
         if classes is None:
             raise ValueError(f"maps hold K={k} classes; pass the classes they were made for")
-        cls = resolve_classes(probe, classes, raw)
+        cls = probe.resolve_classes(classes, raw)
     if cls.shape[1] != k:
         raise ValueError(f"maps hold K={k} classes but classes gives {cls.shape[1]}")
     canvas = make_baseline(raw, baseline)

@@ -92,7 +92,6 @@ __all__ = [
     "integrated_gradients",
     "make_baseline",
     "reduce_attributions",
-    "resolve_classes",
     "saliency",
 ]
 
@@ -148,19 +147,6 @@ def _check_baseline(baseline: Any) -> None:
             f"{type(baseline).__name__}"
         )
 
-
-def resolve_classes(probe: Probe, classes: Any, raw: np.ndarray) -> np.ndarray:
-    """(N, K) int64 class indices, as ``Probe.resolve_classes``; an (N, K)
-    integer array gives each image its own classes."""
-    if isinstance(classes, np.ndarray) and classes.ndim == 2:
-        if not np.issubdtype(classes.dtype, np.integer):
-            raise TypeError("a 2-D classes array must hold integer class indices (N, K)")
-        if classes.shape[0] != len(raw) or classes.shape[1] == 0:
-            raise ValueError(f"classes has shape {classes.shape}; expected ({len(raw)}, K)")
-        if classes.min() < 0 or classes.max() >= probe.num_classes:
-            raise ValueError(f"class indices must be in [0, {probe.num_classes})")
-        return classes.astype(np.int64)
-    return probe.resolve_classes(classes, raw)
 
 
 # ---------------------------------------------------------------------- baselines
@@ -380,7 +366,7 @@ def integrated_gradients(
     _check_baseline(baseline)
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
-    cls = resolve_classes(probe, classes, raw)
+    cls = probe.resolve_classes(classes, raw)
     x = probe.model_inputs(raw)
     base = probe.model_inputs(make_baseline(raw, baseline))
     return _path_attributions(
@@ -437,7 +423,7 @@ def attributions(
     _check_baseline(baseline)
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
-    cls = resolve_classes(probe, classes, raw)
+    cls = probe.resolve_classes(classes, raw)
     if method == "guided-gradcam" and layer is not None:
         probe.resolve_4d(layer)  # a bad layer fails before any gradient work
     x = probe.model_inputs(raw)
