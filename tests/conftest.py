@@ -7,9 +7,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from tiny_models import tiny_cnn  # noqa: E402
 
 import cnnwidgets as cw  # noqa: E402
 
@@ -43,18 +43,6 @@ def shapes_images():
 @pytest.fixture(scope="session")
 def pair_images():
     return cw.assets.make_pairs(8, seed=321)
-
-
-def tiny_cnn(head: str = "softmax", units: int = 3, size: int = 16, seed: int = 0) -> keras.Model:
-    """A small random functional CNN: conv-relu, pool, conv-relu, GAP, dense."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inp)
-    x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    out = keras.layers.Dense(units, activation=head, name="head")(x)
-    return keras.Model(inp, out, name=f"tiny_{head}")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_cnn
+from tiny_models import tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets import gradients

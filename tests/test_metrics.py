@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.stats
-from conftest import tiny_cnn
+from tiny_models import tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain import metrics

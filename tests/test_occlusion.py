@@ -8,7 +8,7 @@ import tracemalloc
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_cnn
+from tiny_models import tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain import occlusion as occ_mod

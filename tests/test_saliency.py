@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_cnn
+from tiny_models import tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain import saliency as sal

@@ -19,11 +19,13 @@ so the test proves itself even before any tutorial notebook exists.
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import pytest
-from conftest import NOTEBOOKS
 from labdriver import LabPage
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
