@@ -19,7 +19,8 @@ install: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb --port=$(PORT) \
-		$(if $(filter 0,$(OPEN_BROWSER)),--no-browser,)
+		$(if $(filter 0,$(OPEN_BROWSER)),--no-browser,) \
+		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # Debian's chromium drives the real-browser test (Playwright with executable_path).
 chromium:
