@@ -197,6 +197,7 @@ class Probe:
         self._trace()
         self.head = self._find_head()
         self.class_names = self._check_class_names(class_names)
+        self._names_given = class_names is not None
 
     # ------------------------------------------------------------------ graph
 
@@ -540,6 +541,11 @@ class Probe:
         if isinstance(cls, str):
             if cls in self.class_names:
                 return self.class_names.index(cls)
+            if not self._names_given and self.head.kind != "binary":
+                raise ValueError(
+                    f"class {cls!r} given by name, but the model's classes have no names; "
+                    "use an index, or name them: cw.Probe(model, class_names=[...])"
+                )
             close = difflib.get_close_matches(cls, self.class_names, n=3)
             raise ValueError(f"unknown class {cls!r}; closest: {close or self.class_names[:10]}")
         raise TypeError(f"a class is an int index or a name, got {type(cls).__name__}")

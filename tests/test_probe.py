@@ -274,3 +274,9 @@ def test_gradients_match_plain_tape(rng):
         tape.watch(xt)
         z = twin(xt)[:, 2]
     np.testing.assert_allclose(grads[:, 0], tape.gradient(z, xt).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_class_name_without_names_says_how_to_name_them(shapes_model, shapes_images):
+    probe = cw.Probe(shapes_model)
+    with pytest.raises(ValueError, match="class_names="):
+        probe.resolve_classes("circle", shapes_images[0])
