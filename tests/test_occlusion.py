@@ -186,10 +186,11 @@ def test_large_image_is_patched_lazily():
 
 
 def test_coarse_to_fine(shapes_probe, shapes_images):
-    image = shapes_images[0][1]
+    image, label = shapes_images[0][1], int(shapes_images[1][1])
+    classes = [label, (label + 1) % 4]  # the shape shown and one that is absent
     probe = cw.Probe(shapes_probe.model)
     sizes = _counting(probe)
-    levels = list(occlusion_progressive(probe, image, classes=[0, 1], patch=8, stride=4))
+    levels = list(occlusion_progressive(probe, image, classes=classes, patch=8, stride=4))
     assert len(levels) >= 3
     assert [lv.final for lv in levels] == [False] * (len(levels) - 1) + [True]
     assert levels[0].done < levels[0].total / 8
@@ -199,12 +200,14 @@ def test_coarse_to_fine(shapes_probe, shapes_images):
     for lv in levels:
         assert lv.maps.shape == (1, 2, 64, 64) and np.isfinite(lv.maps).all()
     occ_mod._CACHE.clear()
-    direct = cw.occlusion(shapes_probe, image, classes=[0, 1], patch=8, stride=4)
+    direct = cw.occlusion(shapes_probe, image, classes=classes, patch=8, stride=4)
     np.testing.assert_allclose(levels[-1].maps, direct, atol=1e-6)
     # The previews already resemble the final map, more so as they get finer.
     corr = [np.corrcoef(lv.maps.ravel(), levels[-1].maps.ravel())[0, 1] for lv in levels]
     assert corr[0] > 0.2 and corr[-2] > 0.6
-    limited = list(occlusion_progressive(probe, image, classes=[0, 1], patch=8, stride=4, levels=2))
+    limited = list(
+        occlusion_progressive(probe, image, classes=classes, patch=8, stride=4, levels=2)
+    )
     assert len(limited) == 2
 
 

@@ -134,7 +134,10 @@ class ActivationBrowser(ViewWidget):
             padding_y=0,
             fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
         )
-        hx, hy = bq.LinearScale(), bq.LinearScale(min=0.0)
+        # Both ranges are set on every update: a scale left to follow the data
+        # stayed at the initial [0, 0] in Lab, so no bar was visible.
+        hx, hy = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
+        self._hist_scales = (hx, hy)
         self._hist = bq.Bars(
             x=[0.0],
             y=[[0.0], [0.0]],
@@ -391,11 +394,15 @@ class ActivationBrowser(ViewWidget):
         layer_counts, edges = np.histogram(acts, bins=HIST_BINS)
         chan_counts, _ = np.histogram(acts[..., channel], bins=edges)
         centers = (edges[:-1] + edges[1:]) / 2
-        with self._hist.hold_sync():
+        fractions = np.stack(
+            [layer_counts / max(layer_counts.sum(), 1), chan_counts / max(chan_counts.sum(), 1)]
+        ).astype(np.float64)
+        hx, hy = self._hist_scales
+        with self._hist.hold_sync(), hx.hold_sync(), hy.hold_sync():
+            hx.min, hx.max = float(edges[0]), float(max(edges[-1], edges[0] + 1e-6))
+            hy.max = float(max(fractions.max(), 1e-6)) * 1.05
             self._hist.x = centers.astype(np.float64)
-            self._hist.y = np.stack(
-                [layer_counts / max(layer_counts.sum(), 1), chan_counts / max(chan_counts.sum(), 1)]
-            ).astype(np.float64)
+            self._hist.y = fractions
         self.histogram.title = f"{self.layer.value}: activations (channel {channel} in orange)"
 
 
