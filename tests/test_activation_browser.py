@@ -129,6 +129,13 @@ def test_rapid_channel_changes_end_on_last_value(browser, shapes_probe, shapes_i
     edges = np.histogram_bin_edges(acts[browser.image_index.value], bins=len(x))
     counts, _ = np.histogram(fmap, bins=edges)
     np.testing.assert_allclose(chan_frac, counts / counts.sum())
+    # Every bar fits the figure's ranges (a range left to the front end stayed
+    # at [0, 0] in Lab: no bars, and the browser's pictures froze).
+    sx, sy = browser.histogram.marks[0].scales["x"], browser.histogram.marks[0].scales["y"]
+    assert sx.min <= edges[0] and sx.max >= edges[-1]
+    assert sy.min == 0 and max(layer_frac.max(), chan_frac.max()) <= sy.max < 1.2 * max(
+        layer_frac.max(), chan_frac.max()
+    )
 
 
 def test_click_selects_the_tile_under_the_pointer(browser):
