@@ -11,7 +11,9 @@ the class scores on logits. Because everything hangs off one input, the
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -483,7 +485,8 @@ class Probe:
         bs = batch_size or self.batch_size()
         chunks: list[list[np.ndarray]] = []
         for start in range(0, len(x), bs):
-            out = model.predict_on_batch(x[start : start + bs])
+            with _quiet_retracing():
+                out = model.predict_on_batch(x[start : start + bs])
             chunks.append(list(out) if isinstance(out, (list, tuple)) else [out])
         return [np.concatenate(parts, axis=0) for parts in zip(*chunks)]
 
@@ -598,3 +601,25 @@ def as_probe(model_or_probe: Any, class_names=None, preprocess=None) -> Probe:
 
 
 _PROBES = LRUCache(maxsize=8)
+
+
+class _RetracingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_RETRACING_FILTER = _RetracingFilter()
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Drop TensorFlow's 'triggered tf.function retracing' warning while a
+    submodel runs. Every submodel gets its own predict function, traced once;
+    TensorFlow counts those traces together (they share Keras' code) and, after
+    five layers browsed, warns about a retracing loop that is not one."""
+    logger = logging.getLogger("tensorflow")
+    logger.addFilter(_RETRACING_FILTER)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_RETRACING_FILTER)

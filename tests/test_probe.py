@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -280,3 +282,18 @@ def test_class_name_without_names_says_how_to_name_them(shapes_model, shapes_ima
     probe = cw.Probe(shapes_model)
     with pytest.raises(ValueError, match="class_names="):
         probe.resolve_classes("circle", shapes_images[0])
+
+
+def test_browsing_every_layer_does_not_warn_of_retracing(shapes_model, shapes_images, caplog):
+    """One predict function per submodel is traced once each; TensorFlow would
+    call that a retracing loop after five layers. The warning is dropped only
+    while our submodels run: the logger is left as it was."""
+    probe = cw.Probe(shapes_model)
+    logger = logging.getLogger("tensorflow")
+    filters_before = list(logger.filters)
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for info in probe.layers:
+            probe.activations(shapes_images[0][:2], [info.name])
+    assert len(probe.layers) > 5
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+    assert logger.filters == filters_before
