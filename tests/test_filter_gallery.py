@@ -50,6 +50,14 @@ def test_click_selects_a_tile_and_shows_top_patches(shapes_probe, shapes_images)
     assert g.click(_CAPTION + 25 + 5, 25 + 5) == g._grid_cols + 1
     assert g.filter.value == g._grid_cols + 1
     assert g.click(2, 2) == -1  # the caption is not a tile
+    # A mouse click in the front end: bqplot reports data coordinates, which
+    # are view pixels with y pointing up; the tile of row 0, column 2 is picked.
+    mark = g.picture.mark
+    assert mark.image.value == g.image.value  # the clickable figure shows ``view``
+    h = g.view.shape[0]
+    data = {"click_x": 2 * 25 + 5, "click_y": h - (_CAPTION + 5)}
+    mark._handle_custom_msgs(mark, {"event": "element_click", "data": data}, [])
+    assert g.filter.value == 2
     h_with = g.view.shape[0]
     plain = FilterGallery(shapes_probe, **FAST)
     assert h_with > plain.view.shape[0] or g.view.shape[1] > plain.view.shape[1]

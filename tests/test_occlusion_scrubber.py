@@ -75,9 +75,11 @@ def test_rapid_moves_end_on_last_value(scrubber, shapes_images):
 def test_click_centres_patch(scrubber):
     scrubber.click(30.0, 10.0)
     assert (scrubber.x.value, scrubber.y.value) == (22, 2)
-    # As the bqplot Image mark reports a click, clipped at the border.
-    scrubber._on_mark_click(
-        scrubber.image_mark, {"event": "element_click", "data": {"click_x": 63.0, "click_y": 60.0}}
+    # A front-end click, as bqplot dispatches it: data coordinates with y up
+    # (row 60 of 64 is y = 4); the patch is clipped at the border.
+    mark = scrubber.image_mark
+    mark._handle_custom_msgs(
+        mark, {"event": "element_click", "data": {"click_x": 63.0, "click_y": 4.0}}, []
     )
     assert (scrubber.x.value, scrubber.y.value) == (48, 48)
 

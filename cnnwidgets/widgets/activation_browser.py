@@ -23,7 +23,7 @@ import numpy as np
 from cnnwidgets import render
 from cnnwidgets.explain import features
 from cnnwidgets.probe import Probe, as_probe
-from cnnwidgets.widgets.base import ViewWidget, layer_options, show_in_mark
+from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
 
 CAPTION_HEIGHT = 16
 HIST_BINS = 32
@@ -125,15 +125,8 @@ class ActivationBrowser(ViewWidget):
         self.stats = widgets.HTML()
         self.status = widgets.HTML()
 
-        self._xs, self._ys = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
-        self._mark = bq.Image(image=self.image, scales={"x": self._xs, "y": self._ys})
-        self._mark.on_element_click(self._on_grid_click)
-        self.figure = bq.Figure(
-            marks=[self._mark],
-            padding_x=0,
-            padding_y=0,
-            fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
-        )
+        self.picture = ClickablePicture(self.select_at)
+        self.figure = self.picture.figure
         # Both ranges are set on every update: a scale left to follow the data
         # stayed at the initial [0, 0] in Lab, so no bar was visible.
         hx, hy = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
@@ -255,13 +248,6 @@ class ActivationBrowser(ViewWidget):
             self.channel.value = channel
         return channel
 
-    def _on_grid_click(self, mark, content) -> None:
-        """bqplot click: data coordinates are view pixels with y pointing up."""
-        data = content.get("data", {})
-        if "click_x" not in data or self._view is None:
-            return
-        self.select_at(self._view.shape[0] - float(data["click_y"]), float(data["click_x"]))
-
     # ------------------------------------------------------------ compute
 
     def _compute(self, key: tuple) -> None:
@@ -320,8 +306,6 @@ class ActivationBrowser(ViewWidget):
                 self._grids[gkey] = grid
             self.grid = grid
             self._show(self._compose(data, grid, channel, page))
-            show_in_mark(self._mark, self.image.value, keep=self.image)
-            self._update_figure()
             self._update_side(data, channel)
             self.status.value = html.escape(data["note"])
 
@@ -376,14 +360,6 @@ class ActivationBrowser(ViewWidget):
             pair = pair.repeat(up, axis=0).repeat(up, axis=1)
         side = render.colorbar(lo, hi, self.cmap, height=max(64, min(pair.shape[0] - 12, 256)))
         return render.caption(render.hstack([pair, side], pad=4), text)
-
-    def _update_figure(self) -> None:
-        h, w = self._view.shape[:2]
-        with self.figure.hold_sync():
-            self._xs.min, self._xs.max = 0.0, float(w)
-            self._ys.min, self._ys.max = 0.0, float(h)
-            self._mark.x, self._mark.y = [0.0, float(w)], [0.0, float(h)]
-            self.figure.layout.width, self.figure.layout.height = f"{w}px", f"{h}px"
 
     def _update_side(self, data: dict, channel: int) -> None:
         acts, stats = data["acts"], data["stats"]

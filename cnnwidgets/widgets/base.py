@@ -22,13 +22,16 @@ class ViewWidget(widgets.VBox):
     """An ipywidgets.VBox whose main picture is an (H, W, 3) uint8 array.
 
     Subclasses build their controls, then call ``self._show(picture)``
-    whenever the picture changes. ``view`` is exactly what is shown."""
+    whenever the picture changes. ``view`` is exactly what is shown: in
+    ``self.image``, or in ``self.picture`` (a :class:`ClickablePicture`) for
+    widgets whose tiles can be clicked."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._view: np.ndarray | None = None
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self._job: BackgroundJob | None = None
+        self.picture: ClickablePicture | None = None
 
     @property
     def view(self) -> np.ndarray:
@@ -41,6 +44,8 @@ class ViewWidget(widgets.VBox):
         picture = render.to_rgb_uint8(picture)
         self._view = picture
         self.image.value = render.to_png(picture)
+        if self.picture is not None:
+            self.picture.show(self.image.value, *picture.shape[:2])
 
     def save(self, path: str | pathlib.Path) -> pathlib.Path:
         """Write ``view`` as a PNG file; returns the path."""
@@ -142,6 +147,56 @@ def layer_options(probe: Probe, only_4d: bool = True) -> list[tuple[str, str]]:
         shape = tuple(info.output_shape[1:])
         options.append((f"{label}  {shape}", info.name))
     return options
+
+
+class ClickablePicture:
+    """A picture shown at its own pixel size in a bqplot figure that reports
+    clicks in picture pixels, for widgets whose tiles can be selected by mouse.
+
+    ``figure`` goes into the widget's children; ``show(png, height, width)``
+    replaces the picture; ``on_click(y, x)`` is called with y counted down from
+    the top, as in the (H, W, 3) array the PNG came from."""
+
+    def __init__(self, on_click: Callable[[float, float], Any], size: int | None = None):
+        """``size``: show the picture scaled into a ``size`` x ``size`` pixel
+        square (a small input made big enough to click); default its own size."""
+        import bqplot as bq
+
+        self._on_click = on_click
+        self._size = size
+        self._height = 0.0
+        self._xs = bq.LinearScale(min=0.0, max=1.0)
+        self._ys = bq.LinearScale(min=0.0, max=1.0)
+        self.mark = bq.Image(
+            image=widgets.Image(format="png"), scales={"x": self._xs, "y": self._ys}
+        )
+        self.mark.on_element_click(self._clicked)
+        self.figure = bq.Figure(
+            marks=[self.mark],
+            padding_x=0,
+            padding_y=0,
+            fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
+        )
+
+    def show(self, png: bytes, height: int, width: int) -> None:
+        """Show PNG bytes of a (height, width) picture; clicks map to its pixels."""
+        show_in_mark(self.mark, png)
+        h, w = float(height), float(width)
+        self._height = h
+        with self.figure.hold_sync(), self.mark.hold_sync():
+            self._xs.min, self._xs.max = 0.0, w
+            self._ys.min, self._ys.max = 0.0, h
+            self.mark.x, self.mark.y = [0.0, w], [0.0, h]
+        if self._size:
+            scale = self._size / max(height, width)
+            height, width = round(height * scale), round(width * scale)
+        self.figure.layout.width, self.figure.layout.height = f"{width}px", f"{height}px"
+
+    def _clicked(self, mark: Any, content: dict) -> None:
+        """bqplot sends data coordinates, which here are pixels with y pointing up."""
+        data = content.get("data", {})
+        if "click_x" in data and self._height:
+            self._on_click(self._height - float(data["click_y"]), float(data["click_x"]))
 
 
 def show_in_mark(mark: Any, png: bytes, keep: widgets.Image | None = None) -> None:

@@ -25,7 +25,7 @@ from cnnwidgets.explain.filters import (
 )
 from cnnwidgets.explain.maximize import filter_activations, maximize
 from cnnwidgets.probe import as_probe
-from cnnwidgets.widgets.base import ViewWidget, layer_options
+from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
 
 MODES = ("weights", "maximize", "classes")
 _CAPTION = 16  # height of the caption band above the grid (render.caption)
@@ -52,7 +52,8 @@ class FilterGallery(ViewWidget):
 
     Public controls: ``layer`` (Dropdown of conv layers), ``mode``
     (ToggleButtons), ``page`` (IntSlider), ``filter`` (BoundedIntText, the
-    selected filter / class); ``click(y, x)`` selects the tile under a view pixel.
+    selected filter / class); clicking a tile selects it, as ``click(y, x)``
+    does for a view pixel.
     """
 
     def __init__(
@@ -99,10 +100,11 @@ class FilterGallery(ViewWidget):
         self.filter = widgets.BoundedIntText(value=0, min=0, max=0, description="filter")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.Label(value="")
+        self.picture = ClickablePicture(self.click)
         self.children = [
             widgets.HBox([self.layer, self.mode]),
             widgets.HBox([self.page, self.filter, self.progress, self.status]),
-            self.image,
+            self.picture.figure,
         ]
         self.layer.observe(self._on_source, "value")
         self.mode.observe(self._on_source, "value")

@@ -26,7 +26,7 @@ from cnnwidgets.explain.occlusion import (
     patch_positions,
 )
 from cnnwidgets.probe import Probe, as_probe
-from cnnwidgets.widgets.base import ViewWidget, show_in_mark
+from cnnwidgets.widgets.base import ClickablePicture, ViewWidget
 
 __all__ = ["OcclusionScrubber"]
 
@@ -138,21 +138,11 @@ class OcclusionScrubber(ViewWidget):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="map")
         self.status = widgets.HTML()
 
-        # Clickable picture: bqplot Image on a scale whose y grows downwards (rows).
-        sx = bqplot.LinearScale(min=0, max=float(w))
-        sy = bqplot.LinearScale(min=0, max=float(h), reverse=True)
-        self._picture = widgets.Image(format="png")
-        self.image_mark = bqplot.Image(
-            image=self._picture, x=[0, w], y=[h, 0], scales={"x": sx, "y": sy}
-        )
-        self.image_mark.on_element_click(self._on_mark_click)
-        self.figure = bqplot.Figure(
-            marks=[self.image_mark],
-            padding_x=0,
-            padding_y=0,
-            fig_margin={"top": 4, "bottom": 4, "left": 4, "right": 4},
-            layout=widgets.Layout(width="260px", height="260px"),
-        )
+        # The occluded input, big enough to click: a click centres the patch there.
+        # (Not ``self.picture``: that would show ``view``, the two panels below.)
+        self.input_picture = ClickablePicture(lambda row, col: self.click(col, row), size=260)
+        self.image_mark = self.input_picture.mark
+        self.figure = self.input_picture.figure
         bx = bqplot.OrdinalScale()
         by = bqplot.LinearScale(min=0.0, max=1.0)
         self.bars = bqplot.Bars(
@@ -211,11 +201,6 @@ class OcclusionScrubber(ViewWidget):
         finally:
             self._moving = False
         self._update_live()
-
-    def _on_mark_click(self, _mark: Any, content: dict) -> None:
-        data = content.get("data", content)
-        if "click_x" in data and "click_y" in data:
-            self.click(float(data["click_x"]), float(data["click_y"]))
 
     def _on_move(self, _change: Any = None) -> None:
         if not self._moving:
@@ -344,8 +329,7 @@ class OcclusionScrubber(ViewWidget):
             c = self.class_.value
             s = self._scale
             small = render.to_rgb_uint8(self.occluded)
-            self._picture.value = render.to_png(small)
-            show_in_mark(self.image_mark, self._picture.value, keep=self._picture)
+            self.input_picture.show(render.to_png(small), *small.shape[:2])
             left = small.repeat(s, axis=0).repeat(s, axis=1)
             left = render.caption(
                 left, f"P({self.probe.class_names[c]}) {self.probabilities[c]:.2f}"
