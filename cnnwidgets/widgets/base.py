@@ -167,8 +167,11 @@ class ClickablePicture:
         self._height = 0.0
         self._xs = bq.LinearScale(min=0.0, max=1.0)
         self._ys = bq.LinearScale(min=0.0, max=1.0)
+        # A valid 1x1 PNG until the first show(): an empty image widget would
+        # be a broken picture in saved widget state.
+        blank = render.to_png(np.full((1, 1, 3), 255, np.uint8))
         self.mark = bq.Image(
-            image=widgets.Image(format="png"), scales={"x": self._xs, "y": self._ys}
+            image=widgets.Image(value=blank, format="png"), scales={"x": self._xs, "y": self._ys}
         )
         self.mark.on_element_click(self._clicked)
         self.figure = bq.Figure(
