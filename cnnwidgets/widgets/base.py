@@ -150,8 +150,9 @@ def layer_options(probe: Probe, only_4d: bool = True) -> list[tuple[str, str]]:
 
 
 class ClickablePicture:
-    """A picture shown at its own pixel size in a bqplot figure that reports
-    clicks in picture pixels, for widgets whose tiles can be selected by mouse.
+    """A picture in a bqplot figure (at its own pixel size, or scaled to
+    ``size``) that reports clicks in picture pixels, for widgets whose tiles
+    or positions can be picked by mouse.
 
     ``figure`` goes into the widget's children; ``show(png, height, width)``
     replaces the picture; ``on_click(y, x)`` is called with y counted down from
@@ -183,7 +184,13 @@ class ClickablePicture:
 
     def show(self, png: bytes, height: int, width: int) -> None:
         """Show PNG bytes of a (height, width) picture; clicks map to its pixels."""
-        show_in_mark(self.mark, png)
+        # bqplot's front end redraws an Image mark when the mark points at a
+        # different image widget, not when that widget's value changes: hand it
+        # a fresh one and close the old.
+        old = self.mark.image
+        self.mark.image = widgets.Image(value=png, format="png")
+        if old is not None:
+            old.close()
         h, w = float(height), float(width)
         self._height = h
         with self.figure.hold_sync(), self.mark.hold_sync():
@@ -200,16 +207,3 @@ class ClickablePicture:
         data = content.get("data", {})
         if "click_x" in data and self._height:
             self._on_click(self._height - float(data["click_y"]), float(data["click_x"]))
-
-
-def show_in_mark(mark: Any, png: bytes, keep: widgets.Image | None = None) -> None:
-    """Show PNG bytes in a bqplot ``Image`` mark.
-
-    bqplot's front end redraws an Image mark only when the mark points at a
-    different image widget, not when that widget's value changes, so each
-    update hands the mark a fresh ``ipywidgets.Image`` and closes the old one
-    (unless it is ``keep``, an image the widget still uses elsewhere)."""
-    old = mark.image
-    mark.image = widgets.Image(value=png, format="png")
-    if old is not None and old is not keep:
-        old.close()
