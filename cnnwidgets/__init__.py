@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Probe": "cnnwidgets.probe",
     "LayerInfo": "cnnwidgets.probe",
+    "weights_version": "cnnwidgets.probe",
     "Cancelled": "cnnwidgets.progress",
     "gradcam": "cnnwidgets.explain.cam",
     "saliency": "cnnwidgets.explain.saliency",
@@ -37,7 +38,16 @@ _LAZY = {
     "OcclusionScrubber": "cnnwidgets.widgets.occlusion_scrubber",
     "ModelOverview": "cnnwidgets.widgets.model_overview",
 }
-_SUBMODULES = ("assets", "render", "explain", "widgets", "probe", "gradients", "progress")
+_SUBMODULES = (
+    "assets",
+    "cache",
+    "render",
+    "explain",
+    "widgets",
+    "probe",
+    "gradients",
+    "progress",
+)
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]
 
