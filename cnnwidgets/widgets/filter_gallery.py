@@ -84,6 +84,11 @@ class FilterGallery(ViewWidget):
         if path not in convs:
             filter_weights(self.probe, path)  # raises with the list of conv layers
         self.images = None if images is None else self.probe.check_images(images)
+        for name, value, low in (("per_page", per_page, 1), ("tile", tile, 8), ("chunk", chunk, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
         self.per_page, self.tile_px, self.chunk = int(per_page), int(tile), int(chunk)
         self._params = dict(size=int(size), steps=int(steps), param=param, lr=lr, seed=int(seed))
         self._results: dict[tuple, np.ndarray] = {}
