@@ -109,6 +109,7 @@ class OcclusionScrubber(ViewWidget):
         self.sensitivity: np.ndarray | None = None
         self.map_stride: int | None = None
         self._overlay: tuple | None = None
+        self._shown_map_key: tuple | None = None
 
         side = min(h, w)
         style = {"description_width": "initial"}
@@ -203,6 +204,8 @@ class OcclusionScrubber(ViewWidget):
     def _on_move(self, _change: Any = None) -> None:
         if not self._moving:
             self._update_live()
+            if self._shown_map_key != self._map_key():  # the weights changed since
+                self._start_map()
 
     def _on_patch(self, change: Any) -> None:
         h, w = self._raw.shape[1:3]
@@ -272,6 +275,7 @@ class OcclusionScrubber(ViewWidget):
 
     def _start_map(self) -> None:
         key = self._map_key()
+        self._shown_map_key = key
         with self._lock:
             self._generation += 1
             generation = self._generation
