@@ -353,6 +353,7 @@ class ClickablePicture:
         old = self.mark.image
         self.mark.image = widgets.Image(value=png, format="png")
         if old is not None:
+            old.layout.close()  # closing a widget leaves its Layout registered
             old.close()
         h, w = float(height), float(width)
         self._height = h

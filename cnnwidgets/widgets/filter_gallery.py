@@ -93,7 +93,7 @@ class FilterGallery(ViewWidget):
         self._params = dict(size=int(size), steps=int(steps), param=param, lr=lr, seed=int(seed))
         self._results: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, float] = {}
-        self._kernels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._generation = 0
         self._quiet = False
         self._grid_cols = 1
@@ -138,7 +138,9 @@ class FilterGallery(ViewWidget):
         return self.layer.value
 
     def _key(self, f: int) -> tuple:
-        return (self._target_layer(), f, tuple(sorted(self._params.items(), key=str)))
+        # The weights version: after training, the next interaction recomputes.
+        params = tuple(sorted(self._params.items(), key=str))
+        return (self._target_layer(), f, params, self.probe.weights_version())
 
     def _on_source(self, change=None) -> None:
         """Layer or mode changed: new page range, cancel the old job, start anew."""
@@ -264,7 +266,7 @@ class FilterGallery(ViewWidget):
             if self.images is None:
                 k = filter_weights(self.probe, self.layer.value)[..., f]
                 return f"filter {f}: |w| = {np.linalg.norm(k):.3g}"
-            key = ("images", self.layer.value, f)
+            key = ("images", self.layer.value, f, self.probe.weights_version())
             if key not in self._values:
                 act = self.probe.activations(self.images, self.layer.value)[self.layer.value]
                 self._values[key] = float(act[..., f].max())
@@ -286,10 +288,11 @@ class FilterGallery(ViewWidget):
         """Filter f's kernel as a picture: a colour patch (first layer of an RGB
         model) or a grid of grey tiles, one per input channel."""
         layer = self.layer.value
-        if layer not in self._kernels:
+        key = (layer, self.probe.weights_version())
+        if key not in self._kernels:
             kernel = filter_weights(self.probe, layer)
-            self._kernels[layer] = (kernel, kernel_pictures(kernel, rgb=kernel.shape[2] == 3))
-        kernel, pics = self._kernels[layer]
+            self._kernels[key] = (kernel, kernel_pictures(kernel, rgb=kernel.shape[2] == 3))
+        kernel, pics = self._kernels[key]
         rgb = kernel.shape[2] == 3
         pic = pics[f]
         if rgb:
