@@ -9,6 +9,7 @@ import pathlib
 import re
 import stat
 
+import numpy as np
 import pytest
 
 try:
@@ -110,14 +111,23 @@ def test_imagenet_weights_absent_in_empty_cache(keras_home):
     assert not imagenet_weights_available("vgg16", include_top=False)
 
 
+def _weights_file(path, size=64):
+    """A small but complete HDF5 file where Keras keeps a weights file."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("block1_conv1/kernel", data=np.arange(size * size, dtype=np.float32))
+    return path
+
+
 def test_imagenet_weights_found_by_keras_file_name(keras_home):
     models = keras_home / "models"
-    (models / "vgg16_weights_tf_dim_ordering_tf_kernels.h5").write_bytes(b"\x89HDF")
+    _weights_file(models / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
     assert imagenet_weights_available("vgg16")
     assert imagenet_weights_available("VGG16")
     assert not imagenet_weights_available("vgg16", include_top=False)
     assert not imagenet_weights_available("xception")
-    (models / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"\x89HDF")
+    _weights_file(models / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
     assert imagenet_weights_available("xception", include_top=False)
     assert not imagenet_weights_available("xception")
     assert imagenet.weights_path("vgg16") == models / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
@@ -128,6 +138,15 @@ def test_imagenet_weights_ignores_empty_or_misplaced_files(keras_home):
     (keras_home / "xception_weights_tf_dim_ordering_tf_kernels.h5").write_bytes(b"x")  # not models/
     assert not imagenet_weights_available("vgg16")
     assert not imagenet_weights_available("xception")
+
+
+def test_imagenet_weights_truncated_download_is_not_available(keras_home):
+    # A download cut short: Keras would find the hash wrong and try to download again.
+    path = _weights_file(keras_home / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    assert imagenet_weights_available("vgg16")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert not imagenet_weights_available("vgg16")
 
 
 def test_imagenet_cache_dirs_follow_keras_home(tmp_path, monkeypatch):

@@ -263,6 +263,11 @@ def maximize(
                 preprocess=pre,
                 progress=lambda done, b=b: report(b * steps + done, total),
             )
+            if not np.isfinite(images).all():
+                raise ValueError(
+                    f"the gradient ascent diverged (lr={lr}): the images hold NaN or infinite "
+                    f"values; use a smaller lr (default {DEFAULT_LR[param]})"
+                )
             pictures = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
             for f, pic in zip(batch, pictures):
                 pic = render.to_rgb_uint8(pic)

@@ -376,6 +376,7 @@ class Probe:
         ``cache=False`` for throw-away batches (occluded copies, masked inputs)."""
         self.require_classes()
         raw = self.check_images(images)
+        batch_size = check_batch_size(batch_size)
 
         def compute():
             scores, output = self.run(self.scores_model, self.model_inputs(raw), batch_size)
@@ -403,6 +404,7 @@ class Probe:
 
         The arrays are shared with the cache and read-only; copy before changing them."""
         raw = self.check_images(images)
+        batch_size = check_batch_size(batch_size)
         names = [layers] if isinstance(layers, str) else list(layers)
         paths = tuple(self.resolve(n) for n in names)
 
