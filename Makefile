@@ -31,6 +31,7 @@ chromium:
 
 lint: $(STAMP)
 	$(PY) -m ruff check cnnwidgets tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
 unit: $(STAMP)
 	$(PY) -m pytest tests --ignore=tests/browser -q $(PYTEST_ARGS)

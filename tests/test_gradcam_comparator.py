@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-import types
-
 import numpy as np
 import pytest
 
@@ -196,28 +192,6 @@ def test_binary_head_shows_both_classes_and_note(binary_probe):
     panels = expected_view(binary_probe, img, 0, 1, ["gradcam"])
     np.testing.assert_array_equal(w.view[-panels.shape[0] :], panels)
 
-
-def test_saliency_methods_are_optional(shapes_probe, pair, monkeypatch):
-    fake = types.ModuleType("cnnwidgets.explain.saliency")
-    fake.SALIENCY_METHODS = ("vanilla",)
-
-    def saliency(probe, images, classes=None, method="vanilla", normalize="map", **kw):
-        out = np.zeros((1, len(classes), 64, 64), np.float32)
-        out[:, :, 10, 20] = 5.0
-        return out
-
-    fake.saliency = saliency
-    monkeypatch.setitem(sys.modules, "cnnwidgets.explain.saliency", fake)
-    w = GradCAMComparator(shapes_probe, pair[0], methods=("vanilla",))
-    assert "vanilla" in w.methods.options
-    heat = w._display_maps()[(None, "vanilla", w.pinned.value)]
-    assert heat[10, 20] == 1.0 and heat.sum() == 1.0
-    monkeypatch.setitem(sys.modules, "cnnwidgets.explain.saliency", None)  # absent
-    assert gc.saliency_methods() == ()
-    w2 = GradCAMComparator(shapes_probe, pair[0])
-    assert tuple(w2.methods.options) == CAM_METHODS
-
-
 def test_render_panels_is_pure_and_places_panels():
     img = np.full((8, 8, 3), 100, np.uint8)
     maps = np.zeros((2, 2, 8, 8), np.float32)
@@ -267,7 +241,3 @@ def test_bad_arguments(shapes_probe, pair):
     with pytest.raises(ValueError, match="top"):
         GradCAMComparator(shapes_probe, pair[0], top=0)
 
-
-def test_widget_module_does_not_import_tensorflow():
-    src = pathlib.Path(gc.__file__).read_text()
-    assert "import tensorflow" not in src and "from tensorflow" not in src

@@ -10,8 +10,6 @@ the colour map or the scaling only re-draws, with no model pass.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import struct
 import threading
 import zlib
@@ -24,6 +22,7 @@ import numpy as np
 
 from cnnwidgets import render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
+from cnnwidgets.explain.saliency import SALIENCY_METHODS, saliency
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.widgets.base import ViewWidget, layer_options
 
@@ -33,16 +32,7 @@ CMAPS: tuple[str, ...] = ("jet", "viridis", "magma", "inferno", "turbo", "gray")
 #: Smallest side (pixels) a panel is drawn at; small inputs are enlarged.
 PANEL_SIZE = 192
 
-__all__ = ["GradCAMComparator", "fast_png", "render_panels", "saliency_methods"]
-
-
-def saliency_methods() -> tuple[str, ...]:
-    """Names in ``cnnwidgets.explain.saliency.SALIENCY_METHODS``, or () if unavailable."""
-    try:
-        module = importlib.import_module("cnnwidgets.explain.saliency")
-    except ImportError:
-        return ()
-    return tuple(getattr(module, "SALIENCY_METHODS", ()))
+__all__ = ["GradCAMComparator", "fast_png", "render_panels"]
 
 
 def fast_png(picture: np.ndarray) -> bytes:
@@ -169,7 +159,7 @@ class GradCAMComparator(ViewWidget):
             raise ValueError(f"top must be a positive int, got {top!r}")
         self._top = int(top)
         self._class_arg = classes
-        self._saliency = saliency_methods()
+        self._saliency = SALIENCY_METHODS
         method_values = list(CAM_METHODS) + [m for m in self._saliency if m not in CAM_METHODS]
         if isinstance(methods, str):
             methods = (methods,)
@@ -533,15 +523,8 @@ class GradCAMComparator(ViewWidget):
 
 
 def _saliency_maps(probe, raw, classes, method, layer, progress) -> np.ndarray:
-    """(1, K, H, W) maps from ``cnnwidgets.explain.saliency.saliency``, raw scale."""
-    from cnnwidgets.explain.saliency import saliency
-
-    params = inspect.signature(saliency).parameters
-    kwargs: dict[str, Any] = {"classes": classes, "method": method}
-    if "normalize" in params:
-        kwargs["normalize"] = None
-    if "progress" in params:
-        kwargs["progress"] = progress
-    if "layer" in params and "gradcam" in method:
-        kwargs["layer"] = layer
-    return np.asarray(saliency(probe, raw, **kwargs), np.float32)
+    """(1, K, H, W) maps from :func:`cnnwidgets.explain.saliency.saliency`, raw scale."""
+    kwargs: dict[str, Any] = {"layer": layer} if "gradcam" in method else {}
+    maps = saliency(probe, raw, classes=classes, method=method, normalize=None,
+                    progress=progress, **kwargs)
+    return np.asarray(maps, np.float32)
