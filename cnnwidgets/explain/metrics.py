@@ -338,7 +338,7 @@ def deletion_auc(
     steps: int = 32,
     baseline: Any = "black",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     return_curves: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Deletion metric (Petsiuk et al. 2018): lower is more faithful.
@@ -376,7 +376,7 @@ def insertion_auc(
     steps: int = 32,
     baseline: Any = "blur",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     return_curves: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Insertion metric (Petsiuk et al. 2018): higher is more faithful.
