@@ -26,7 +26,7 @@ from typing import Any
 ProgressArg = "bool | None | Callable[[int, int], object]"
 
 #: ``progress=None`` shows a bar for jobs of more model calls than this.
-AUTO_MIN_CALLS = 16
+AUTO_MIN_CALLS = 24
 
 
 class Cancelled(Exception):

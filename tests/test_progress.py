@@ -128,7 +128,7 @@ def test_occlusion_default_bar_for_many_batches_and_off_is_silent(probe, rng, ca
 
 def test_smoothgrad_and_integrated_bars(probe, rng, capsys):
     x = rng.uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
-    cw.saliency(probe, x, method="smoothgrad", n_samples=20, batch_size=2)  # 20 calls
+    cw.saliency(probe, x, method="smoothgrad", n_samples=30, batch_size=2)  # 30 calls
     assert "smoothgrad" in capsys.readouterr().err
     cw.saliency(probe, x, method="integrated", steps=8, batch_size=18)  # 1 call
     assert capsys.readouterr().err == ""
