@@ -69,7 +69,8 @@ def rank_correlation(a: Any, b: Any, batch_dims: int = 0) -> float | np.ndarray:
     """Spearman rank correlation, numpy only (average ranks for ties).
 
     Args:
-        a, b: arrays of the same shape.
+        a: an array.
+        b: an array of the same shape as ``a``.
         batch_dims: leading axes that index separate pairs; the remaining
             axes are flattened. 0: one correlation of the whole arrays.
 
