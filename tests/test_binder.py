@@ -4,10 +4,13 @@ ImageNet-weights check the notebooks rely on reads the Keras cache offline."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import pathlib
 import re
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,7 +25,13 @@ from cnnwidgets.assets.imagenet import imagenet_weights_available
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
-EXTRA = {"jupyterlab"}  # Binder needs the front end besides the runtime dependencies
+# Binder needs the front end besides the runtime dependencies: JupyterLab, and
+# Notebook 7, each of whose releases pins the JupyterLab minor it works with.
+EXTRA = {"jupyterlab", "notebook"}
+README = ROOT / "README.md"
+BINDER_BADGE = (
+    "https://mybinder.org/v2/gh/cnnwidgets/cnnwidgets/HEAD?urlpath=lab/tree/notebooks/00_tour.ipynb"
+)
 
 
 def normalize(name: str) -> str:
@@ -70,6 +79,54 @@ def test_binder_pins_equal_installed_versions():
         if installed != pinned:
             wrong[name] = (pinned, installed)
     assert not wrong, f"binder pins differ from the installed versions (pin, installed): {wrong}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_binder_requirements_resolve_as_a_whole(tmp_path):
+    """pip's resolver accepts the pins together (notebook's own pin on JupyterLab
+    included) and installs exactly the pinned versions. Needs the package index."""
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+           "--quiet", "--disable-pip-version-check", "--report", str(report),
+           "-r", str(BINDER / "requirements.txt")]
+    runtime = (BINDER / "runtime.txt").read_text().strip().split("-")[1]
+    if runtime != f"{sys.version_info.major}.{sys.version_info.minor}":
+        cmd += ["--python-version", runtime, "--only-binary=:all:"]  # resolve for Binder's Python
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=840)
+    assert out.returncode == 0, f"binder/requirements.txt does not resolve:\n{out.stderr[-4000:]}"
+    resolved = {
+        normalize(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    pins = binder_pins()
+    assert {name: resolved.get(name) for name in pins} == pins
+
+
+def test_notebook_pin_admits_the_pinned_jupyterlab():
+    """Notebook 7.x requires one JupyterLab minor; the installed notebook's own
+    requirement must admit the pinned JupyterLab (offline; the resolver test
+    above checks the same against the index)."""
+    from packaging.requirements import Requirement
+
+    pins = binder_pins()
+    lab = [
+        Requirement(r)
+        for r in importlib.metadata.requires("notebook") or []
+        if requirement_name(r) == "jupyterlab" and "extra ==" not in r
+    ]
+    assert len(lab) == 1, "notebook declares no (or several) jupyterlab requirements"
+    assert lab[0].specifier.contains(pins["jupyterlab"]), (
+        f"notebook {pins['notebook']} wants jupyterlab{lab[0].specifier}, "
+        f"binder pins {pins['jupyterlab']}"
+    )
+
+
+def test_readme_binder_badge_opens_the_tour_in_lab():
+    text = README.read_text()
+    assert f"({BINDER_BADGE})" in text
+    assert "https://mybinder.org/badge_logo.svg" in text
+    assert (ROOT / "notebooks" / "00_tour.ipynb").exists()
 
 
 def test_binder_runtime_and_postbuild():

@@ -394,7 +394,7 @@ def gradcam(
     resize: bool = True,
     normalize: str | None = "map",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
 ) -> np.ndarray:
     """Class activation maps of a Keras CNN (Grad-CAM and its family).
 
@@ -413,7 +413,7 @@ def gradcam(
             across methods too) or None (raw, non-negative).
         batch_size: images per forward batch (Score-CAM: masked inputs per batch);
             default from the probe's memory budget.
-        progress: False, True (text bar) or a callable ``progress(done, total)``;
+        progress: None (a bar for large jobs), True, False or ``progress(done, total)``;
             raising :class:`~cnnwidgets.Cancelled` from it stops the work.
 
     Returns:

@@ -177,7 +177,7 @@ def maximize(
     param: str = "fourier",
     lr: float | None = None,
     jitter: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Images that maximize each filter's mean activation (or a class logit).
@@ -199,7 +199,7 @@ def maximize(
             [0, 1] pixel units, 'pixel').
         jitter: largest random shift in pixels ('fourier'; default H // 16);
             0 turns off all random transforms.
-        progress: False, True (text bar) or a callable ``(done, total)``; it
+        progress: None (a bar for large jobs), True, False or ``(done, total)``; it
             may raise :class:`cnnwidgets.Cancelled` to stop (propagated).
         batch_size: images optimized together (default from the probe's
             memory budget, at most 64).

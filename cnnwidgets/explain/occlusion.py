@@ -347,7 +347,7 @@ def occlusion(
     stride: int = 8,
     fill: Any = "mean",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
 ) -> np.ndarray:
     """Occlusion sensitivity maps at input resolution.
 
@@ -365,7 +365,7 @@ def occlusion(
             number per channel, in raw-pixel units.
         batch_size: patched images per forward pass (default: the probe's
             memory budget). Patched images are made lazily per batch.
-        progress: False, True (text bar) or a callable ``(done, total)`` that
+        progress: None (a bar for large jobs), True, False or ``(done, total)`` that
             may raise :class:`cnnwidgets.Cancelled` to stop.
 
     Returns:
@@ -393,7 +393,7 @@ def occlusion_progressive(
     stride: int = 8,
     fill: Any = "mean",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     levels: int | None = None,
 ) -> Iterator[OcclusionLevel]:
     """Coarse-to-fine occlusion: yields complete, successively finer maps.

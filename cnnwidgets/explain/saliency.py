@@ -339,7 +339,7 @@ def integrated_gradients(
     baseline: Any = "black",
     steps: int = 64,
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
 ) -> tuple[np.ndarray, dict]:
     """Integrated Gradients attributions with their completeness report.
 
@@ -404,7 +404,7 @@ def attributions(
     baseline: Any = "black",
     layer: Any = None,
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     seed: int = 0,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
@@ -493,7 +493,7 @@ def saliency(
     baseline: Any = "black",
     layer: Any = None,
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     seed: int = 0,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
@@ -519,7 +519,7 @@ def saliency(
         layer: guided-gradcam: the Grad-CAM layer (default: last conv layer).
         batch_size: model inputs per gradient batch; default from the probe's
             memory budget. Results do not depend on it.
-        progress: False, True (text bar) or ``progress(done, total)``; raising
+        progress: None (a bar for large jobs), True, False or ``(done, total)``; raising
             :class:`~cnnwidgets.Cancelled` from it stops the work.
         seed: smoothgrad noise seed.
         return_info: also return a dict with ``classes`` (N, K) int64,

@@ -45,9 +45,15 @@ class FilterGallery(ViewWidget):
             output class logit).
         images: optional raw images (N, H, W, C); the selected filter then
             shows the receptive-field crops that excite it most.
-        class_names, preprocess: as for :class:`cnnwidgets.Probe`.
-        per_page: tiles per page. tile: tile side in pixels.
-        steps, size, param, lr, seed: passed to :func:`cnnwidgets.maximize`.
+        class_names: as for :class:`cnnwidgets.Probe`.
+        preprocess: as for :class:`cnnwidgets.Probe`.
+        per_page: tiles per page.
+        tile: tile side in pixels.
+        steps: passed to :func:`cnnwidgets.maximize`.
+        size: passed to :func:`cnnwidgets.maximize`.
+        param: passed to :func:`cnnwidgets.maximize`.
+        lr: passed to :func:`cnnwidgets.maximize`.
+        seed: passed to :func:`cnnwidgets.maximize`.
         chunk: filters optimized per background step (shown as they finish).
 
     Public controls: ``layer`` (Dropdown of conv layers), ``mode``

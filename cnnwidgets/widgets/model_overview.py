@@ -151,7 +151,8 @@ class ModelOverview(ViewWidget):
             that ``open_browser`` opens.
         comparator: optional GradCAMComparator (anything with a ``layer``
             Dropdown) whose target layer ``to_comparator`` sets.
-        class_names, preprocess: as for :class:`cnnwidgets.Probe`.
+        class_names: as for :class:`cnnwidgets.Probe`.
+        preprocess: as for :class:`cnnwidgets.Probe`.
         layer: the initially selected layer (default: the last conv layer).
         expanded: True opens every nested model, False folds them all, or a
             list of nested-model paths to open.
