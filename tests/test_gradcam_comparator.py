@@ -241,3 +241,21 @@ def test_bad_arguments(shapes_probe, pair):
     with pytest.raises(ValueError, match="top"):
         GradCAMComparator(shapes_probe, pair[0], top=0)
 
+
+
+def test_selected_class_is_a_linkable_trait(shapes_probe, pair):
+    import ipywidgets
+
+    widget = GradCAMComparator(shapes_probe, pair[0], layout=ipywidgets.Layout(width="600px"))
+    assert widget.layout.width == "600px"  # constructor kwargs reach the VBox
+    seen = []
+    widget.observe(lambda change: seen.append(change["new"]), "selected_class")
+    widget.class_slider.value = 3
+    assert seen[-1] == widget.selected_class == widget.ranked[2]
+    box = ipywidgets.IntText()
+    ipywidgets.link((widget, "selected_class"), (box, "value"))
+    box.value = widget.ranked[0]
+    assert widget.class_slider.value == 1
+    with pytest.raises(Exception, match="not on the slider"):
+        widget.selected_class = 99
+    widget.close()

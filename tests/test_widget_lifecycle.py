@@ -142,3 +142,19 @@ def test_the_process_exits_cleanly_while_a_job_runs(tmp_path):
     assert "leaving with a job running" in done.stdout
     assert done.returncode == 0, done.stderr[-2000:]
     assert "terminate called" not in done.stderr
+
+
+def test_every_constructor_forwards_layout(shapes_model):
+    images = cw.assets.make_shapes(2, seed=2)[0]
+    layout = {"width": "640px"}
+    made = [
+        cw.ActivationBrowser(shapes_model, images, layout=ipywidgets.Layout(**layout)),
+        cw.FilterGallery(shapes_model, layout=ipywidgets.Layout(**layout)),
+        cw.GradCAMComparator(shapes_model, images[0], layout=ipywidgets.Layout(**layout)),
+        cw.OcclusionScrubber(shapes_model, images[0], layout=ipywidgets.Layout(**layout)),
+        cw.ModelOverview(shapes_model, layout=ipywidgets.Layout(**layout)),
+    ]
+    for widget in made:
+        assert widget.layout.width == "640px", type(widget).__name__
+        widget.wait()
+        widget.close()

@@ -73,8 +73,9 @@ class ActivationBrowser(ViewWidget):
         preprocess: Callable | None = None,
         per_page: int = features.DEFAULT_PER_PAGE,
         cmap: str = "viridis",
+        **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.images = self.probe.check_images(images)  # (N, H, W, C) float32 raw pixels
         self.per_page = int(per_page)

@@ -78,8 +78,9 @@ class FilterGallery(ViewWidget):
         lr: float | None = None,
         seed: int = 0,
         chunk: int = 8,
+        **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -19,6 +19,7 @@ from typing import Any
 import bqplot
 import ipywidgets as widgets
 import numpy as np
+import traitlets
 
 from cnnwidgets import render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
@@ -137,6 +138,11 @@ class GradCAMComparator(ViewWidget):
     bar to pick its class). ``view`` is the (H, W, 3) uint8 picture shown.
     """
 
+    selected_class = traitlets.Int(
+        0,
+        help="Index of the class at the slider's rank; set it (or link it) to move the slider.",
+    )
+
     def __init__(
         self,
         model: Any,
@@ -147,8 +153,9 @@ class GradCAMComparator(ViewWidget):
         top: int = 10,
         class_names: Sequence[str] | None = None,
         preprocess: Callable | None = None,
+        **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         if isinstance(model, Probe):
             if class_names is not None or preprocess is not None:
                 raise ValueError("pass class_names and preprocess to the Probe, not here")
@@ -272,10 +279,21 @@ class GradCAMComparator(ViewWidget):
         order = np.argsort(-self._probs, kind="stable")
         return [(f"{self._name(c)} ({self._probs[c]:.1%})", int(c)) for c in order]
 
-    @property
-    def selected_class(self) -> int:
-        """Class index at the slider's rank."""
-        return self.ranked[self.class_slider.value - 1]
+    @traitlets.validate("selected_class")
+    def _valid_class(self, proposal) -> int:
+        cls = int(proposal["value"])
+        if cls not in self.ranked:
+            names = [self._name(c) for c in self.ranked]
+            raise traitlets.TraitError(
+                f"class {cls} is not on the slider; its classes are {self.ranked} ({names})"
+            )
+        return cls
+
+    @traitlets.observe("selected_class")
+    def _move_slider_to_class(self, change) -> None:
+        rank = self.ranked.index(change["new"]) + 1
+        if self.class_slider.value != rank:
+            self.class_slider.value = rank  # draws
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -297,7 +315,7 @@ class GradCAMComparator(ViewWidget):
         return f"one sigmoid unit: p({neg}) = 1 - p({pos})"
 
     def _update_labels(self) -> None:
-        cls = self.selected_class
+        self.selected_class = cls = self.ranked[self.class_slider.value - 1]
         self.class_label.value = (
             f"<b>{self._name(cls)}</b> p = {self._probs[cls]:.2%} "
             f"(rank {self.class_slider.value} of {len(self.ranked)})"

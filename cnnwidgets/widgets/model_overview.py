@@ -177,8 +177,9 @@ class ModelOverview(ViewWidget):
         preprocess: Any = None,
         layer: str | None = None,
         expanded: bool | Sequence[str] = False,
+        **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         self.probe: Probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.images = None if images is None else self.probe.check_images(images)
         self.comparator = comparator
