@@ -36,14 +36,18 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets.cache import array_key
+from cnnwidgets.explain.common import (
+    NORMALIZE_MODES,
+    check_method,
+    check_normalize,
+    normalize_maps,
+)
 from cnnwidgets.probe import Probe, as_probe, check_batch_size, kinds
 from cnnwidgets.progress import reporter
 
 #: Names accepted by ``method``.
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "scorecam", "cam")
 
-#: Names accepted by ``normalize``.
-NORMALIZE_MODES: tuple = ("map", "image", None)
 
 __all__ = [
     "CAM_METHODS",
@@ -85,34 +89,6 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rh = _interp_matrix(H, h).astype(np.float32)
     rw = _interp_matrix(W, w).astype(np.float32)
     return np.einsum("Hh,...hw,Ww->...HW", rh, maps, rw, optimize=True).astype(np.float32)
-
-
-def normalize_maps(maps: np.ndarray, mode: str | None = "map") -> np.ndarray:
-    """Scale non-negative maps (N, ..., H, W) for display; float32, same shape.
-
-    Args:
-        maps: (N, ..., H, W) values >= 0 (negative values are clipped to 0).
-        mode: ``"map"``: each (H, W) map divided by its own maximum, to [0, 1];
-            ``"image"``: everything of one image (axis 0) divided by one
-            maximum, so classes (and methods, when the caller stacks them as
-            (N, M, K, H, W)) share one scale; ``None``: unchanged (clipped at 0).
-
-    An all-zero map stays zero; the result never holds NaN.
-    """
-    if mode not in NORMALIZE_MODES:
-        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
-    maps = np.maximum(np.nan_to_num(np.asarray(maps, np.float32)), 0.0)
-    if mode is None:
-        return maps
-    if mode == "map":
-        axes = (-2, -1)
-    else:
-        if maps.ndim < 3:
-            raise ValueError(f"'image' normalization needs (N, ..., H, W) maps, got {maps.shape}")
-        axes = tuple(range(1, maps.ndim))
-    peak = maps.max(axis=axes, keepdims=True)
-    safe = np.where(peak > 0, peak, 1.0)
-    return np.where(peak > 0, maps / safe, 0.0).astype(np.float32)
 
 
 def _weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -299,14 +275,8 @@ def _cam_head(probe: Probe, layer: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_method(method: Any) -> str:
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a string, one of {CAM_METHODS}; got {method!r}")
-    m = method.lower().replace("_", "").replace("-", "")
-    aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
-    m = aliases.get(m, m)
-    if m not in CAM_METHODS:
-        raise ValueError(f"unknown CAM method {method!r}; choose one of {CAM_METHODS}")
-    return m
+    aliases = {"gradcamplusplus": "gradcam++"}
+    return check_method(method, CAM_METHODS, aliases, "CAM")
 
 
 
@@ -422,8 +392,7 @@ def gradcam(
     """
     if not isinstance(resize, (bool, np.bool_)):
         raise TypeError(f"resize must be True or False, got {resize!r}")
-    if normalize not in NORMALIZE_MODES:
-        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    check_normalize(normalize)
     batch_size = check_batch_size(batch_size)
     report = reporter(progress, method if isinstance(method, str) else "cam")
     req = _prepare(model_or_probe, images, classes, layer, method)

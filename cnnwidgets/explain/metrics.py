@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnwidgets.explain.common import prepare
 from cnnwidgets.explain.saliency import make_baseline, saliency
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.progress import reporter
@@ -156,9 +157,8 @@ def randomization_sanity(
     Returns:
         A :class:`SanityResult`.
     """
-    probe = as_probe(model_or_probe)
-    raw = probe.check_images(images)
-    cls = probe.resolve_classes(classes, raw)
+    req = prepare(model_or_probe, images, classes)
+    probe, raw, cls = req.probe, req.raw, req.classes
     kwargs = {"seed": seed, **saliency_kwargs}
     trained = saliency(probe, raw, cls, method=method, **kwargs)
     twin = randomized_model(probe, seed=seed, layers=layers)
