@@ -46,7 +46,7 @@ from cnnwidgets.probe import Probe, as_probe, check_batch_size, kinds
 from cnnwidgets.progress import reporter
 
 #: Names accepted by ``method``.
-CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "scorecam", "cam")
+CAM_METHODS: tuple[str, ...] = ()  # filled by @cam_method below, in registration order
 
 
 __all__ = [
@@ -137,7 +137,7 @@ class _Context:
     def acts(self) -> np.ndarray:
         """(N, h, w, C) float32 activations of ``layer``."""
         if self._acts is None:
-            if self.method in _GRADIENT_METHODS:
+            if _METHODS[self.method].needs_gradients:
                 self._backward()
             else:
                 sub = self.probe.submodel([self.layer])
@@ -155,10 +155,40 @@ class _Context:
         return self._grads
 
 
+@dataclass(frozen=True)
+class CamMethod:
+    """A registered CAM method: how it weights the channels, and whether those
+    weights need the gradients (then one forward and K backward passes are
+    shared with the activations)."""
+
+    weights: Callable[[_Context], np.ndarray]
+    needs_gradients: bool
+
+
+_METHODS: dict[str, CamMethod] = {}
+
+
+def cam_method(name: str, needs_gradients: bool) -> Callable:
+    """Register a channel-weighting function as the CAM method ``name``.
+
+    The function takes the :class:`_Context` (activations, gradients, classes)
+    and returns weights (N, K, C) or (N, K, h, w, C); everything else is shared."""
+
+    def register(weights: Callable[[_Context], np.ndarray]) -> Callable:
+        global CAM_METHODS
+        _METHODS[name] = CamMethod(weights, needs_gradients)
+        CAM_METHODS = tuple(_METHODS)
+        return weights
+
+    return register
+
+
+@cam_method("gradcam", needs_gradients=True)
 def _gradcam_weights(ctx: _Context) -> np.ndarray:
     return ctx.grads.mean(axis=(2, 3))
 
 
+@cam_method("gradcam++", needs_gradients=True)
 def _gradcampp_weights(ctx: _Context) -> np.ndarray:
     g = ctx.grads.astype(np.float64)
     a = ctx.acts.astype(np.float64)
@@ -169,10 +199,12 @@ def _gradcampp_weights(ctx: _Context) -> np.ndarray:
     return (alpha * np.maximum(g, 0.0)).sum(axis=(2, 3)).astype(np.float32)
 
 
+@cam_method("layercam", needs_gradients=True)
 def _layercam_weights(ctx: _Context) -> np.ndarray:
     return np.maximum(ctx.grads, 0.0)
 
 
+@cam_method("scorecam", needs_gradients=False)
 def _scorecam_weights(ctx: _Context) -> np.ndarray:
     probe, acts = ctx.probe, ctx.acts
     n, _, _, c = acts.shape
@@ -200,20 +232,13 @@ def _scorecam_weights(ctx: _Context) -> np.ndarray:
     return weights
 
 
+@cam_method("cam", needs_gradients=False)
 def _cam_weights(ctx: _Context) -> np.ndarray:
     kernel, sign = _cam_head(ctx.probe, ctx.layer)
     w = kernel[:, ctx.classes] * sign[ctx.classes]  # (C, N, K)
     return np.moveaxis(w, 0, -1).astype(np.float32)
 
 
-_WEIGHTS: dict[str, Callable[[_Context], np.ndarray]] = {
-    "gradcam": _gradcam_weights,
-    "gradcam++": _gradcampp_weights,
-    "layercam": _layercam_weights,
-    "scorecam": _scorecam_weights,
-    "cam": _cam_weights,
-}
-_GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam")
 
 
 def _cam_chain(probe: Probe) -> tuple[str, str]:
@@ -312,7 +337,7 @@ def _raw_maps(
 
     def compute() -> np.ndarray:
         ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, progress, batch_size)
-        return _weighted_sum(ctx.acts, _WEIGHTS[req.method](ctx))
+        return _weighted_sum(ctx.acts, _METHODS[req.method].weights(ctx))
 
     key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
     maps = req.probe.cached("cam", key, compute)
@@ -349,7 +374,7 @@ def channel_weights(
     """
     req = _prepare(probe, images, classes, layer, method)
     ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, reporter(False, ""))
-    w = _WEIGHTS[req.method](ctx)
+    w = _METHODS[req.method].weights(ctx)
     if w.ndim == 5:
         w = w.mean(axis=(2, 3))
     return np.nan_to_num(w).astype(np.float32)
