@@ -8,8 +8,7 @@ import pytest
 import cnnwidgets as cw
 from cnnwidgets import gradients, render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
-from cnnwidgets.widgets import gradcam_comparator as gc
-from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator, render_panels
+from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
         maps = maps / max(e.max() for e in every)
     else:
         maps = normalize_maps(maps, mode)
-    return render_panels(image, maps, caps, opacity=opacity, cmap=cmap)
+    return render.heatmap_grid(image, maps, caps, opacity=opacity, cmap=cmap)
 
 
 def test_initial_state_ranks_classes_by_probability(widget, shapes_probe, pair):
@@ -197,17 +196,17 @@ def test_render_panels_is_pure_and_places_panels():
     maps = np.zeros((2, 2, 8, 8), np.float32)
     maps[1, 1] = 1.0
     caps = [["a", "b"], ["c", "d"]]
-    clear = render_panels(img, maps, caps, opacity=0.0, panel_size=16)
+    clear = render.heatmap_grid(img, maps, caps, opacity=0.0, panel_size=16)
     # Two rows of two 16x16 panels, each under a 16-pixel caption, 6-pixel gaps.
     assert clear.shape == (2 * (16 + 16) + 6, 2 * 16 + 6, 3)
     np.testing.assert_array_equal(clear[16:32, 0:16], 100)
-    full = render_panels(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
+    full = render.heatmap_grid(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
     np.testing.assert_array_equal(full[16:32, 0:16], 0)  # map 0 -> black
     np.testing.assert_array_equal(full[32 + 6 + 16 :, 22:38], 255)  # map 1 -> white
-    again = render_panels(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
+    again = render.heatmap_grid(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
     np.testing.assert_array_equal(full, again)
     with pytest.raises(ValueError):
-        render_panels(img, maps, [["a"]])
+        render.heatmap_grid(img, maps, [["a"]])
 
 
 def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
@@ -225,7 +224,7 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     # What the front end receives decodes to exactly ``view`` (fast lossless PNG).
     np.testing.assert_array_equal(render.from_png(w.image.value), w.view)
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(render.from_png(gc.fast_png(noisy)), noisy)
+    np.testing.assert_array_equal(render.from_png(render.fast_png(noisy)), noisy)
     path = w.save(tmp_path / "v.png")
     np.testing.assert_array_equal(render.from_png(path.read_bytes()), w.view)
     np.testing.assert_array_equal(np.asarray(shapes_model(x)), before)

@@ -10,9 +10,7 @@ the colour map or the scaling only re-draws, with no model pass.
 
 from __future__ import annotations
 
-import struct
 import threading
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,88 +31,7 @@ CMAPS: tuple[str, ...] = ("jet", "viridis", "magma", "inferno", "turbo", "gray")
 #: Smallest side (pixels) a panel is drawn at; small inputs are enlarged.
 PANEL_SIZE = 192
 
-__all__ = ["GradCAMComparator", "fast_png", "render_panels"]
-
-
-def fast_png(picture: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an (H, W, 3) uint8 picture, built for slider speed.
-
-    Rows use PNG's 'Sub' filter (computed in numpy) and zlib's run-length
-    strategy: about 3-5x faster than Pillow's encoder on heatmap overlays, at a
-    similar size. Decodes to exactly ``picture``."""
-    pic = np.ascontiguousarray(render.to_rgb_uint8(picture))
-    h, w, _ = pic.shape
-    flat = pic.reshape(h, 3 * w)
-    rows = np.empty((h, 1 + 3 * w), np.uint8)
-    rows[:, 0] = 1  # filter type 1 (Sub): each byte minus the byte one pixel to its left
-    rows[:, 1:4] = flat[:, :3]
-    np.subtract(flat[:, 3:], flat[:, :-3], out=rows[:, 4:])
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-    body = packer.compress(rows.tobytes()) + packer.flush()
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB
-    signature = b"\x89PNG\r\n\x1a\n"
-    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
-
-
-def _panel(
-    image: np.ndarray, heat: np.ndarray, text: str, opacity: float, cmap: str, factor: int
-) -> np.ndarray:
-    pic = render.overlay(image, heat, alpha=float(opacity), cmap=cmap)
-    if factor > 1:
-        pic = pic.repeat(factor, axis=0).repeat(factor, axis=1)
-    return render.caption(pic, text)
-
-
-def _grid(panels: Sequence[Sequence[np.ndarray]], title: str | None) -> np.ndarray:
-    grid = render.vstack([render.hstack(row, pad=6) for row in panels], pad=6)
-    if title:
-        grid = render.caption(grid, title, height=18)
-    return grid
-
-
-def render_panels(
-    image: np.ndarray,
-    maps: np.ndarray,
-    captions: Sequence[Sequence[str]],
-    opacity: float = 0.4,
-    cmap: str = "jet",
-    title: str | None = None,
-    panel_size: int = PANEL_SIZE,
-) -> np.ndarray:
-    """Draw the comparator's grid: one row per method, one column per class.
-
-    Args:
-        image: raw picture (H, W, 3), uint8 or float.
-        maps: (M, P, H, W) float heatmaps in [0, 1] (values outside are
-            clipped): M methods (rows) by P panels (columns, e.g. pinned and
-            slider classes).
-        captions: M rows of P strings written above each panel.
-        opacity: heatmap opacity in [0, 1].
-        cmap: a matplotlib colour map name.
-        title: an optional line of text above the grid.
-        panel_size: panels are enlarged by an integer factor until their
-            longer side reaches this many pixels (nearest neighbour).
-
-    Returns:
-        (rows, cols, 3) uint8 picture.
-    """
-    maps = np.asarray(maps, np.float32)
-    if maps.ndim != 4:
-        raise ValueError(f"maps must be (methods, panels, H, W), got shape {maps.shape}")
-    if len(captions) != maps.shape[0] or any(len(c) != maps.shape[1] for c in captions):
-        raise ValueError("captions must give one string per panel, as maps' first two axes")
-    base = render.to_rgb_uint8(image)
-    factor = max(1, panel_size // max(base.shape[:2]))
-    panels = [
-        [_panel(base, heat, text, opacity, cmap, factor) for heat, text in zip(row, caps)]
-        for row, caps in zip(maps, captions)
-    ]
-    return _grid(panels, title)
+__all__ = ["GradCAMComparator"]
 
 
 class GradCAMComparator(ViewWidget):
@@ -487,7 +404,7 @@ class GradCAMComparator(ViewWidget):
                     pkey = (key, text, heat is None)
                     panel = self._panels.get(pkey)
                     if panel is None:
-                        panel = _panel(
+                        panel = render.heatmap_panel(
                             self._picture,
                             blank if heat is None else heat,
                             text,
@@ -499,13 +416,13 @@ class GradCAMComparator(ViewWidget):
                     row.append(panel)
                 rows.append(row)
             self.status.value = "<br>".join(dict.fromkeys(problems))
-            self._show(_grid(rows, self._binary_title()))
+            self._show(render.panel_grid(rows, self._binary_title()))
 
     def _show(self, picture: np.ndarray) -> None:
         # As ViewWidget._show, with the faster lossless encoder for slider moves.
         picture = render.to_rgb_uint8(picture)
         self._view = picture
-        self.image.value = fast_png(picture)
+        self.image.value = render.fast_png(picture)
 
     # ------------------------------------------------------------ observers
 

@@ -101,7 +101,7 @@ class OcclusionScrubber(ViewWidget):
         else:
             offered = list(range(probe.num_classes))
         self.top_k = int(top_k)
-        self._scale = max(1, int(np.ceil(MIN_PANEL / max(h, w))))
+        self._scale = render.enlarge_factor((h, w), MIN_PANEL)
         self._lock = threading.RLock()
         self._maps: dict[tuple, np.ndarray] = {}
         self._generation = 0
@@ -319,7 +319,7 @@ class OcclusionScrubber(ViewWidget):
         if self._overlay is not None and self._overlay[0] is sens:
             return self._overlay[1], self._overlay[2]
         s = self._scale
-        base = render.to_rgb_uint8(self._raw[0]).repeat(s, axis=0).repeat(s, axis=1)
+        base = render.enlarge(render.to_rgb_uint8(self._raw[0]), s)
         if sens is None:
             panel, text = base, "occlusion map: computing"
         else:
@@ -337,7 +337,7 @@ class OcclusionScrubber(ViewWidget):
             s = self._scale
             small = render.to_rgb_uint8(self.occluded)
             self.input_picture.show(render.to_png(small), *small.shape[:2])
-            left = small.repeat(s, axis=0).repeat(s, axis=1)
+            left = render.enlarge(small, s)
             left = render.caption(
                 left, f"P({self.probe.class_names[c]}) {self.probabilities[c]:.2f}"
             )
