@@ -80,3 +80,16 @@ def test_every_listed_photo_loads():
         assert photo.shape == (32, 32, 3) and photo.dtype == np.uint8
     with pytest.raises(ValueError, match="unknown photo"):
         cw.assets.photo("motorcycle")
+
+
+def test_class_names_with_a_probe_are_refused_the_same_everywhere(shapes_probe, image):
+    makers = [
+        lambda **k: cw.ActivationBrowser(shapes_probe, image, **k),
+        lambda **k: cw.FilterGallery(shapes_probe, **k),
+        lambda **k: cw.GradCAMComparator(shapes_probe, image, **k),
+        lambda **k: cw.OcclusionScrubber(shapes_probe, image, **k),
+        lambda **k: cw.ModelOverview(shapes_probe, **k),
+    ]
+    for make in makers:
+        with pytest.raises(ValueError, match="belong to the Probe"):
+            make(class_names=["a", "b", "c", "d"])

@@ -484,6 +484,11 @@ def as_probe(model_or_probe: Any, class_names=None, preprocess=None) -> Probe:
     Probes of a model live as long as the model does (one per combination of
     class names and preprocess)."""
     if isinstance(model_or_probe, Probe):
+        if class_names is not None or preprocess is not None:
+            raise ValueError(
+                "class_names and preprocess belong to the Probe: pass them to "
+                "cw.Probe(model, class_names=..., preprocess=...), or pass the model here"
+            )
         return model_or_probe
     if not isinstance(model_or_probe, keras.Model):
         raise TypeError(

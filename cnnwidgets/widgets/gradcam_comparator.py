@@ -22,7 +22,7 @@ import traitlets
 from cnnwidgets import render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
 from cnnwidgets.explain.saliency import SALIENCY_METHODS, saliency
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe import as_probe
 from cnnwidgets.widgets.base import ViewWidget, layer_options
 
 #: Colour maps offered by the ``cmap`` control.
@@ -73,12 +73,7 @@ class GradCAMComparator(ViewWidget):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if isinstance(model, Probe):
-            if class_names is not None or preprocess is not None:
-                raise ValueError("pass class_names and preprocess to the Probe, not here")
-            self.probe = model
-        else:
-            self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
+        self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         if not isinstance(top, (int, np.integer)) or top < 1:
             raise ValueError(f"top must be a positive int, got {top!r}")
         self._top = int(top)

@@ -24,7 +24,7 @@ from cnnwidgets.explain.occlusion import (
     occlusion_progressive,
     patch_positions,
 )
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe import as_probe
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget
 
 __all__ = ["OcclusionScrubber"]
@@ -83,7 +83,7 @@ class OcclusionScrubber(ViewWidget):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        probe = model if isinstance(model, Probe) else as_probe(model, class_names, preprocess)
+        probe = as_probe(model, class_names, preprocess)
         raw = probe.check_images(image)
         if len(raw) != 1:
             raise ValueError(
