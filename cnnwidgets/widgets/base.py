@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import html
 import pathlib
 import threading
@@ -40,7 +41,23 @@ class ViewWidget(widgets.VBox):
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self._job: BackgroundJob | None = None
         self._worker: JobWorker | None = None
+        self._guard_depth = 0
         self.picture: ClickablePicture | None = None
+
+    @contextlib.contextmanager
+    def _setting_controls(self):
+        """Set controls from code without their observers reacting: the one
+        re-entrancy guard of every widget (handlers return early while
+        :attr:`_controls_being_set`)."""
+        self._guard_depth += 1
+        try:
+            yield
+        finally:
+            self._guard_depth -= 1
+
+    @property
+    def _controls_being_set(self) -> bool:
+        return self._guard_depth > 0
 
     @property
     def view(self) -> np.ndarray:

@@ -17,6 +17,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from cnnwidgets import render
+from cnnwidgets.explain import features
 from cnnwidgets.explain.filters import (
     filter_weights,
     kernel_layers,
@@ -102,7 +103,6 @@ class FilterGallery(ViewWidget):
         self._values: dict[tuple, float] = {}
         self._kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._generation = 0
-        self._quiet = False
         self._grid_cols = 1
 
         options = [o for o in layer_options(self.probe) if o[1] in convs]
@@ -152,33 +152,26 @@ class FilterGallery(ViewWidget):
     def _on_source(self, change=None) -> None:
         """Layer or mode changed: new page range, cancel the old job, start anew."""
         self._generation += 1
-        self._quiet = True
-        try:
+        with self._setting_controls():
             self.layer.disabled = self.mode.value == "classes"
-            pages = max(1, -(-self.count // self.per_page))
-            self.page.max = pages - 1
+            self.page.max = features.num_pages(self.count, self.per_page) - 1
             self.page.value = 0
             self.filter.max = self.count - 1
             self.filter.value = 0
-        finally:
-            self._quiet = False
         self._refresh()
 
     def _on_page(self, change=None) -> None:
-        if self._quiet:
+        if self._controls_being_set:
             return
         self._generation += 1
-        self._quiet = True
-        try:
+        with self._setting_controls():
             self.filter.value = self.page_filters[0]
-        finally:
-            self._quiet = False
         self._refresh()
 
     def _on_filter(self, change=None) -> None:
-        if self._quiet:
+        if self._controls_being_set:
             return
-        page = self.filter.value // self.per_page
+        page = features.page_of(self.filter.value, self.per_page)
         if page != self.page.value:
             self.page.value = page  # triggers _on_page, which redraws
             return

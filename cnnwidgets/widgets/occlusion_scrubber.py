@@ -105,7 +105,6 @@ class OcclusionScrubber(ViewWidget):
         self._lock = threading.RLock()
         self._maps: dict[tuple, np.ndarray] = {}
         self._generation = 0
-        self._moving = False
         self.sensitivity: np.ndarray | None = None
         self.map_stride: int | None = None
         self._overlay: tuple | None = None
@@ -192,17 +191,13 @@ class OcclusionScrubber(ViewWidget):
 
     def move(self, x: int, y: int) -> None:
         """Put the patch's top-left corner at (x, y) with one update."""
-        self._moving = True
-        try:
-            with self.hold_sync():
-                self.x.value = int(x)
-                self.y.value = int(y)
-        finally:
-            self._moving = False
+        with self._setting_controls(), self.hold_sync():
+            self.x.value = int(x)
+            self.y.value = int(y)
         self._update_live()
 
     def _on_move(self, _change: Any = None) -> None:
-        if not self._moving:
+        if not self._controls_being_set:
             self._update_live()
             if self._shown_map_key != self._map_key():  # the weights changed since
                 self._start_map()
@@ -210,15 +205,12 @@ class OcclusionScrubber(ViewWidget):
     def _on_patch(self, change: Any) -> None:
         h, w = self._raw.shape[1:3]
         p = int(change["new"])
-        self._moving = True
-        try:
+        with self._setting_controls():
             # Keep the patch inside the image: shrink the sliders' ranges first.
             self.x.value = min(self.x.value, w - p)
             self.y.value = min(self.y.value, h - p)
             self.x.max = w - p
             self.y.max = h - p
-        finally:
-            self._moving = False
         self._update_live()
         self._start_map()
 
