@@ -103,6 +103,16 @@ def _weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ the methods
 
 
+@dataclass(frozen=True)
+class _Request:
+    probe: Probe
+    raw: np.ndarray
+    x: np.ndarray
+    layer: str
+    classes: np.ndarray
+    method: str
+
+
 @dataclass
 class _Context:
     """What the weighting functions may use; computed on first use.
@@ -110,15 +120,18 @@ class _Context:
     ``acts`` (N, h, w, C) float32 come with the gradients for gradient methods
     (one forward pass shared by all K classes) or from a forward pass alone."""
 
-    probe: Probe
-    x: np.ndarray  # preprocessed inputs (N, H, W, C) float32
-    layer: str
-    classes: np.ndarray  # (N, K) int64
-    method: str
+    request: _Request
     progress: Callable[[int, int], object]
     batch_size: int | None = None
     _acts: np.ndarray | None = field(default=None, repr=False)
     _grads: np.ndarray | None = field(default=None, repr=False)
+
+    # The request's fields, read as the context's own.
+    probe = property(lambda self: self.request.probe)
+    x = property(lambda self: self.request.x)  # preprocessed inputs (N, H, W, C) float32
+    layer = property(lambda self: self.request.layer)
+    classes = property(lambda self: self.request.classes)  # (N, K) int64
+    method = property(lambda self: self.request.method)
 
     def _backward(self) -> None:
         from cnnwidgets import gradients  # the one module that calls autodiff
@@ -305,16 +318,6 @@ def _check_method(method: Any) -> str:
 
 
 
-@dataclass(frozen=True)
-class _Request:
-    probe: Probe
-    raw: np.ndarray
-    x: np.ndarray
-    layer: str
-    classes: np.ndarray
-    method: str
-
-
 def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
     method = _check_method(method)
     probe = as_probe(model_or_probe)
@@ -336,7 +339,7 @@ def _raw_maps(
     n = len(req.x)
 
     def compute() -> np.ndarray:
-        ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, progress, batch_size)
+        ctx = _Context(req, progress, batch_size)
         return _weighted_sum(ctx.acts, _METHODS[req.method].weights(ctx))
 
     key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
@@ -350,21 +353,23 @@ def _raw_maps(
 
 
 def channel_weights(
-    probe: Any,
+    model_or_probe: Any,
     images: Any,
-    layer: Any,
-    classes: Any,
+    classes: Any = None,
+    layer: Any = None,
     method: str = "gradcam",
 ) -> np.ndarray:
     """How much each channel of ``layer`` counts for each class, by a CAM method.
 
+    Arguments come in the order of :func:`gradcam`.
+
     Args:
-        probe: a :class:`~cnnwidgets.Probe` (or a keras.Model).
+        model_or_probe: a keras.Model (never changed) or a :class:`~cnnwidgets.Probe`.
         images: raw pixels, (H, W, C) or (N, H, W, C).
-        layer: a 4-D layer (path, short name or layer object); None for the
-            default (``probe.last_conv_layer``).
         classes: None (top-1), an int or class name, a list of them, or an
             (N, K) integer array of per-image classes.
+        layer: a 4-D layer (path, short name or layer object); None for the
+            default (``probe.last_conv_layer``).
         method: one of :data:`CAM_METHODS`. For ``"layercam"``, whose weights
             vary over space, this is the spatial mean of ReLU(gradient).
 
@@ -372,8 +377,8 @@ def channel_weights(
         (N, K, C) float32. For gradcam, gradcam++, scorecam and cam the map is
         ReLU(sum_c weights[n, k, c] * activations[n, :, :, c]).
     """
-    req = _prepare(probe, images, classes, layer, method)
-    ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, reporter(False, ""))
+    req = _prepare(model_or_probe, images, classes, layer, method)
+    ctx = _Context(req, reporter(False, ""))
     w = _METHODS[req.method].weights(ctx)
     if w.ndim == 5:
         w = w.mean(axis=(2, 3))

@@ -270,7 +270,7 @@ class ActivationBrowser(ViewWidget):
                 from cnnwidgets.explain.cam import channel_weights
 
                 w = channel_weights(
-                    self.probe, self.images[index : index + 1], layer, [cls], method="gradcam"
+                    self.probe, self.images[index : index + 1], [cls], layer, method="gradcam"
                 )
                 weights = w[0, 0]
             else:
