@@ -238,20 +238,21 @@ class BackgroundJob:
 
 
 class JobWorker:
-    """One thread per widget that runs the newest submitted job.
+    """Runs a widget's newest submitted job on a thread of its own.
 
     ``submit`` cancels the running job and replaces the waiting one, so at
-    most one job runs and one waits, whatever the rate of requests."""
+    most one job runs and one waits, whatever the rate of requests. The
+    thread ends when nothing is left to do and starts again on the next
+    submit, so an idle widget holds no thread."""
 
     def __init__(self):
         self._lock = threading.Condition()
         self._pending: BackgroundJob | None = None
         self._current: BackgroundJob | None = None
+        self._thread: threading.Thread | None = None
         self._stopped = False
         self.idle = threading.Event()
         self.idle.set()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="cnnwidgets-job")
-        self._thread.start()
         _WORKERS.add(self)
 
     def submit(self, job: BackgroundJob) -> None:
@@ -265,15 +266,17 @@ class JobWorker:
                 self._current.cancel()
             self._pending = job
             self.idle.clear()
-            self._lock.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, daemon=True, name="cnnwidgets-job"
+                )
+                self._thread.start()
 
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while self._pending is None and not self._stopped:
-                    self.idle.set()
-                    self._lock.wait()
-                if self._stopped:
+                if self._pending is None or self._stopped:
+                    self._thread = None  # the next submit starts a new thread
                     self.idle.set()
                     return
                 job, self._pending = self._pending, None
@@ -290,14 +293,15 @@ class JobWorker:
                 if job is not None:
                     job.cancel()
             self._pending = None
-            self._lock.notify()
+            thread = self._thread
         _WORKERS.discard(self)
-        if timeout is not None:
-            self._thread.join(timeout)
+        if timeout is not None and thread is not None:
+            thread.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
 
 _WORKERS: weakref.WeakSet = weakref.WeakSet()
