@@ -193,13 +193,14 @@ class DatasetStore:
         import zarr
 
         path = pathlib.Path(path)
+        run = dict(run, format=FORMAT)
         if overwrite and path.exists():
             shutil.rmtree(path)
         exists = path.exists() and any(path.iterdir())
         if exists:
             try:
                 old = cls(path)
-            except ValueError as exc:
+            except (ValueError, FileNotFoundError) as exc:
                 raise StoreMismatchError(
                     f"{str(path)!r} exists and is not a cnnwidgets dataset store; pick another "
                     "out= path (or overwrite=True to delete it)"
