@@ -285,8 +285,13 @@ class DatasetStore:
         done, digests = self._flags(-(-rows // chunk))
         digests[index] = digest
         done[index] = 1  # last: the chunk counts as finished only when all of it is written
-        if "rows" not in self.meta or self.meta["rows"] < rows:
-            self._update(rows=rows)
+        changes: dict[str, Any] = {}
+        if self.meta.get("rows", 0) < rows:
+            changes["rows"] = rows
+        if "has_labels" not in self.meta and "labels" in arrays:
+            changes["has_labels"] = bool((np.asarray(arrays["labels"]) >= 0).any())
+        if changes:
+            self._update(**changes)
 
     def finish(self, count: int) -> None:
         """Mark the run complete and write its summary (accuracy, mean loss,

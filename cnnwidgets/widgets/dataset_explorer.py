@@ -106,7 +106,8 @@ class DatasetExplorer(ViewWidget):
         names = self.store.class_names
         self.class_names = names
         meta = self.store.meta
-        self.has_labels = bool((meta.get("summary") or {}).get("labelled", 1))
+        summary = meta.get("summary") or {}
+        self.has_labels = bool(summary.get("labelled", meta.get("has_labels", False)))
 
         keys = [(label, key) for label, key in SORT_KEYS if key == "index" or key in self.store]
         if not self.has_labels:
@@ -272,7 +273,6 @@ class DatasetExplorer(ViewWidget):
     def _draw(self) -> None:
         rows = self._rows_of_page()
         self._page_rows = rows
-        meta = self.store.meta
         names = self.class_names
         want = [n for n in ("maps", "images", "predicted", "labels", "confidence", "boxes")
                 if n in self.store]
@@ -309,13 +309,15 @@ class DatasetExplorer(ViewWidget):
         if self.sort_by != "index":
             what.append(f"by {self.sort_by} {'high' if self.descending else 'low'} first")
         pages = self.page_slider.max + 1
-        title = f"{meta['method']} on {meta['layer']} | page {self.page + 1}/{pages} | " + ", ".join(what)
+        #: The line above the grid, as text.
+        self.title = f"page {self.page + 1}/{pages}: " + ", ".join(what)
         self.status.value = self._summary_html()
-        self._show(render.caption(grid, title, height=_TITLE))
+        self._show(render.caption(grid, self.title, height=_TITLE))
 
     def _summary_html(self) -> str:
         summary = self.store.meta.get("summary") or {}
-        parts = []
+        meta = self.store.meta
+        parts = [f"{meta['method']} on {meta['layer']}"]
         if "accuracy" in summary:
             parts.append(f"accuracy {summary['accuracy']:.1%}")
         if "mean_energy_outside" in summary:
