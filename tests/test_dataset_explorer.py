@@ -9,9 +9,9 @@ import pytest
 
 import cnnwidgets as cw
 from cnnwidgets import render
+from cnnwidgets.dataset.sources import Chunk
 from cnnwidgets.dataset.store import DatasetStore
 from cnnwidgets.dataset.stream import RunSpec, explain_chunk, run_metadata
-from cnnwidgets.dataset.sources import Chunk
 from cnnwidgets.explain.cam import normalize_maps
 from cnnwidgets.widgets.dataset_explorer import DatasetExplorer
 from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator
@@ -113,8 +113,10 @@ def test_confusion_matrix_click_filters_the_grid(store):
     true, pred = np.unravel_index(np.argmax(expect - np.diag(np.diag(expect))), expect.shape)
     mark = ex.confusion
     # A click in the front end, through bqplot's own message dispatch.
-    msg = {"event": "element_click", "data": {"data": 1, "index": 0,
-                                              "rowNum": int(true), "columnNum": int(pred)}}
+    msg = {
+        "event": "element_click",
+        "data": {"data": 1, "index": 0, "rowNum": int(true), "columnNum": int(pred)},
+    }
     mark._handle_custom_msgs(mark, msg, [])
     assert (ex.true_class, ex.predicted_class) == (true, pred)
     assert ex.true_filter.value == true and ex.predicted_filter.value == pred
@@ -134,7 +136,9 @@ def test_click_opens_a_thumbnail_in_the_comparator(store, shortcut):
     # A mouse click on the bqplot picture: data coordinates, y pointing up.
     h = ex.view.shape[0]
     data = {"click_x": 10.0, "click_y": h - (TITLE + 10.0)}
-    ex.picture.mark._handle_custom_msgs(ex.picture.mark, {"event": "element_click", "data": data}, [])
+    ex.picture.mark._handle_custom_msgs(
+        ex.picture.mark, {"event": "element_click", "data": data}, []
+    )
     assert ex.selected == 0
     np.testing.assert_array_equal(ex.comparator._raw[0], store.rows([0])["images"][0])
     assert ex.click(2, 2) == -1  # the title band
@@ -149,7 +153,9 @@ def test_without_a_model_the_widget_says_so(store):
     assert "pass model=" in ex.message.value
 
 
-def test_a_million_image_store_opens_with_metadata_and_one_page(shapes_probe, tmp_path, monkeypatch):
+def test_a_million_image_store_opens_with_metadata_and_one_page(
+    shapes_probe, tmp_path, monkeypatch
+):
     import zarr.storage
 
     n, chunk = 1_000_000, 256

@@ -56,10 +56,17 @@ def test_streamed_maps_and_scores_equal_per_image_calls(shapes_probe, data, tmp_
 
 def test_label_and_fixed_classes(shapes_probe, data, tmp_path):
     images, labels, _ = data
-    by_label = explain(shapes_probe, images[:20], tmp_path / "a", labels=labels[:20],
-                       classes="label", dtype="float32")
-    ref = cw.gradcam(shapes_probe, images[:20], classes=labels[:20, None], resize=False,
-                     normalize=None)
+    by_label = explain(
+        shapes_probe,
+        images[:20],
+        tmp_path / "a",
+        labels=labels[:20],
+        classes="label",
+        dtype="float32",
+    )
+    ref = cw.gradcam(
+        shapes_probe, images[:20], classes=labels[:20, None], resize=False, normalize=None
+    )
     np.testing.assert_allclose(by_label.column("maps"), ref, atol=1e-5 * ref.max(), rtol=1e-4)
     np.testing.assert_array_equal(by_label.column("classes")[:, 0], labels[:20])
     fixed = explain(shapes_probe, images[:20], tmp_path / "b", classes=["cross", 0])
@@ -164,10 +171,11 @@ def test_resume_skips_finished_chunks_and_gives_identical_arrays(
     shapes_probe, data, tmp_path, monkeypatch
 ):
     images, labels, boxes = data
-    batches = lambda: [  # noqa: E731
-        {"image": images[s : s + 5], "label": labels[s : s + 5], "box": boxes[s : s + 5]}
-        for s in range(0, 40, 5)
-    ]
+    def batches():
+        return [
+            {"image": images[s : s + 5], "label": labels[s : s + 5], "box": boxes[s : s + 5]}
+            for s in range(0, 40, 5)
+        ]
 
     def broken():
         for n, batch in enumerate(batches()):
@@ -256,7 +264,11 @@ def test_bad_data_is_explained(shapes_probe, tmp_path):
     with pytest.raises(ValueError, match=r"\(n, H, W, C\)"):
         explain(shapes_probe, [np.zeros((64, 64, 3))], tmp_path / "y")
     with pytest.raises(ValueError, match="batches differ"):
-        explain(shapes_probe, [np.zeros((2, 64, 64, 3)), (np.zeros((2, 64, 64, 3)), [0, 1])],
-                tmp_path / "z", chunk=2)
+        explain(
+            shapes_probe,
+            [np.zeros((2, 64, 64, 3)), (np.zeros((2, 64, 64, 3)), [0, 1])],
+            tmp_path / "z",
+            chunk=2,
+        )
     with pytest.raises(FileNotFoundError, match="explain_dataset"):
         DatasetStore(tmp_path / "nothing")

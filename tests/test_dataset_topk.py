@@ -48,8 +48,9 @@ def test_streaming_top_k_equals_brute_force(shapes_probe, images):
 
 
 def test_patches_are_the_receptive_fields_of_the_units(shapes_probe, images):
-    top = cw.top_activations(shapes_probe, images, LAYER, k=3, chunk=16, keep_images=True,
-                             progress=False)
+    top = cw.top_activations(
+        shapes_probe, images, LAYER, k=3, chunk=16, keep_images=True, progress=False
+    )
     rf = receptive_field(shapes_probe, LAYER)
     side = top.patches.shape[2]
     assert side == min(64, max(rf.size))
@@ -86,8 +87,7 @@ def test_chunking_ties_short_data_and_channel_subsets(shapes_probe, images):
     np.testing.assert_array_equal(some.indices, a.indices[[5, 2]])
     assert some.row(2) == 1
     batches = [images[s : s + 10] for s in range(0, 45, 10)]
-    streamed = cw.top_activations(shapes_probe, iter(batches), LAYER, k=4, chunk=16,
-                                  progress=False)
+    streamed = cw.top_activations(shapes_probe, iter(batches), LAYER, k=4, chunk=16, progress=False)
     np.testing.assert_array_equal(streamed.indices, a.indices)
 
 

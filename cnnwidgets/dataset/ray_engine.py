@@ -113,8 +113,6 @@ def run(
     """Explain the unfinished chunks of ``stream`` on Ray actors, writing into
     ``store``; returns the number of images. See the module docstring."""
     ray = require_ray()
-    if not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
     done = store.done_chunks()
     todo: dict[int, Any] = {}
     starts: dict[int, tuple[int, np.ndarray]] = {}

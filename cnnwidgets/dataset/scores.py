@@ -59,7 +59,9 @@ def energy_inside(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     maps = np.maximum(np.asarray(maps, np.float32), 0.0)
     masks = np.asarray(masks, bool)
     if maps.ndim != 4 or masks.ndim != 3 or len(maps) != len(masks):
-        raise ValueError(f"need maps (N, K, h, w) and masks (N, H, W); got {maps.shape}, {masks.shape}")
+        raise ValueError(
+            f"need maps (N, K, h, w) and masks (N, H, W); got {maps.shape}, {masks.shape}"
+        )
     up = resize_maps(maps, masks.shape[1:])  # (N, K, H, W)
     total = up.sum(axis=(2, 3), dtype=np.float64)
     inside = (up * masks[:, None]).sum(axis=(2, 3), dtype=np.float64)

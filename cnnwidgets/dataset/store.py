@@ -266,13 +266,17 @@ class DatasetStore:
             tail = value.shape[1:]
             row_bytes = int(np.prod(tail, dtype=np.int64)) * value.dtype.itemsize
             block = _row_block(chunk, row_bytes) if name in ("images", "maps") else chunk
-            _create(self._group, name, (rows,) + tail, (block,) + tail, value.dtype, _fill(value.dtype))
+            _create(
+                self._group, name, (rows,) + tail, (block,) + tail, value.dtype, _fill(value.dtype)
+            )
         arr = self._group[name]
         if arr.shape[0] < rows:
             arr.resize((rows,) + tuple(arr.shape[1:]))
         return arr
 
-    def write_chunk(self, index: int, start: int, arrays: dict[str, np.ndarray], digest: np.ndarray) -> None:
+    def write_chunk(
+        self, index: int, start: int, arrays: dict[str, np.ndarray], digest: np.ndarray
+    ) -> None:
         """Write one chunk's per-image arrays at rows ``start:start + n``, then mark it done."""
         n = len(arrays["maps"])
         count = self.meta.get("count")
@@ -356,7 +360,9 @@ class DatasetStore:
         """{name: array of these rows, in the order given} for per-image arrays."""
         idx = np.asarray(indices, np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"row indices must be in [0, {len(self)}), got {idx.min()}..{idx.max()}")
+            raise IndexError(
+                f"row indices must be in [0, {len(self)}), got {idx.min()}..{idx.max()}"
+            )
         names = self.arrays if names is None else list(names)
         order = np.argsort(idx, kind="stable")
         out = {}

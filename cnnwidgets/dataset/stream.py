@@ -274,6 +274,14 @@ def explain_dataset(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    if engine == "ray":
+        from cnnwidgets.dataset import ray_engine
+
+        ray_engine.require_ray()
+        if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        if ray_options is not None and not isinstance(ray_options, dict):
+            raise TypeError(f"ray_options must be a dict of actor resources, got {ray_options!r}")
     if isinstance(model, Probe):
         if class_names is not None or preprocess is not None:
             raise ValueError("pass class_names and preprocess to the Probe, not here")
@@ -287,8 +295,6 @@ def explain_dataset(
     store = DatasetStore.prepare(out, run, overwrite=overwrite)
     report = reporter(progress, f"explain_dataset ({spec.method})")
     if engine == "ray":
-        from cnnwidgets.dataset import ray_engine
-
         total = ray_engine.run(probe, spec, stream, store, report, workers, ray_options or {})
     else:
         total = _run_local(probe, spec, stream, store, report, count)

@@ -68,7 +68,9 @@ class TopActivations:
         """Row of ``channel`` in the arrays (ValueError if it was not collected)."""
         hits = np.flatnonzero(self.channels == int(channel))
         if not len(hits):
-            raise ValueError(f"channel {channel} was not collected; collected: {self.channels[:10]}...")
+            raise ValueError(
+                f"channel {channel} was not collected; collected: {self.channels[:10]}..."
+            )
         return int(hits[0])
 
     def __repr__(self) -> str:
@@ -124,7 +126,9 @@ def top_activations(
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     n_channels = int(probe.layer_info(path).output_shape[-1])
-    chans = np.arange(n_channels) if channels is None else np.asarray(channels, np.int64).reshape(-1)
+    chans = (
+        np.arange(n_channels) if channels is None else np.asarray(channels, np.int64).reshape(-1)
+    )
     if chans.size == 0 or chans.min() < 0 or chans.max() >= n_channels:
         raise ValueError(f"channels must be indices in [0, {n_channels}) of layer {path!r}")
     rf = receptive_field(probe, path)

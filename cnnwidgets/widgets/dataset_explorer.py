@@ -70,12 +70,15 @@ class DatasetExplorer(ViewWidget):
 
     page = traitlets.Int(0, help="Page of the grid shown, from 0.")
     sort_by = traitlets.Unicode(
-        "index", help="Store array the grid is sorted by: index, confidence, loss, "
-        "energy_outside or energy_inside."
+        "index",
+        help="Store array the grid is sorted by: index, confidence, loss, "
+        "energy_outside or energy_inside.",
     )
     descending = traitlets.Bool(True, help="Largest values first (for sort keys other than index).")
     true_class = traitlets.Int(-1, help="Show only images of this true class; -1 for all.")
-    predicted_class = traitlets.Int(-1, help="Show only images predicted as this class; -1 for all.")
+    predicted_class = traitlets.Int(
+        -1, help="Show only images predicted as this class; -1 for all."
+    )
     show = traitlets.Unicode("all", help="Which answers to show: 'all', 'mistakes' or 'correct'.")
     selected = traitlets.Int(-1, help="Row of the store opened in the comparator; -1 for none.")
 
@@ -119,7 +122,9 @@ class DatasetExplorer(ViewWidget):
         )
         self.true_filter = widgets.Dropdown(options=classes, value=-1, description="true class")
         self.predicted_filter = widgets.Dropdown(options=classes, value=-1, description="predicted")
-        self.show_filter = widgets.ToggleButtons(options=list(SHOW), value="all", description="show")
+        self.show_filter = widgets.ToggleButtons(
+            options=list(SHOW), value="all", description="show"
+        )
         self.page_slider = widgets.IntSlider(value=0, min=0, max=0, description="page")
         self.status = widgets.HTML()
         self.message = widgets.HTML()
@@ -274,8 +279,11 @@ class DatasetExplorer(ViewWidget):
         rows = self._rows_of_page()
         self._page_rows = rows
         names = self.class_names
-        want = [n for n in ("maps", "images", "predicted", "labels", "confidence", "boxes")
-                if n in self.store]
+        want = [
+            n
+            for n in ("maps", "images", "predicted", "labels", "confidence", "boxes")
+            if n in self.store
+        ]
         data = self.store.rows(rows, want)
         tiles = []
         size = self.tile_px
