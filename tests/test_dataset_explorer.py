@@ -200,3 +200,24 @@ def test_partial_and_unlabelled_stores(shapes_probe, tmp_path):
     assert "partial" in ex.status.value
     assert [v for _, v in ex.sort.options] == ["index", "confidence"]  # no labels: no loss
     assert ex.true_filter.disabled and ex.confusion_figure.title == "no labels"
+
+
+def test_thumbnail_drawing():
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, 16:] = 200
+    plain = render.thumbnail(image, size=64)
+    np.testing.assert_array_equal(plain, render.resize_image(image, (64, 64)))
+    framed = render.thumbnail(image, size=64, border=(220, 40, 40))
+    assert (framed[:2] == (220, 40, 40)).all() and (framed[:, -2:] == (220, 40, 40)).all()
+    np.testing.assert_array_equal(framed[2:-2, 2:-2], plain[2:-2, 2:-2])
+    boxed = render.thumbnail(image, size=64, box=(4, 4, 12, 12))  # x2: pixels 8..23
+    assert (boxed[8, 8:24] == 255).all() and (boxed[23, 8:24] == 255).all()
+    assert (boxed[9:23, 9:23] == plain[9:23, 9:23]).all()
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0] = 1.0
+    hot = render.thumbnail(image, heat, size=64, alpha=1.0, cmap="gray")
+    assert hot[0, 0].min() > 200 and hot[63, 63].max() < 10  # the map alone, resized
+    captioned = render.thumbnail(image, size=64, text="3 circle 0.99")
+    assert captioned.shape == (80, 64, 3)
+    np.testing.assert_array_equal(captioned[16:], plain)
+    assert render.blank_tile(10).shape == (10, 10, 3)

@@ -56,6 +56,8 @@ class DatasetExplorer(ViewWidget):
         model: the keras.Model (or Probe) that made it, to open a clicked
             thumbnail in a :class:`~cnnwidgets.GradCAMComparator`; optional.
         per_page: thumbnails per page. cols: thumbnails per row.
+            Each thumbnail shows the map of the first class the store
+            explains (its predicted class with the default ``classes``).
         tile: thumbnail side in pixels. opacity, cmap: the heatmap's look.
         preprocess: as for the comparator's Probe (when ``model`` is a keras.Model).
 
