@@ -121,11 +121,11 @@ def weights_version(model: Any) -> str | None:
 
 
 def images_digest(images: np.ndarray) -> np.ndarray:
-    """(16,) uint8 digest of a chunk's images, taken on their float32 values
-    (so uint8 and float copies of the same pixels agree)."""
-    arr = np.ascontiguousarray(np.asarray(images, np.float32))
+    """(16,) uint8 digest of a chunk's images: their dtype, shape and bytes as
+    given (so resuming needs the same images in the same dtype)."""
+    arr = np.ascontiguousarray(np.asarray(images))
     h = hashlib.blake2b(digest_size=16)
-    h.update(str(arr.shape).encode())
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
     h.update(arr.data)
     return np.frombuffer(h.digest(), np.uint8).copy()
 
