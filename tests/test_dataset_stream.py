@@ -256,6 +256,7 @@ def test_weights_digest_is_the_same_for_the_same_weights(shapes_model):
 def test_bad_arguments_are_explained(shapes_probe, data, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         explain(shapes_probe, data[0][:20], tmp_path / "bad", **kwargs)
+    assert not (tmp_path / "bad").exists()  # refused before any store is made
 
 
 def test_bad_data_is_explained(shapes_probe, tmp_path):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Chunk", "chunk_count", "chunks", "data_length", "split_batch"]
+__all__ = ["Chunk", "ChunkStream", "chunks", "data_length", "split_batch"]
 
 _KEYS = {
     "image": "images",
@@ -166,10 +166,6 @@ def data_length(data: Any) -> int | None:
     return None
 
 
-def chunk_count(n: int, chunk: int) -> int:
-    return -(-int(n) // int(chunk))
-
-
 def _numpy_parts(data: Any, labels: Any, boxes: Any, masks: Any) -> dict[str, np.ndarray]:
     if isinstance(data, tuple) and labels is not None:
         raise ValueError("labels given twice: in the (images, labels) tuple and as labels=")
@@ -183,13 +179,29 @@ def _numpy_parts(data: Any, labels: Any, boxes: Any, masks: Any) -> dict[str, np
     return split_batch(whole)
 
 
+class ChunkStream:
+    """The chunks of some data, checked before the first one is read.
+
+    Iterate it for :class:`Chunk` objects in order. ``labelled`` is True or
+    False when known up front (numpy data), None otherwise; ``length`` the
+    number of images when known without reading the data."""
+
+    def __init__(self, chunks: Iterator[Chunk], labelled: bool | None, length: int | None):
+        self._chunks = chunks
+        self.labelled = labelled
+        self.length = length
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self._chunks
+
+
 def chunks(
     data: Any,
     chunk: int,
     labels: Any = None,
     boxes: Any = None,
     masks: Any = None,
-) -> Iterator[Chunk]:
+) -> ChunkStream:
     """Cut ``data`` into consecutive chunks of ``chunk`` images.
 
     Args:
@@ -199,22 +211,27 @@ def chunks(
             ((N,), (N, 4), (N, H, W)); iterables carry them in their batches.
             Numpy chunks are views (nothing is copied).
 
-    Yields:
-        :class:`Chunk` objects in order.
+    Returns:
+        A :class:`ChunkStream`. Numpy data and the arguments are checked
+        here, before anything is read; batches of an iterable as they come.
     """
-    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+    if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     chunk = int(chunk)
     if isinstance(data, np.ndarray) or (
         isinstance(data, tuple) and data and isinstance(data[0], np.ndarray)
     ):
-        yield from _numpy_chunks(_numpy_parts(data, labels, boxes, masks), chunk)
-        return
+        parts = _numpy_parts(data, labels, boxes, masks)
+        if len(parts["images"]) == 0:
+            raise ValueError("data holds no images")
+        n = len(parts["images"])
+        return ChunkStream(_numpy_chunks(parts, chunk), "labels" in parts, n)
     if any(v is not None for v in (labels, boxes, masks)):
         raise ValueError(
             "labels=, boxes= and masks= go with numpy images; an iterable or tf.data.Dataset "
             "carries them in its batches: (images, labels) or {'image', 'label', 'box', 'mask'}"
         )
+    length = data_length(data)
     if _is_tf_dataset(data):
         if _tf_rank(data) == 3:
             data = data.batch(chunk)  # single images: tf.data makes the chunks itself
@@ -226,13 +243,11 @@ def chunks(
             f"data must be a numpy array (N, H, W, C), an (images, labels) tuple, a "
             f"tf.data.Dataset or an iterable of batches; got {type(data).__name__}"
         )
-    yield from _rechunk(batches, chunk)
+    return ChunkStream(_rechunk(batches, chunk), None, length)
 
 
 def _numpy_chunks(parts: dict[str, np.ndarray], chunk: int) -> Iterator[Chunk]:
     n = len(parts["images"])
-    if n == 0:
-        raise ValueError("data holds no images")
     for i, start in enumerate(range(0, n, chunk)):
         sl = slice(start, start + chunk)
         yield Chunk(i, start, **{k: v[sl] for k, v in parts.items()})

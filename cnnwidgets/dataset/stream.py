@@ -289,9 +289,14 @@ def explain_dataset(
     else:
         probe = as_probe(model, class_names=class_names, preprocess=preprocess)
     spec = _check_spec(probe, method, layer, classes, dtype, batch_size, keep_images)
-    count = sources.data_length(data)
-    run = run_metadata(probe, spec, int(chunk), count)
     stream = sources.chunks(data, int(chunk), labels=labels, boxes=boxes, masks=masks)
+    if spec.classes == "label" and stream.labelled is False:
+        raise ValueError(
+            "classes='label' needs labels: pass (images, labels), labels=, or a dataset "
+            "of (images, labels)"
+        )
+    count = stream.length
+    run = run_metadata(probe, spec, int(chunk), count)
     store = DatasetStore.prepare(out, run, overwrite=overwrite)
     report = reporter(progress, f"explain_dataset ({spec.method})")
     if engine == "ray":

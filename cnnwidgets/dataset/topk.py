@@ -142,10 +142,11 @@ def top_activations(
     boxes = np.zeros((k, c, 4), np.int64)
     patches = np.zeros((k, c, side, side, 3), np.uint8)
     images = None
-    count = sources.data_length(data)
+    stream = sources.chunks(data, chunk)
+    count = stream.length
     report = reporter(progress, f"top_activations ({path})")
     seen = 0
-    for ch in sources.chunks(data, chunk):
+    for ch in stream:
         raw = probe.check_images(ch.images)
         (acts,) = probe.run(sub, probe.model_inputs(raw), batch_size)
         vals, pos = _unit_maxima(acts[..., chans])
