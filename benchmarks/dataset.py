@@ -97,8 +97,8 @@ def ray_vs_local(model, images, labels, boxes, tmp) -> dict:
     local = cw.dataset.DatasetStore(f"{tmp}/full")
     remote = cw.dataset.DatasetStore(f"{tmp}/ray")
     same = all(
-        np.array_equal(local.column(a), remote.column(a), equal_nan=local.column(a).dtype.kind == "f")
-        for a in local.arrays
+        np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+        for a, b in ((local.column(name), remote.column(name)) for name in local.arrays)
     )
     return {"init": init_s, "ray": len(images) / ray_s, "identical": same}
 
@@ -136,7 +136,8 @@ def main() -> None:
         "| figure | value | goal |",
         "| --- | ---: | --- |",
         f"| model.predict, batch 256 (images/s) | {tp['predict']:.0f} | |",
-        f"| explain_dataset Grad-CAM + scores + boxes + images (images/s) | {tp['explain']:.0f} | |",
+        "| explain_dataset Grad-CAM + scores + boxes + images (images/s) | "
+        f"{tp['explain']:.0f} | |",
         f"| explain_dataset / predict | {tp['explain'] / tp['predict']:.2f} | >= 0.7 |",
         f"| explain_dataset, keep_images=False, no boxes (images/s) | {tp['explain_lean']:.0f} | |",
         f"| explain_dataset (lean) / predict | {tp['explain_lean'] / tp['predict']:.2f} | |",
