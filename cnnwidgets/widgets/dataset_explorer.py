@@ -120,12 +120,15 @@ class DatasetExplorer(ViewWidget):
         classes = [("all", -1)] + [(n, i) for i, n in enumerate(names)]
         self.sort = widgets.Dropdown(options=keys, value="index", description="sort by")
         self.order = widgets.ToggleButtons(
-            options=[("high first", True), ("low first", False)], value=True, description="order"
+            options=[("high first", True), ("low first", False)],
+            value=True,
+            description="order",
+            style={"button_width": "80px"},
         )
         self.true_filter = widgets.Dropdown(options=classes, value=-1, description="true class")
         self.predicted_filter = widgets.Dropdown(options=classes, value=-1, description="predicted")
         self.show_filter = widgets.ToggleButtons(
-            options=list(SHOW), value="all", description="show"
+            options=list(SHOW), value="all", description="show", style={"button_width": "80px"}
         )
         self.page_slider = widgets.IntSlider(value=0, min=0, max=0, description="page")
         self.status = widgets.HTML()
