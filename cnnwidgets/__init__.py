@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Probe": "cnnwidgets.probe",
     "LayerInfo": "cnnwidgets.probe",
+    "weights_version": "cnnwidgets.probe",
     "Cancelled": "cnnwidgets.progress",
     "gradcam": "cnnwidgets.explain.cam",
     "saliency": "cnnwidgets.explain.saliency",
@@ -40,8 +41,17 @@ _LAZY = {
     "top_activations": "cnnwidgets.dataset.topk",
     "DatasetExplorer": "cnnwidgets.widgets.dataset_explorer",
 }
-_SUBMODULES = ("assets", "render", "explain", "widgets", "probe", "gradients", "progress")
-_SUBMODULES += ("dataset",)
+_SUBMODULES = (
+    "assets",
+    "cache",
+    "render",
+    "explain",
+    "widgets",
+    "probe",
+    "gradients",
+    "progress",
+    "dataset",
+)
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]
 

@@ -282,7 +282,7 @@ def test_k_classes_share_one_forward_pass(shapes_probe, pair_images, monkeypatch
     calls = []
     real = gradients.layer_gradients
 
-    def counting(probe, x, layer, classes, batch_size=None):
+    def counting(probe, x, layer, classes, batch_size=None, progress=None):
         calls.append(np.asarray(classes).shape)
         return real(probe, x, layer, classes, batch_size=batch_size)
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import cnnwidgets as cw
 from cnnwidgets.explain import deconvnet
-from cnnwidgets.gradients import _OVERRIDES
+from cnnwidgets.gradients import RELU_OVERRIDES
 
 # ----------------------------------------------------------- numpy reference
 
@@ -180,7 +180,7 @@ def test_demo_model_agrees_with_autodiff_deconvnet_rule(shapes_probe, shapes_ima
 
     @tf.function
     def autodiff(x):
-        with tf.compat.v1.get_default_graph().gradient_override_map(_OVERRIDES["deconvnet"]):
+        with tf.compat.v1.get_default_graph().gradient_override_map(RELU_OVERRIDES["deconvnet"]):
             a = sub(x)[..., channel]
             target = tf.reduce_sum(tf.stop_gradient(a) * a)
         return tf.gradients(target, x)[0]

@@ -17,7 +17,7 @@ from cnnwidgets.progress import Cancelled
 
 
 def _fresh(probe):
-    probe.__dict__.pop("_maximize_cache", None)
+    cw.cache.clear()
     return probe
 
 

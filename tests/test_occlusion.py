@@ -11,15 +11,14 @@ import pytest
 from tiny_models import tiny_cnn
 
 import cnnwidgets as cw
-from cnnwidgets.explain import occlusion as occ_mod
 from cnnwidgets.explain.occlusion import blur, occlusion_progressive, patch_positions
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    occ_mod._CACHE.clear()
+    cw.cache.clear()
     yield
-    occ_mod._CACHE.clear()
+    cw.cache.clear()
 
 
 def reference_loop(model, image, classes, patch, stride, fill_value, preprocess=None):
@@ -56,14 +55,19 @@ def reference_loop(model, image, classes, patch, stride, fill_value, preprocess=
 def test_matches_plain_loop_on_demo_model(shapes_model, shapes_probe, shapes_images):
     images = shapes_images[0][:2]
     classes = [0, 1, 2, 3]
-    # stride 20 does not divide 64 - 16: the last position is moved to 48.
-    maps = cw.occlusion(shapes_probe, images, classes=classes, patch=16, stride=20)
+    # stride 14 does not divide 64 - 16: the last position is moved to 48.
+    maps = cw.occlusion(shapes_probe, images, classes=classes, patch=16, stride=14)
     assert maps.shape == (2, 4, 64, 64) and maps.dtype == np.float32
     for n in range(2):
         mean = images[n].astype(np.float32).mean(axis=(0, 1))
-        ref = reference_loop(shapes_model, images[n], classes, 16, 20, mean)
+        ref = reference_loop(shapes_model, images[n], classes, 16, 14, mean)
         np.testing.assert_allclose(maps[n], ref, atol=2e-5)
-    assert (maps[:, :, :, 16:20] == 0).all()  # stride 20 > patch 16: columns no patch covers
+
+
+def test_stride_larger_than_patch_is_refused(shapes_probe, shapes_images):
+    # Such a grid leaves rows and columns no patch ever hides; their 0 would be a lie.
+    with pytest.raises(ValueError, match="stride 20 is larger than patch 16"):
+        cw.occlusion(shapes_probe, shapes_images[0][0], patch=16, stride=20)
 
 
 def test_top1_default_and_keras_model_argument(shapes_model, shapes_images):
@@ -88,10 +92,10 @@ def test_preprocess_and_fills_against_loop(rng):
         (100, np.full(3, 100, np.float32)),
         ((10.0, 200.0, 50.0), np.array([10, 200, 50], np.float32)),
         ("mean", image.mean(axis=(0, 1))),
-        ("blur", blur(image, 1.0)),
+        ("blur", blur(image, 1.25)),
     ]:
-        got = cw.occlusion(probe, image, classes=[0, 2], patch=4, stride=5, fill=fill)
-        ref = reference_loop(model, image, [0, 2], 4, 5, value, preprocess=prep)
+        got = cw.occlusion(probe, image, classes=[0, 2], patch=5, stride=4, fill=fill)
+        ref = reference_loop(model, image, [0, 2], 5, 4, value, preprocess=prep)
         np.testing.assert_allclose(got[0], ref, atol=1e-5, err_msg=str(fill))
 
 
@@ -124,9 +128,9 @@ def test_occlude(rng):
 
 
 def test_patch_positions_cover_the_image():
-    ys, xs = patch_positions(64, 50, 16, 20)
-    assert ys.tolist() == [0, 20, 40, 48]
-    assert xs.tolist() == [0, 20, 34]
+    ys, xs = patch_positions(64, 50, 16, 14)
+    assert ys.tolist() == [0, 14, 28, 42, 48]
+    assert xs.tolist() == [0, 14, 28, 34]
     ys, _ = patch_positions(64, 64, 16, 8)
     assert ys.tolist() == list(range(0, 49, 8))
 
@@ -136,9 +140,9 @@ def _counting(probe):
     sizes: list[int] = []
     original = probe.predict
 
-    def predict(images, batch_size=None):
+    def predict(images, batch_size=None, cache=True):
         sizes.append(len(images))
-        return original(images, batch_size=batch_size)
+        return original(images, batch_size=batch_size, cache=cache)
 
     probe.predict = predict
     return sizes
@@ -154,7 +158,7 @@ def test_batches_bounded_by_memory_budget(rng):
     # sizes[0] is the unoccluded pass; then 15 x 15 positions in budget-sized batches.
     assert 1 < max(sizes[1:]) <= probe.batch_size() and sum(sizes[1:]) == 15 * 15
     np.testing.assert_allclose(got, full, atol=1e-6)
-    occ_mod._CACHE.clear()
+    cw.cache.clear()
     sizes.clear()
     cw.occlusion(probe, image, classes=[0], patch=2, stride=1, batch_size=7)
     assert max(sizes[1:]) == 7
@@ -199,7 +203,7 @@ def test_coarse_to_fine(shapes_probe, shapes_images):
     assert sum(sizes[1:]) == 15 * 15  # no position computed twice
     for lv in levels:
         assert lv.maps.shape == (1, 2, 64, 64) and np.isfinite(lv.maps).all()
-    occ_mod._CACHE.clear()
+    cw.cache.clear()
     direct = cw.occlusion(shapes_probe, image, classes=classes, patch=8, stride=4)
     np.testing.assert_allclose(levels[-1].maps, direct, atol=1e-6)
     # The previews already resemble the final map, more so as they get finer.
@@ -238,7 +242,7 @@ def test_cancel(shapes_probe, shapes_images):
         cw.occlusion(
             shapes_probe, shapes_images[0][3], patch=8, stride=4, batch_size=8, progress=stop
         )
-    assert len(occ_mod._CACHE) == 0
+    assert not [k for k in cw.cache.RESULTS.keys() if k[1] == "occlusion"]
 
 
 def test_binary_head_two_classes(binary_probe, pair_images):

@@ -29,7 +29,7 @@ def test_builds_and_draws(scrubber, shapes_probe, shapes_images):
     assert view.dtype == np.uint8 and view.ndim == 3 and view.shape[1] > 2 * 64
     assert scrubber.progress.value == scrubber.progress.max
     assert scrubber.map_stride == 16
-    occ_mod._CACHE.clear()
+    cw.cache.clear()
     expected = cw.occlusion(
         shapes_probe, image, classes=[scrubber.class_.value], patch=16, stride=16
     )
@@ -100,7 +100,7 @@ def test_patch_stride_fill_and_class_controls(scrubber, shapes_probe, shapes_ima
     other = (scrubber.class_.value + 1) % shapes_probe.num_classes
     scrubber.class_.value = other
     scrubber.wait()
-    occ_mod._CACHE.clear()
+    cw.cache.clear()
     want = cw.occlusion(shapes_probe, image, classes=other, patch=24, stride=8, fill="zero")
     np.testing.assert_allclose(scrubber.sensitivity, want[0, 0], atol=1e-6)
     base = shapes_probe.predict(image)[0]

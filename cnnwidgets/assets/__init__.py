@@ -26,6 +26,7 @@ DEMO_MODELS = {
 
 #: scikit-image photos that are colour pictures of one thing.
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "cat", "camera")
+_STEREO = {"motorcycle_left": 0, "motorcycle_right": 1}
 
 __all__ = [
     "DEMO_MODELS",
@@ -70,10 +71,17 @@ def photo(name: str = "chelsea", size: int | tuple[int, int] | None = 64) -> np.
     grayscale photos are repeated to three channels."""
     import skimage.data
 
-    loader = getattr(skimage.data, name, None)
-    if loader is None or not callable(loader):
-        raise ValueError(f"unknown photo {name!r}; try one of {PHOTOS}")
-    img = np.asarray(loader())
+    if not isinstance(name, str):
+        raise TypeError(f"a photo is named by a string, one of {PHOTOS}")
+    if name in _STEREO:  # one photo of a stereo pair: skimage returns (left, right, disparity)
+        img = np.asarray(skimage.data.stereo_motorcycle()[_STEREO[name]])
+    else:
+        loader = getattr(skimage.data, name, None)
+        if loader is None or not callable(loader) or name.startswith("_"):
+            raise ValueError(f"unknown photo {name!r}; try one of {PHOTOS}")
+        img = np.asarray(loader())
+    if img.ndim not in (2, 3):
+        raise ValueError(f"skimage.data.{name} is not a 2-D photo (shape {img.shape})")
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     img = img[:, :, :3]

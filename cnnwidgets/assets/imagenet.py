@@ -75,11 +75,24 @@ def weights_path(name: str, include_top: bool = True) -> pathlib.Path | None:
     for folder in keras_cache_dirs():
         path = folder / file_name
         try:
-            if path.is_file() and path.stat().st_size > 0:
+            if path.is_file() and path.stat().st_size > 0 and _complete_hdf5(path):
                 return path
         except OSError:
             continue
     return None
+
+
+def _complete_hdf5(path: pathlib.Path) -> bool:
+    """True when the weights file opens as HDF5. A download cut short fails
+    here (HDF5 stores the file's end address and checks it on open); Keras
+    would find its hash wrong and download again, which offline means failing."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return len(f.keys()) > 0
+    except (OSError, ValueError):
+        return False
 
 
 def imagenet_weights_available(name: str, include_top: bool = True) -> bool:

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnwidgets.cache import LRUCache, array_key
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.cache import array_key
+from cnnwidgets.probe import Probe, as_probe, check_batch_size, kinds
 from cnnwidgets.progress import reporter
 
 #: Names accepted by ``method``.
@@ -44,9 +44,6 @@ CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "scorecam", 
 
 #: Names accepted by ``normalize``.
 NORMALIZE_MODES: tuple = ("map", "image", None)
-
-#: Layer kinds allowed between a GAP layer and the Dense layer for plain CAM.
-_CAM_PASSTHROUGH = {"Dropout", "Activation", "Softmax"}
 
 __all__ = [
     "CAM_METHODS",
@@ -152,7 +149,12 @@ class _Context:
 
         # One forward pass and K backward passes above the layer, for all K classes.
         self._acts, self._grads, _ = gradients.layer_gradients(
-            self.probe, self.x, self.layer, self.classes, batch_size=self.batch_size
+            self.probe,
+            self.x,
+            self.layer,
+            self.classes,
+            batch_size=self.batch_size,
+            progress=self.progress,
         )
 
     @property
@@ -163,7 +165,9 @@ class _Context:
                 self._backward()
             else:
                 sub = self.probe.submodel([self.layer])
-                (acts,) = self.probe.run(sub, self.x, self.batch_size)
+                # Score-CAM reports its masked passes instead (see _scorecam_weights).
+                per_batch = None if self.method == "scorecam" else self.progress
+                (acts,) = self.probe.run(sub, self.x, self.batch_size, per_batch)
                 self._acts = acts.astype(np.float32)
         return self._acts
 
@@ -213,7 +217,7 @@ def _scorecam_weights(ctx: _Context) -> np.ndarray:
             # The mask multiplies the model input (after preprocess), as in the paper.
             batch = (ctx.x[i][None] * m).astype(np.float32)
             scores, output = probe.run(probe.scores_model, batch, batch_size=bs)
-            probs = probe._probabilities(scores, output)  # [1 - p, p] for a binary head
+            probs = probe.probabilities(scores, output)  # [1 - p, p] for a binary head
             weights[i, :, s : s + len(m)] = probs[:, ctx.classes[i]].T
             done += len(m)
             ctx.progress(done, total)
@@ -240,7 +244,7 @@ def _cam_chain(probe: Probe) -> tuple[str, str]:
     """(dense path, gap path) of a GAP + Dense head, or ValueError."""
     infos = {i.name: i for i in probe.layers}
     path = probe.head.logits_from
-    while infos[path].kind in _CAM_PASSTHROUGH and infos[path].kind != "Dense":
+    while infos[path].kind in kinds.CAM_PASSTHROUGH and infos[path].kind != "Dense":
         path = infos[path].parents[0]
     why = (
         "plain CAM (Zhou et al.) needs a GlobalAveragePooling2D -> Dense head; "
@@ -329,25 +333,21 @@ def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
     return _Request(probe, raw, probe.model_inputs(raw), path, cls, method)
 
 
-def _cache(probe: Probe) -> LRUCache:
-    return probe.__dict__.setdefault("_cam_cache", LRUCache(maxsize=32))
-
-
 def _raw_maps(
     req: _Request, batch_size: int | None, progress: Callable[[int, int], object]
 ) -> np.ndarray:
-    """Unscaled ReLU maps at the layer's resolution, (N, K, h, w) float32, cached."""
-    key = ("raw", array_key(req.raw), req.layer, array_key(req.classes), req.method)
-    hit = _cache(req.probe).get(key)
-    if hit is not None:
-        progress(1, 1)
-        return hit
-    ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, progress, batch_size)
-    weights = _WEIGHTS[req.method](ctx)
-    maps = _weighted_sum(ctx.acts, weights)
-    if req.method != "scorecam":
-        progress(1, 1)
-    _cache(req.probe).put(key, maps)
+    """Unscaled ReLU maps at the layer's resolution, (N, K, h, w) float32, cached
+    with the model's weights version (read-only: callers make new arrays)."""
+    n = len(req.x)
+
+    def compute() -> np.ndarray:
+        ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, progress, batch_size)
+        return _weighted_sum(ctx.acts, _WEIGHTS[req.method](ctx))
+
+    key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
+    maps = req.probe.cached("cam", key, compute)
+    if req.method != "scorecam":  # Score-CAM counts masked inputs, not images
+        progress(n, n)
     return maps
 
 
@@ -424,8 +424,7 @@ def gradcam(
         raise TypeError(f"resize must be True or False, got {resize!r}")
     if normalize not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     report = reporter(progress, method if isinstance(method, str) else "cam")
     req = _prepare(model_or_probe, images, classes, layer, method)
     maps = _raw_maps(req, batch_size, report)

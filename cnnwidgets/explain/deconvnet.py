@@ -36,14 +36,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe import Probe, as_probe, kinds
 
 #: Projection methods of :func:`reconstruct`.
 METHODS = ("deconvnet", "gradient")
 #: What to keep of the chosen channel before projecting.
 KEEPS = ("max", "map")
 
-_PASS_THROUGH = {"Dropout", "SpatialDropout2D", "InputLayer", "GaussianNoise", "Identity"}
 _UNSUPPORTED_HINT = (
     'use method="gradient" (guided backpropagation), which works on any differentiable model'
 )
@@ -51,16 +50,11 @@ _UNSUPPORTED_HINT = (
 __all__ = ["KEEPS", "METHODS", "deconvnet_path", "max_pool_switches", "reconstruct", "unpool"]
 
 
-def _activation(layer: Any) -> str | None:
-    act = getattr(layer, "activation", None)
-    return None if act is None else getattr(act, "__name__", str(act))
-
-
 def _step_kind(layer: Any) -> str:
     """What the deconvnet does at this layer, or raise for layers it cannot invert."""
-    kind = type(layer).__name__
+    kind = kinds.kind_of(layer)
     name = layer.name
-    if kind in _PASS_THROUGH:
+    if kind in kinds.IDENTITY_AT_INFERENCE:
         return "pass"
     if kind == "Rescaling":
         return "rescale"
@@ -74,7 +68,7 @@ def _step_kind(layer: Any) -> str:
             raise ValueError(f"layer {name!r} is a leaky/thresholded ReLU; {_UNSUPPORTED_HINT}")
         return "relu"
     if kind == "Activation":
-        act = _activation(layer)
+        act = kinds.activation_name(layer)
         if act == "relu":
             return "relu"
         if act == "linear":
@@ -84,7 +78,7 @@ def _step_kind(layer: Any) -> str:
             + _UNSUPPORTED_HINT
         )
     if kind == "Conv2D":
-        act = _activation(layer)
+        act = kinds.activation_name(layer)
         if act not in ("relu", "linear", None):
             raise ValueError(
                 f"layer {name!r} has activation {act!r}; the deconvnet inverts ReLU only; "

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets import render
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe import Probe, as_probe, kinds
 
 #: Layer kinds whose kernels :func:`filter_weights` returns.
-KERNEL_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+KERNEL_KINDS = kinds.KERNEL
 
 
 def kernel_layers(probe: Probe) -> list[str]:

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets import render
-from cnnwidgets.cache import LRUCache
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.cache import RESULTS
+from cnnwidgets.probe import Probe, as_probe, check_batch_size
 from cnnwidgets.progress import reporter
 
 PARAMS = ("pixel", "fourier")
@@ -36,8 +36,15 @@ _SCALES = 1.0 + (np.arange(11) - 5) / 50.0
 _ANGLES = np.array(list(range(-10, 11)) + [0] * 5, np.float64)
 
 
-def _cache(probe: Probe) -> LRUCache:
-    return probe.__dict__.setdefault("_maximize_cache", LRUCache(maxsize=1024))
+def _check_number(value: Any, name: str, low: float, integer: bool) -> Any:
+    """An int (or finite float) >= low, or a TypeError / ValueError saying so."""
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    if not np.isfinite(value) or value < low:
+        raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 def target_of(probe: Probe, layer: Any) -> tuple[str, str]:
@@ -206,9 +213,16 @@ def maximize(
     path, target = target_of(probe, layer)
     if param not in PARAMS:
         raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
-    if int(size) < 8 or int(steps) < 1:
-        raise ValueError(f"size must be >= 8 and steps >= 1, got size={size}, steps={steps}")
-    size, steps, seed = int(size), int(steps), int(seed)
+    size = _check_number(size, "size", 8, integer=True)
+    steps = _check_number(steps, "steps", 1, integer=True)
+    seed = _check_number(seed, "seed", 0, integer=True)
+    if lr is not None:
+        lr = _check_number(lr, "lr", 0.0, integer=False)
+        if lr == 0:
+            raise ValueError("lr must be > 0 (a zero step leaves the starting noise unchanged)")
+    if jitter is not None:
+        jitter = _check_number(jitter, "jitter", 0, integer=True)
+    batch_size = check_batch_size(batch_size)
     idx = _resolve_filters(probe, path, target, filters)
     hw = _input_hw(probe, size)
     c = _channels(probe)
@@ -216,12 +230,13 @@ def maximize(
     jitter = int(max(1, min(hw) // 16) if jitter is None else jitter)
     pre = affine_preprocess(probe)
     report = reporter(progress, f"maximize {path}")
-    cache = _cache(probe)
-
-    def key(f: int) -> tuple:
-        return (path, target, f, size, steps, seed, param, lr, jitter)
-
-    todo = list(dict.fromkeys(f for f in idx if key(f) not in cache))
+    # Keys taken now, with the weights version of now (see Probe.result_key).
+    keys = {
+        f: probe.result_key("maximize", path, target, f, size, steps, seed, param, lr, jitter)
+        for f in idx
+    }
+    done = {f: RESULTS.get(k) for f, k in keys.items()}
+    todo = [f for f in dict.fromkeys(idx) if done[f] is None]
     bs = int(batch_size or min(64, probe.batch_size(per_sample_factor=4.0)))
     batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
     total = steps * len(batches)
@@ -251,8 +266,8 @@ def maximize(
             pictures = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
             for f, pic in zip(batch, pictures):
                 pic = render.to_rgb_uint8(pic)
-                cache.put(key(f), render.resize_image(pic, (size, size)))
-    return np.stack([cache.get(key(f)) for f in idx])
+                done[f] = RESULTS.put(keys[f], render.resize_image(pic, (size, size)))
+    return np.stack([done[f] for f in idx])
 
 
 def filter_activations(

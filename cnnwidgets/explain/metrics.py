@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from cnnwidgets.cache import LRUCache
 from cnnwidgets.explain.saliency import make_baseline, saliency
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.progress import reporter
@@ -97,107 +96,10 @@ def rank_correlation(a: Any, b: Any, batch_dims: int = 0) -> float | np.ndarray:
 # ---------------------------------------------------------- randomization sanity
 
 
-_RANDOMIZED = LRUCache(maxsize=8)
-
-
-def _reseeded_config(layer: Any, seed: int) -> dict:
-    """The layer's config with every random initializer given a fixed seed."""
-    import keras
-
-    cfg = layer.get_config()
-    for key, value in list(cfg.items()):
-        if not key.endswith("_initializer") or value is None:
-            continue
-        init = (
-            keras.initializers.deserialize(value)
-            if isinstance(value, dict)
-            else keras.initializers.get(value)
-        )
-        icfg = init.get_config()
-        if "seed" in icfg:
-            icfg["seed"] = int(seed)
-            init = type(init).from_config(icfg)
-        cfg[key] = keras.initializers.serialize(init)
-    return cfg
-
-
 def randomized_model(model_or_probe: Any, seed: int = 0, layers: Any = None) -> Probe:
-    """A Probe of the same architecture with re-initialized weights.
-
-    Built with ``keras.models.clone_model`` (new layer objects, new weights),
-    every random initializer seeded from ``seed`` and the layer's position, so
-    the result is deterministic and the global random state is untouched. The
-    user's model is never changed.
-
-    Args:
-        model_or_probe: a keras.Model or Probe (its class names and preprocess
-            are kept).
-        seed: initializer seed.
-        layers: None (re-initialize everything) or names of the layers to
-            re-initialize; the others get copies of the trained weights
-            (e.g. the top layers only, for Adebayo et al.'s cascading test).
-    """
-    import keras
-
-    probe = as_probe(model_or_probe)
-    model = probe.model
-    names = None if layers is None else {probe.resolve(n).rsplit("/", 1)[-1] for n in layers}
-    key = (id(model), int(seed), None if names is None else frozenset(names))
-    hit = _RANDOMIZED.get(key)
-    if (
-        hit is not None
-        and hit[0] is model
-        and hit[1].preprocess is probe.preprocess
-        # Kept layers must still hold the trained weights (the user may have trained since).
-        and (names is None or _same_kept(model, hit[1].model, names))
-    ):
-        return hit[1]
-    counter = iter(range(1, 1_000_000))
-
-    def clone(layer):
-        s = int(seed) * 1_000_003 + next(counter)
-        return type(layer).from_config(_reseeded_config(layer, s))
-
-    twin_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    if names is not None:
-        _copy_trained(model, twin_model, names)
-    out = Probe(
-        twin_model,
-        class_names=probe.class_names,
-        preprocess=probe.preprocess,
-        memory_budget=probe.memory_budget,
-    )
-    # Cached with the source model, so repeated checks reuse compiled gradients.
-    _RANDOMIZED.put(key, (model, out))
-    return out
-
-
-def _copy_trained(model: Any, twin: Any, randomized: set) -> None:
-    """Give the twin's layers outside ``randomized`` copies of the trained weights."""
-    trained = {layer.name: layer for layer in _leaf_layers(model)}
-    for layer in _leaf_layers(twin):
-        if layer.name not in randomized and layer.name in trained and layer.weights:
-            layer.set_weights(trained[layer.name].get_weights())
-
-
-def _same_kept(model: Any, twin: Any, randomized: set) -> bool:
-    trained = {layer.name: layer for layer in _leaf_layers(model)}
-    for layer in _leaf_layers(twin):
-        if layer.name not in randomized and layer.name in trained:
-            pairs = zip(layer.get_weights(), trained[layer.name].get_weights())
-            if not all(np.array_equal(a, b) for a, b in pairs):
-                return False
-    return True
-
-
-def _leaf_layers(model: Any) -> list:
-    out = []
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            out.extend(_leaf_layers(layer))
-        else:
-            out.append(layer)
-    return out
+    """A Probe of the same architecture with re-initialized weights (the user's
+    model untouched); see :meth:`cnnwidgets.Probe.randomized`."""
+    return as_probe(model_or_probe).randomized(seed=seed, layers=layers)
 
 
 @dataclass(frozen=True)

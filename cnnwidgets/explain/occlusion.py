@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cnnwidgets.cache import LRUCache, array_key
+from cnnwidgets.cache import RESULTS, array_key
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.progress import reporter
 
@@ -45,8 +45,6 @@ __all__ = [
 
 #: Named fills; a number, or one number per channel, also works.
 FILLS = ("mean", "zero", "blur")
-
-_CACHE = LRUCache(maxsize=32)
 
 
 class OcclusionLevel(NamedTuple):
@@ -85,6 +83,11 @@ def _check_geometry(patch: Any, stride: Any, height: int, width: int) -> tuple[i
         raise ValueError(
             f"patch {patch} is larger than the image ({height}x{width}); "
             f"use patch <= {min(height, width)}"
+        )
+    if stride > patch:
+        raise ValueError(
+            f"stride {stride} is larger than patch {patch}: the pixels between patches would "
+            f"never be hidden and their sensitivity would read 0; use stride <= {patch}"
         )
     return patch, stride
 
@@ -270,7 +273,7 @@ class _Occluder:
                     y, x = int(self.ys[iy]), int(self.xs[ix])
                     _paint(buf[slot], self.source[n], y, x, p)
                     prev[slot] = (y, x)
-                probs = self.probe.predict(buf[: len(chunk)], batch_size=len(chunk))
+                probs = self.probe.predict(buf[: len(chunk)], batch_size=len(chunk), cache=False)
                 drop = self.base[n, k_idx][None, :] - probs[:, k_idx]  # (m, K)
                 self.drops[n][:, chunk[:, 0], chunk[:, 1]] = drop.T
                 self.done += len(chunk)
@@ -324,8 +327,8 @@ def _prepare(model_or_probe, images, classes, patch, stride, fill):
     patch, stride = _check_geometry(patch, stride, raw.shape[1], raw.shape[2])
     fill_ = _check_fill(fill, raw.shape[3])
     cls = probe.resolve_classes(classes, raw)
-    key = (
-        id(probe),
+    key = probe.result_key(
+        "occlusion",
         array_key(raw),
         cls.tobytes(),
         cls.shape,
@@ -334,13 +337,6 @@ def _prepare(model_or_probe, images, classes, patch, stride, fill):
         _fill_key(fill_),
     )
     return probe, raw, cls, patch, stride, fill_, key
-
-
-def _cached(key, probe) -> np.ndarray | None:
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is probe:
-        return hit[1].copy()
-    return None
 
 
 def occlusion(
@@ -421,12 +417,12 @@ def occlusion_progressive(
     if levels is not None:
         levels = _check_int(levels, "levels", 1)
     report = reporter(progress, "occlusion")
-    hit = _cached(key, probe)
+    hit = RESULTS.get(key)
     ys, xs = patch_positions(raw.shape[1], raw.shape[2], patch, stride)
     total = len(ys) * len(xs)
     if hit is not None:
         report(len(raw) * total, len(raw) * total)
-        yield OcclusionLevel(hit, stride, total, total, True)
+        yield OcclusionLevel(hit.copy(), stride, total, total, True)
         return
 
     occ = _Occluder(probe, raw, cls, patch, stride, fill_, batch_size, report)
@@ -448,6 +444,6 @@ def occlusion_progressive(
         level_stride = stride * step
         maps = occ.maps(rows, cols)
         if k == 0:
-            _CACHE.put(key, (probe, maps))
+            RESULTS.put(key, maps)
             maps = maps.copy()
         yield OcclusionLevel(maps, level_stride, len(rows) * len(cols), total, k == 0)

@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from cnnwidgets.probe import LayerInfo, Probe, as_probe
+from cnnwidgets.probe import LayerInfo, Probe, as_probe, kinds
 
 __all__ = [
     "ReceptiveField",
@@ -148,27 +148,6 @@ def _same_pad_before(n: int | None, k_eff: int, stride: int) -> int:
     return total // 2
 
 
-_WINDOW_KINDS = {
-    "Conv2D",
-    "DepthwiseConv2D",
-    "SeparableConv2D",
-    "Conv1D",
-    "DepthwiseConv1D",
-    "SeparableConv1D",
-    "MaxPooling2D",
-    "AveragePooling2D",
-    "MaxPooling1D",
-    "AveragePooling1D",
-}
-_GLOBAL_KINDS = {
-    "GlobalAveragePooling2D",
-    "GlobalMaxPooling2D",
-    "GlobalAveragePooling1D",
-    "GlobalMaxPooling1D",
-    "Flatten",
-}
-
-
 def _spatial(shape: tuple) -> tuple[Any, Any] | None:
     """(h, w) of an (N, H, W, C) shape, (1, W) of (N, W, C); None otherwise."""
     if len(shape) == 4:
@@ -185,7 +164,7 @@ def _layer_field(layer: Any, kind: str, rf: ReceptiveField, in_hw, out_hw) -> Re
         raise ValueError(f"layer {layer.name!r} is channels_first; only NHWC models are supported")
     one_d = kind.endswith("1D")
     n_sp = 1 if one_d else 2
-    if kind in _WINDOW_KINDS:
+    if kind in kinds.WINDOWED:
         if "pool_size" in config:
             kernel = _pair(config["pool_size"], n_sp)
             strides = _pair(config.get("strides") or config["pool_size"], n_sp)
@@ -214,7 +193,7 @@ def _layer_field(layer: Any, kind: str, rf: ReceptiveField, in_hw, out_hw) -> Re
     if kind == "Cropping2D":
         (top, _), (left, _) = config["cropping"]
         return _shift(rf, (int(top), int(left)))
-    if kind in _GLOBAL_KINDS:
+    if kind in kinds.GLOBAL:
         # One output unit sees every input unit: a window as large as the input.
         if in_hw is None:  # already a vector: nothing spatial left to pool
             return rf
@@ -238,12 +217,11 @@ def _shape_of(probe: Probe, name: str) -> tuple:
 
 def _container_output(probe: Probe, info: LayerInfo, infos: list[LayerInfo]) -> str:
     """The inner layer whose output is the nested model's output."""
-    tensors = getattr(probe, "_tensors", {})
-    target = tensors.get(info.name)
+    target = probe.tensor(info.name)
     prefix = info.name + "/"
     children = [i.name for i in infos if i.name.startswith(prefix) and not i.is_model]
     for child in reversed(children):
-        if target is not None and tensors.get(child) is target:
+        if target is not None and probe.tensor(child) is target:
             return child
     if not children:
         raise ValueError(f"nested model {info.name!r} has no layers")
@@ -260,9 +238,12 @@ def receptive_fields(model_or_probe: Any) -> dict[str, ReceptiveField | None]:
         global pooling) carry the field of the whole input they see.
     """
     probe = as_probe(model_or_probe)
-    cache = probe.__dict__.setdefault("_receptive_fields", None)
-    if cache is not None:
-        return dict(cache)
+    fields, _ = probe.cached("receptive_fields", (), lambda: _trace_fields(probe), versioned=False)
+    return dict(fields)
+
+
+def _trace_fields(probe: Probe) -> tuple[dict[str, ReceptiveField | None], dict[str, str]]:
+    """(fields, why each undefined one is undefined), one pass over the graph."""
     infos = probe.layers
     fields: dict[str, ReceptiveField | None] = {"input": INPUT_FIELD}
     errors: dict[str, str] = {}
@@ -292,9 +273,7 @@ def receptive_fields(model_or_probe: Any) -> dict[str, ReceptiveField | None]:
         if info.is_model:
             fields[info.name] = fields.get(_container_output(probe, info, infos))
     fields.pop("input")
-    probe.__dict__["_receptive_fields"] = dict(fields)
-    probe.__dict__["_receptive_field_errors"] = errors
-    return fields
+    return fields, errors
 
 
 def receptive_field(model_or_probe: Any, layer: Any) -> ReceptiveField:
@@ -317,7 +296,9 @@ def receptive_field(model_or_probe: Any, layer: Any) -> ReceptiveField:
     path = probe.resolve(layer)
     rf = receptive_fields(probe).get(path)
     if rf is None:
-        errors = probe.__dict__.get("_receptive_field_errors", {})
+        _, errors = probe.cached(
+            "receptive_fields", (), lambda: _trace_fields(probe), versioned=False
+        )
         why = errors.get(path) or "; ".join(f"{k}: {v}" for k, v in errors.items())
         raise ValueError(f"the receptive field of {path!r} is not defined: {why}")
     return rf

@@ -46,15 +46,17 @@ def _deconv_relu6_grad(op, grad):
     return tf.nn.relu(grad)
 
 
-_OVERRIDES = {
+#: For each ReLU rule, TensorFlow op types -> the registered backward rule to use.
+RELU_OVERRIDES = {
     "guided": {"Relu": "CnnwidgetsGuidedRelu", "Relu6": "CnnwidgetsGuidedRelu6"},
     "deconvnet": {"Relu": "CnnwidgetsDeconvRelu", "Relu6": "CnnwidgetsDeconvRelu6"},
 }
 
 
-def _compiled(probe: Probe) -> dict:
-    """Compiled gradient functions live on the probe, so they die with it."""
-    return probe.__dict__.setdefault("_gradient_functions", {})
+def compiled(probe: Probe, key: tuple, build: Callable[[], Callable]) -> Callable:
+    """A compiled function kept with the probe (it reads the weights at run
+    time, so it never goes stale and dies with the probe)."""
+    return probe.cached("compiled", key, build, versioned=False)
 
 
 def _selected(scores, classes):
@@ -63,8 +65,7 @@ def _selected(scores, classes):
 
 
 def _layer_grad_fn(probe: Probe, layer: str, k: int) -> Callable:
-    key = ("layer", layer, k)
-    if key not in _compiled(probe):
+    def build():
         sub = probe.submodel([layer], scores=True)
 
         @tf.function(reduce_retracing=True)
@@ -78,12 +79,18 @@ def _layer_grad_fn(probe: Probe, layer: str, k: int) -> Callable:
             grads = [tape.gradient(t, act) for t in targets]
             return act, tf.stack(grads, axis=1), picked
 
-        _compiled(probe)[key] = fn
-    return _compiled(probe)[key]
+        return fn
+
+    return compiled(probe, ("layer", layer, k), build)
 
 
 def layer_gradients(
-    probe: Probe, x: np.ndarray, layer: str, classes: np.ndarray, batch_size: int | None = None
+    probe: Probe,
+    x: np.ndarray,
+    layer: str,
+    classes: np.ndarray,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Activations of ``layer`` and the gradients of class scores with respect to them.
 
@@ -92,6 +99,8 @@ def layer_gradients(
         x: preprocessed inputs, (N, H, W, C) float32.
         layer: a layer path (see ``Probe.resolve``).
         classes: (N, K) int class indices, one row per image.
+        progress: called as ``progress(done, total)`` after each batch; it
+            may raise :class:`cnnwidgets.Cancelled` to stop between batches.
 
     Returns:
         acts: (N, h, w, c) float32; grads: (N, K, h, w, c) float32, the
@@ -107,12 +116,13 @@ def layer_gradients(
         acts.append(a.numpy())
         grads.append(g.numpy())
         scores.append(p.numpy())
+        if progress is not None:
+            progress(min(s + bs, len(x)), len(x))
     return np.concatenate(acts), np.concatenate(grads), np.concatenate(scores)
 
 
 def _input_grad_fn(probe: Probe, k: int, rule: str | None) -> Callable:
-    key = ("input", k, rule)
-    if key not in _compiled(probe):
+    def build():
         model = probe.scores_model
         if rule is None:
 
@@ -126,7 +136,7 @@ def _input_grad_fn(probe: Probe, k: int, rule: str | None) -> Callable:
                 return tf.stack(grads, axis=1), picked
 
         else:
-            overrides = _OVERRIDES[rule]
+            overrides = RELU_OVERRIDES[rule]
 
             @tf.function(reduce_retracing=True)
             def fn(x, classes):
@@ -137,8 +147,9 @@ def _input_grad_fn(probe: Probe, k: int, rule: str | None) -> Callable:
                 grads = [tf.gradients(picked[:, j], x)[0] for j in range(k)]
                 return tf.stack(grads, axis=1), picked
 
-        _compiled(probe)[key] = fn
-    return _compiled(probe)[key]
+        return fn
+
+    return compiled(probe, ("input", k, rule), build)
 
 
 def input_gradients(
@@ -147,6 +158,7 @@ def input_gradients(
     classes: np.ndarray,
     relu_rule: str | None = None,
     batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradients of class scores (logits) with respect to the model input.
 
@@ -154,6 +166,7 @@ def input_gradients(
         x: preprocessed inputs, (N, H, W, C) float32.
         classes: (N, K) int class indices.
         relu_rule: None (true gradient), 'guided' or 'deconvnet'.
+        progress: as in :func:`layer_gradients`.
 
     Returns:
         grads: (N, K, H, W, C) float32; scores: (N, K) float32.
@@ -169,16 +182,6 @@ def input_gradients(
         g, p = fn(tf.constant(x[s : s + bs]), tf.constant(classes[s : s + bs]))
         grads.append(g.numpy())
         scores.append(p.numpy())
+        if progress is not None:
+            progress(min(s + bs, len(x)), len(x))
     return np.concatenate(grads), np.concatenate(scores)
-
-
-def value_and_gradient(fn: Callable, variable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate ``fn(variable)`` (a backend tensor, any shape) and the gradient
-    of its sum w.r.t. ``variable``. For optimization loops (activation
-    maximization) that want autodiff without importing TensorFlow."""
-    v = tf.convert_to_tensor(variable)
-    with tf.GradientTape() as tape:
-        tape.watch(v)
-        out = fn(v)
-        total = tf.reduce_sum(out)
-    return out.numpy(), tape.gradient(total, v).numpy()

@@ -28,7 +28,8 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from cnnwidgets.probe import Probe, _linear_part  # noqa: E402
+from cnnwidgets.gradients import compiled  # noqa: E402
+from cnnwidgets.probe import Probe  # noqa: E402
 
 PARAMS = ("pixel", "fourier")
 
@@ -92,7 +93,7 @@ def _objective_fn(probe: Probe, layer: str, target: str) -> Callable:
     obj = probe.layer(layer)
     info = probe.layer_info(layer)
     act = getattr(obj, "activation", None)
-    linear = _linear_part(obj)
+    linear = probe.pre_activation(layer)
     if (
         linear is None
         or act is None
@@ -128,17 +129,14 @@ def _affine_warp(img, transforms, out_hw: tuple[int, int]):
     )
 
 
-def _compiled(probe: Probe) -> dict:
-    return probe.__dict__.setdefault("_ascent_functions", {})
-
-
 def _step_fn(
     probe: Probe, layer: str, target: str, param: str, hw: tuple[int, int], c: int
 ) -> Callable:
-    key = (layer, target, param, hw, c)
-    cache = _compiled(probe)
-    if key in cache:
-        return cache[key]
+    return compiled(probe, ("ascent", layer, target, param, hw, c), lambda: _build_step(
+        probe, layer, target, param, hw))
+
+
+def _build_step(probe: Probe, layer: str, target: str, param: str, hw: tuple[int, int]):
     objective = _objective_fn(probe, layer, target)
     scale = tf.constant(fourier_scale(*hw))
 
@@ -181,8 +179,7 @@ def _step_fn(
         x = tf.einsum("bhwc,dc->bhwd", img * 255.0, pre_a) + pre_b
         return img, tf.reduce_sum(objective(x) * onehot, axis=1)
 
-    cache[key] = (run, evaluate)
-    return cache[key]
+    return run, evaluate
 
 
 def ascend(

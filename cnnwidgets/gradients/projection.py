@@ -14,15 +14,14 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from cnnwidgets.gradients import _OVERRIDES, RELU_RULES, _compiled
+from cnnwidgets.gradients import RELU_OVERRIDES, RELU_RULES, compiled
 from cnnwidgets.probe import Probe
 
 
 def _projection_fn(probe: Probe, layer: str, keep: str, rule: str | None) -> Callable:
-    key = ("projection", layer, keep, rule)
-    if key not in _compiled(probe):
+    def build():
         sub = probe.submodel([layer])
-        overrides = _OVERRIDES.get(rule, {}) if rule else {}
+        overrides = RELU_OVERRIDES.get(rule, {}) if rule else {}
 
         @tf.function(reduce_retracing=True)
         def fn(x, channel):
@@ -38,8 +37,9 @@ def _projection_fn(probe: Probe, layer: str, keep: str, rule: str | None) -> Cal
                     target = tf.reduce_mean(flat, axis=1)
             return tf.gradients(tf.reduce_sum(target), x)[0]
 
-        _compiled(probe)[key] = fn
-    return _compiled(probe)[key]
+        return fn
+
+    return compiled(probe, ("projection", layer, keep, rule), build)
 
 
 def channel_input_gradients(

@@ -191,7 +191,8 @@ class ActivationBrowser(ViewWidget):
     def _key(self) -> tuple:
         sort = self.sort.value
         cls = self.sort_class.value if sort == "gradcam" else None
-        return (self.layer.value, self.image_index.value, sort, cls)
+        # The weights version: after training, the next interaction recomputes.
+        return (self.layer.value, self.image_index.value, sort, cls, self.probe.weights_version())
 
     def _set_layer_limits(self, layer: str) -> None:
         c = int(self.probe.layer_info(layer).output_shape[-1])
@@ -209,10 +210,15 @@ class ActivationBrowser(ViewWidget):
         if change["owner"] is self.layer:
             with self._draw_lock:
                 self._set_layer_limits(self.layer.value)
+        if not self._ensure_data():
+            self._draw()
+
+    def _ensure_data(self) -> bool:
+        """Start computing the current controls' data unless it is there;
+        True when a job was started (it draws when done)."""
         key = self._key()
         if key in self._data:
-            self._draw()
-            return
+            return False
         self.status.value = "<i>computing...</i>"
 
         def work(progress):
@@ -222,6 +228,7 @@ class ActivationBrowser(ViewWidget):
             return key
 
         self._start_job(work, lambda _key: self._draw())
+        return True
 
     def _on_redraw(self, change) -> None:
         self._draw()
@@ -254,7 +261,7 @@ class ActivationBrowser(ViewWidget):
         """Activations (and Grad-CAM channel weights) for one (layer, image, sort, class)."""
         if key in self._data:
             return
-        layer, index, sort, cls = key
+        layer, index, sort, cls, _ = key
         acts = self.probe.activations(self.images, [layer])[layer][index]  # (h, w, C) or (C,)
         note = ""
         weights = None
@@ -290,8 +297,10 @@ class ActivationBrowser(ViewWidget):
         with self._draw_lock:
             key = self._key()
             data = self._data.get(key)
-            if data is None:
-                return
+        if data is None:  # new weights, or not computed yet: a job draws when done
+            self._ensure_data()
+            return
+        with self._draw_lock:
             acts, order = data["acts"], data["order"]
             c = acts.shape[-1]
             channel = int(np.clip(self.channel.value, 0, c - 1))

@@ -4,14 +4,18 @@ cancellation, and the layer picker's options."""
 
 from __future__ import annotations
 
+import atexit
 import base64
+import html
 import pathlib
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+import traitlets
 
 from cnnwidgets import render
 from cnnwidgets.probe import Probe
@@ -26,11 +30,16 @@ class ViewWidget(widgets.VBox):
     ``self.image``, or in ``self.picture`` (a :class:`ClickablePicture`) for
     widgets whose tiles can be clicked."""
 
+    error = traitlets.Unicode(
+        "", help="The message of the last failed background job ('' when none failed)."
+    )
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._view: np.ndarray | None = None
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self._job: BackgroundJob | None = None
+        self._worker: JobWorker | None = None
         self.picture: ClickablePicture | None = None
 
     @property
@@ -72,31 +81,100 @@ class ViewWidget(widgets.VBox):
         on_done: Callable[[Any], None],
         progress_bar: widgets.IntProgress | None = None,
     ) -> BackgroundJob:
-        """Run ``work(progress)`` in a thread, cancelling the previous job."""
-        if self._job is not None:
-            self._job.cancel()
-        self._job = BackgroundJob(work, on_done, progress_bar)
-        self._job.start()
-        return self._job
+        """Run ``work(progress)`` on this widget's worker thread.
+
+        A newer job cancels the running one (it stops at its next progress
+        call, i.e. between batches) and replaces any job still waiting, so a
+        storm of control changes runs at most one job at a time and ends on
+        the last one. An error is shown in the widget and raised by
+        :meth:`wait`."""
+        job = BackgroundJob(work, on_done, progress_bar, on_error=self._show_error)
+        if self._worker is None:
+            self._worker = JobWorker()
+        self._job = job
+        self._clear_error()
+        self._worker.submit(job)
+        return job
 
     def wait(self, timeout: float | None = 120.0) -> ViewWidget:
-        """Block until the current background job (if any) is finished."""
-        if self._job is not None:
-            self._job.join(timeout)
-            if self._job.error is not None:
-                raise self._job.error
+        """Block until the background work is done; raises that work's error."""
+        if self._worker is not None:
+            if not self._worker.idle.wait(timeout):
+                raise TimeoutError(f"the widget's background work took over {timeout} s")
+        if self._job is not None and self._job.error is not None:
+            raise self._job.error
         return self
+
+    def _show_error(self, exc: BaseException) -> None:
+        """Say what failed where the user looks: the status line, in red."""
+        message = f"{type(exc).__name__}: {exc}"
+        status = getattr(self, "status", None)
+        if isinstance(status, widgets.HTML):
+            status.value = (
+                f'<span style="color:#c62828"><b>error</b>: {html.escape(message)}</span>'
+            )
+        elif isinstance(status, widgets.Label):
+            status.value = f"error: {message}"
+            status.style.text_color = "#c62828"
+        for bar in self._progress_bars():
+            bar.value = 0
+            bar.bar_style = "danger"
+        self.error = message
+
+    def _clear_error(self) -> None:
+        if self.error:
+            self.error = ""
+            status = getattr(self, "status", None)
+            if isinstance(status, widgets.Label):
+                status.style.text_color = None
+            for bar in self._progress_bars():
+                bar.bar_style = ""
+
+    def _progress_bars(self) -> list[widgets.IntProgress]:
+        return [v for v in vars(self).values() if isinstance(v, widgets.IntProgress)]
+
+    def close(self) -> None:
+        """Cancel the background work and close this widget and every widget
+        inside it (controls, figures, marks, layouts), so nothing stays
+        registered with the kernel."""
+        if self._worker is not None:
+            self._worker.stop()
+        for child in _owned_widgets(self):
+            child.close()
+        super().close()
+
+
+def _owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:
+    """Every widget reachable from ``root`` through synced traits (children,
+    layout, style, bqplot marks and scales) or its attributes, root excluded."""
+    seen = {id(root)}
+    out: list[widgets.Widget] = []
+    stack: list[Any] = [getattr(root, k, None) for k in root.keys] + list(vars(root).values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, ClickablePicture):
+            stack.append(value.figure)
+        elif isinstance(value, widgets.Widget) and id(value) not in seen:
+            seen.add(id(value))
+            out.append(value)
+            stack.extend(getattr(value, k, None) for k in value.keys)
+    return out
 
 
 class BackgroundJob:
-    """A cancellable thread that reports ``(done, total)`` to a progress bar."""
+    """One piece of background work with its progress bar and cancellation."""
 
-    def __init__(self, work, on_done, progress_bar: widgets.IntProgress | None = None):
+    def __init__(self, work, on_done, progress_bar=None, on_error=None):
         self._work = work
         self._on_done = on_done
+        self._on_error = on_error
         self._bar = progress_bar
         self._cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._finished = threading.Event()
         self.error: BaseException | None = None
         self.result: Any = None
 
@@ -104,21 +182,28 @@ class BackgroundJob:
         if self._cancelled.is_set():
             raise Cancelled()
         if self._bar is not None:
-            self._bar.max = max(total, 1)
-            self._bar.value = min(done, total)
+            with self._bar.hold_sync():
+                self._bar.max = max(total, 1)
+                self._bar.value = min(done, total)
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Run the work here (the worker thread); never raises."""
         try:
-            self.result = self._work(self._progress)
             if not self._cancelled.is_set():
-                self._on_done(self.result)
+                self.result = self._work(self._progress)
+                if not self._cancelled.is_set():
+                    self._on_done(self.result)
         except Cancelled:
             pass
-        except BaseException as exc:  # surfaced by wait(); widgets show it too
+        except BaseException as exc:  # shown in the widget, raised by wait()
             self.error = exc
-
-    def start(self) -> None:
-        self._thread.start()
+            if self._on_error is not None and not self._cancelled.is_set():
+                try:
+                    self._on_error(exc)
+                except Exception:  # a closed widget cannot show it; wait() still raises
+                    pass
+        finally:
+            self._finished.set()
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -127,12 +212,90 @@ class BackgroundJob:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+    def join(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
 
     @property
     def running(self) -> bool:
+        return not self._finished.is_set()
+
+
+class JobWorker:
+    """One thread per widget that runs the newest submitted job.
+
+    ``submit`` cancels the running job and replaces the waiting one, so at
+    most one job runs and one waits, whatever the rate of requests."""
+
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._pending: BackgroundJob | None = None
+        self._current: BackgroundJob | None = None
+        self._stopped = False
+        self.idle = threading.Event()
+        self.idle.set()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="cnnwidgets-job")
+        self._thread.start()
+        _WORKERS.add(self)
+
+    def submit(self, job: BackgroundJob) -> None:
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the widget is closed")
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending._finished.set()
+            if self._current is not None:
+                self._current.cancel()
+            self._pending = job
+            self.idle.clear()
+            self._lock.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stopped:
+                    self.idle.set()
+                    self._lock.wait()
+                if self._stopped:
+                    self.idle.set()
+                    return
+                job, self._pending = self._pending, None
+                self._current = job
+            job.run()
+            with self._lock:
+                self._current = None
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel everything; with a timeout, wait that long for the thread to end."""
+        with self._lock:
+            self._stopped = True
+            for job in (self._pending, self._current):
+                if job is not None:
+                    job.cancel()
+            self._pending = None
+            self._lock.notify()
+        _WORKERS.discard(self)
+        if timeout is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
         return self._thread.is_alive()
+
+
+_WORKERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    # A daemon thread still inside TensorFlow when the interpreter tears down
+    # aborts the process ("terminate called without an active exception"):
+    # cancel every job and give it time to leave at its next batch.
+    workers = list(_WORKERS)
+    for worker in workers:
+        worker.stop()
+    for worker in workers:
+        worker.stop(timeout=30.0)
 
 
 def layer_options(probe: Probe, only_4d: bool = True) -> list[tuple[str, str]]:
@@ -190,6 +353,7 @@ class ClickablePicture:
         old = self.mark.image
         self.mark.image = widgets.Image(value=png, format="png")
         if old is not None:
+            old.layout.close()  # closing a widget leaves its Layout registered
             old.close()
         h, w = float(height), float(width)
         self._height = h

@@ -101,11 +101,16 @@ class FilterGallery(ViewWidget):
         if path not in convs:
             filter_weights(self.probe, path)  # raises with the list of conv layers
         self.images = None if images is None else self.probe.check_images(images)
+        for name, value, low in (("per_page", per_page, 1), ("tile", tile, 8), ("chunk", chunk, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
         self.per_page, self.tile_px, self.chunk = int(per_page), int(tile), int(chunk)
         self._params = dict(size=int(size), steps=int(steps), param=param, lr=lr, seed=int(seed))
         self._results: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, float] = {}
-        self._kernels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._generation = 0
         self._quiet = False
         self._grid_cols = 1
@@ -150,7 +155,9 @@ class FilterGallery(ViewWidget):
         return self.layer.value
 
     def _key(self, f: int) -> tuple:
-        return (self._target_layer(), f, tuple(sorted(self._params.items(), key=str)))
+        # The weights version: after training, the next interaction recomputes.
+        params = tuple(sorted(self._params.items(), key=str))
+        return (self._target_layer(), f, params, self.probe.weights_version())
 
     def _on_source(self, change=None) -> None:
         """Layer or mode changed: new page range, cancel the old job, start anew."""
@@ -286,7 +293,7 @@ class FilterGallery(ViewWidget):
             if self.images is None:
                 k = filter_weights(self.probe, self.layer.value)[..., f]
                 return f"filter {f}: |w| = {np.linalg.norm(k):.3g}"
-            key = ("images", self.layer.value, f)
+            key = ("images", self.layer.value, f, self.probe.weights_version())
             if key not in self._values:
                 act = self.probe.activations(self.images, self.layer.value)[self.layer.value]
                 self._values[key] = float(act[..., f].max())
@@ -308,10 +315,11 @@ class FilterGallery(ViewWidget):
         """Filter f's kernel as a picture: a colour patch (first layer of an RGB
         model) or a grid of grey tiles, one per input channel."""
         layer = self.layer.value
-        if layer not in self._kernels:
+        key = (layer, self.probe.weights_version())
+        if key not in self._kernels:
             kernel = filter_weights(self.probe, layer)
-            self._kernels[layer] = (kernel, kernel_pictures(kernel, rgb=kernel.shape[2] == 3))
-        kernel, pics = self._kernels[layer]
+            self._kernels[key] = (kernel, kernel_pictures(kernel, rgb=kernel.shape[2] == 3))
+        kernel, pics = self._kernels[key]
         rgb = kernel.shape[2] == 3
         pic = pics[f]
         if rgb:

@@ -247,6 +247,7 @@ class GradCAMComparator(ViewWidget):
             raise ValueError(f"GradCAMComparator shows one image; got a batch of {len(raw)}")
         self._raw = raw
         self._picture = render.to_rgb_uint8(raw[0])
+        self._version = self.probe.weights_version()
         self._probs = self.probe.predict(raw)[0]
         if self._class_arg is None:
             candidates = np.arange(self.probe.num_classes)
@@ -261,11 +262,15 @@ class GradCAMComparator(ViewWidget):
 
     def set_image(self, image: Any) -> None:
         """Show another image: re-rank classes and recompute the maps."""
+        self._reload(image, keep_pinned=False)
+
+    def _reload(self, image: Any, keep_pinned: bool) -> None:
         with self._lock:
+            pinned = self.pinned.value
             self._set_image_state(image)
             self.class_slider.max = max(1, len(self.ranked))
             self.pinned.options = self._pinned_options()
-            self.pinned.value = self.ranked[0]
+            self.pinned.value = pinned if keep_pinned else self.ranked[0]
             self._update_bars()
             self._update_labels()
         self._recompute()
@@ -496,18 +501,34 @@ class GradCAMComparator(ViewWidget):
 
     # ------------------------------------------------------------ observers
 
+    def _refresh_if_stale(self) -> bool:
+        """After the model's weights changed (training, set_weights, ...), rank
+        and compute again from the current weights; True when it did."""
+        if self.probe.weights_version() == self._version:
+            return False
+        self._reload(self._raw[0], keep_pinned=True)
+        return True
+
     def _on_rank(self, change) -> None:
+        if self._refresh_if_stale():
+            return
         self._update_labels()
         self._render()
 
     def _on_pinned(self, change) -> None:
+        if self._refresh_if_stale():
+            return
         self._recompute()
 
     def _on_compute_change(self, change) -> None:
         self._errors.clear()
+        if self._refresh_if_stale():
+            return
         self._recompute()
 
     def _on_redraw(self, change) -> None:
+        if self._refresh_if_stale():
+            return
         self._render()
 
 

@@ -244,15 +244,17 @@ class ModelOverview(ViewWidget):
         self.to_comparator.on_click(self._on_to_comparator)
 
         header = widgets.HTML(f"<b>{self._title()}</b>")
-        fold_box = widgets.HBox(
-            [widgets.Label("Nested models:")] + list(self.folds.values()),
-            layout=widgets.Layout(flex_flow="row wrap"),
-        )
+        folds = []
+        if self.folds:  # a widget made and never shown would stay registered
+            folds = [
+                widgets.HBox(
+                    [widgets.Label("Nested models:")] + list(self.folds.values()),
+                    layout=widgets.Layout(flex_flow="row wrap"),
+                )
+            ]
         controls = widgets.HBox([self.layer, self.open_browser, self.to_comparator])
         self.children = (
-            [header]
-            + ([fold_box] if self.folds else [])
-            + [self.image, controls, self.details, self.message, self.panel]
+            [header] + folds + [self.image, controls, self.details, self.message, self.panel]
         )
         self._reveal(start)
         self._refresh()

@@ -18,7 +18,6 @@ import ipywidgets as widgets
 import numpy as np
 
 from cnnwidgets import render
-from cnnwidgets.cache import LRUCache
 from cnnwidgets.explain.occlusion import (
     FILLS,
     occlude,
@@ -95,7 +94,7 @@ class OcclusionScrubber(ViewWidget):
         h, w = raw.shape[1:3]
         patch_positions(h, w, patch, stride)  # validates patch and stride (ValueError)
         occlude(raw[0], 0, 0, patch, fill)  # validates fill
-        self._base = probe.predict(raw)[0]
+        probe.predict(raw)  # validates the image once, up front
         chosen = probe.resolve_classes(classes, raw)[0]
         if isinstance(classes, (list, tuple, np.ndarray)):
             offered = [int(c) for c in chosen]
@@ -104,13 +103,13 @@ class OcclusionScrubber(ViewWidget):
         self.top_k = int(top_k)
         self._scale = max(1, int(np.ceil(MIN_PANEL / max(h, w))))
         self._lock = threading.RLock()
-        self._probs_cache = LRUCache(maxsize=4096)
         self._maps: dict[tuple, np.ndarray] = {}
         self._generation = 0
         self._moving = False
         self.sensitivity: np.ndarray | None = None
         self.map_stride: int | None = None
         self._overlay: tuple | None = None
+        self._shown_map_key: tuple | None = None
 
         side = min(h, w)
         style = {"description_width": "initial"}
@@ -205,6 +204,8 @@ class OcclusionScrubber(ViewWidget):
     def _on_move(self, _change: Any = None) -> None:
         if not self._moving:
             self._update_live()
+            if self._shown_map_key != self._map_key():  # the weights changed since
+                self._start_map()
 
     def _on_patch(self, change: Any) -> None:
         h, w = self._raw.shape[1:3]
@@ -242,22 +243,21 @@ class OcclusionScrubber(ViewWidget):
         """Occlude at the current position, one (cached) forward pass, redraw."""
         x, y, p, c = self.x.value, self.y.value, self.patch.value, self.class_.value
         occluded = occlude(self._raw[0], x, y, p, self.fill.value)
-        key = (x, y, p, self._fill_key())
-        probs = self._probs_cache.get(key)
-        if probs is None:
-            probs = self.probe.predict(occluded[None])[0]
-            self._probs_cache.put(key, probs)
+        # Both cached by the probe under the current weights version: after
+        # training, the next move shows the new model.
+        probs = self.probe.predict(occluded[None])[0]
+        base = self.probe.predict(self._raw)[0]
         with self._lock:
             self.occluded = occluded
             self.probabilities = probs
-            self.drop = float(self._base[c] - probs[c])
+            self.drop = float(base[c] - probs[c])
         names = self.probe.class_names
         top = np.argsort(-probs, kind="stable")[: self.top_k]
         with self.bars.hold_sync():
             self.bars.x = [names[i] for i in top]
-            self.bars.y = np.stack([self._base[top], probs[top]]).astype(np.float64)
+            self.bars.y = np.stack([base[top], probs[top]]).astype(np.float64)
         self.status.value = (
-            f"P({names[c]}) {self._base[c]:.3f} &rarr; {probs[c]:.3f} with the patch at "
+            f"P({names[c]}) {base[c]:.3f} &rarr; {probs[c]:.3f} with the patch at "
             f"x={x}, y={y}: drop <b>{self.drop:+.3f}</b>"
         )
         self._redraw()
@@ -265,10 +265,17 @@ class OcclusionScrubber(ViewWidget):
     # ------------------------------------------------------------ map job
 
     def _map_key(self) -> tuple:
-        return (self.patch.value, self.stride.value, self._fill_key(), self.class_.value)
+        return (
+            self.patch.value,
+            self.stride.value,
+            self._fill_key(),
+            self.class_.value,
+            self.probe.weights_version(),
+        )
 
     def _start_map(self) -> None:
         key = self._map_key()
+        self._shown_map_key = key
         with self._lock:
             self._generation += 1
             generation = self._generation
@@ -278,7 +285,7 @@ class OcclusionScrubber(ViewWidget):
             self.progress.value = self.progress.max
             self._set_map(generation, self._maps[key], key[1])
             return
-        patch, stride, _, cls = key
+        patch, stride, _, cls, _ = key
         fill = self.fill.value
 
         def work(progress):

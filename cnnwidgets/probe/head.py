@@ -1,0 +1,124 @@
+"""Find a classifier's class scores on logits, without touching the model."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from cnnwidgets.probe import kinds
+from cnnwidgets.probe.trace import GraphTrace
+
+
+@dataclass(frozen=True)
+class Head:
+    """How class scores are read from the model's output.
+
+    kind: 'softmax', 'sigmoid' (multi-label), 'binary' (one sigmoid unit,
+    shown as two classes), 'linear' (the output already is logits),
+    'logprob' (no logits found; scores are log-probabilities) or 'none' (the
+    output is not a class vector, e.g. a feature extractor or a segmentation
+    map: layers can be browsed, classes cannot be explained).
+    num_classes: K, the width of the score vector (2 for 'binary').
+    logits_from: path of the output node the scores were read under.
+    activation: the output activation ('softmax', 'sigmoid', 'linear' or None).
+    """
+
+    kind: str
+    num_classes: int
+    logits_from: str
+    activation: str | None = None
+
+
+class PreActivation(keras.layers.Layer):
+    """Applies a closure; the closure hides the source layer from tracking,
+    so the user's layer gains no new parent or tracked reference."""
+
+    def __init__(self, fn: Callable, **kwargs):
+        super().__init__(**kwargs)
+        self._fn = fn
+
+    def call(self, x):
+        return self._fn(x)
+
+
+def binary_scores(logit: Any) -> Any:
+    """One sigmoid unit is two classes: negative = -logit, positive = logit."""
+    return keras.ops.concatenate([-logit, logit], axis=-1)
+
+
+def not_a_classifier(model_name: str, shape: tuple) -> str:
+    """Why a model with this output cannot have its classes explained, and what works."""
+    return (
+        f"model {model_name!r} outputs shape {shape}, not a class vector (N, K), so it has no "
+        "classes to explain. Class methods (predict, Grad-CAM, saliency, occlusion, the "
+        "comparator and scrubber) need an image classifier: a softmax, sigmoid or logit "
+        "vector per image (one sigmoid unit for a binary task). Layers, activations, filters "
+        "and receptive fields work on any model. To explain a segmentation or feature map "
+        "output, give it a class view, e.g. keras.Model(model.input, "
+        "keras.layers.GlobalAveragePooling2D()(model.output))."
+    )
+
+
+def find_head(trace: GraphTrace, model_name: str, names_given: bool) -> tuple[Head, Any]:
+    """Locate the logits tensor; returns the Head and the (N, K) scores tensor
+    (None for a model whose output is not a class vector: Head kind 'none')."""
+    final = trace.producer_of_output
+    node = trace.objects.get(final)
+    act = kinds.activation_name(node) if node is not None else None
+    shape = tuple(trace.output.shape)
+    if len(shape) != 2 or shape[1] is None:
+        return Head("none", 0, final, act), None
+    units = int(trace.output.shape[-1])
+    if act in ("softmax", "sigmoid"):
+        logits = None
+        if type(node).__name__ in ("Activation", "Softmax", "Sigmoid"):
+            logits = trace.first_input[final]
+        else:
+            linear = kinds.linear_part(node)
+            if linear is not None:
+                logits = PreActivation(linear, name="cw_logits")(trace.first_input[final])
+        if logits is not None:
+            kind = act if (act == "softmax" or units > 1) else "binary"
+            scores = binary_scores(logits) if kind == "binary" else logits
+            return Head(kind, 2 if kind == "binary" else units, final, act), scores
+    elif act in ("linear", None) and node is not None and type(node).__name__ != "Lambda":
+        if units == 1:
+            if not names_given:
+                warnings.warn(
+                    f"model {model_name!r} ends in one linear unit; cnnwidgets reads it as the "
+                    "logit of a binary classifier (classes [negative, positive] = [-z, z]). If it "
+                    "is a regression output, the maps show what raises the predicted value. Pass "
+                    "class_names=[negative, positive] to say it is a classifier and silence this.",
+                    stacklevel=4,
+                )
+            return Head("binary", 2, final, "linear"), binary_scores(trace.output)
+        return Head("linear", units, final, "linear"), trace.output
+    warnings.warn(
+        f"could not find the logits under the output node {final!r}; class scores are "
+        "log-probabilities, which makes gradients of one class depend on the others",
+        stacklevel=4,
+    )
+    scores = keras.ops.log(keras.ops.clip(trace.output, 1e-12, 1.0))
+    return Head("logprob", units, final, act), scores
+
+
+def probabilities(head: Head, scores: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, K) float32 from scores (N, K) and the model output.
+
+    A binary head gives [1 - p, p]; a linear head gets a softmax."""
+    if head.kind == "binary":
+        if head.activation == "sigmoid":
+            p = output[:, :1].astype(np.float64)
+        else:
+            p = 1.0 / (1.0 + np.exp(-np.clip(scores[:, 1:2].astype(np.float64), -80, 80)))
+        return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
+    if head.kind == "linear":
+        z = scores - scores.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return output.astype(np.float32)

@@ -1,0 +1,142 @@
+"""Train, look, train more, look again: every cached path follows the weights.
+
+Each check computes a result, changes the weights the way users do
+(model.fit, set_weights, load_weights, a variable assign), and compares the
+next result with the same call on an independent fresh copy of the model
+holding the new weights (so no cache can be shared with it)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from tiny_models import tiny_cnn
+
+import cnnwidgets as cw
+
+
+def _images(n=2, size=16, seed=0):
+    # Small pixel values keep the random tiny model out of softmax saturation.
+    return np.random.default_rng(seed).uniform(0, 1, (n, size, size, 3)).astype(np.float32)
+
+
+def _fresh_twin(model: keras.Model) -> keras.Model:
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def _train(model: keras.Model) -> None:
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    x = _images(8, seed=9)
+    y = keras.utils.to_categorical(np.arange(8) % 3, 3)
+    model.fit(x, y, epochs=2, verbose=0)
+
+
+def _set_weights(model):
+    rng = np.random.default_rng(1)
+    noisy = [w + rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in model.get_weights()]
+    model.set_weights(noisy)
+
+
+def _load_weights(model, tmp_path):
+    other = tiny_cnn(seed=42)
+    other.save_weights(tmp_path / "other.weights.h5")
+    model.load_weights(tmp_path / "other.weights.h5")
+
+
+def _assign_one_filter(model):
+    kernel = model.get_layer("conv2").kernel
+    value = np.array(kernel)
+    value[..., 2] = np.abs(value[..., 2]) * 3.0
+    kernel.assign(value)
+
+
+CHANGES = {
+    "fit": lambda m, p: _train(m),
+    "set_weights": lambda m, p: _set_weights(m),
+    "load_weights": _load_weights,
+    "assign_one_filter": lambda m, p: _assign_one_filter(m),
+}
+
+CALLS = {
+    "predict": lambda m, x: cw.probe.as_probe(m).predict(x),
+    "activations": lambda m, x: cw.probe.as_probe(m).activations(x, "conv2")["conv2"],
+    "gradcam": lambda m, x: cw.gradcam(m, x, classes=[0, 1, 2], normalize=None),
+    "gradcam++": lambda m, x: cw.gradcam(m, x, classes=[0, 1, 2], method="gradcam++"),
+    "scorecam": lambda m, x: cw.gradcam(m, x, classes=[1], method="scorecam", normalize=None),
+    "saliency": lambda m, x: cw.saliency(m, x, classes=[0, 2], normalize=None),
+    "occlusion": lambda m, x: cw.occlusion(m, x, classes=[0, 2], patch=4, stride=4),
+    "maximize": lambda m, x: cw.maximize(m, "conv2", filters=[0, 2], size=16, steps=4),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+@pytest.mark.parametrize("call", list(CALLS))
+def test_results_follow_the_weights(call, change, tmp_path):
+    model = tiny_cnn(seed=0)
+    x = _images()
+    before = np.array(CALLS[call](model, x))
+    np.testing.assert_array_equal(CALLS[call](model, x), before)  # cached, and equal
+    CHANGES[change](model, tmp_path)
+    after = np.array(CALLS[call](model, x))
+    reference = np.array(CALLS[call](_fresh_twin(model), x))
+    np.testing.assert_allclose(after, reference, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(after, before), "the new weights must change the result"
+
+
+def test_version_changes_with_weights_and_is_stable_without(tmp_path):
+    model = tiny_cnn(seed=0)
+    v0 = cw.weights_version(model)
+    assert cw.weights_version(model) == v0
+    cw.probe.as_probe(model).predict(_images())  # inference changes nothing
+    assert cw.weights_version(model) == v0
+    _assign_one_filter(model)
+    assert cw.weights_version(model) != v0
+
+
+def test_comparator_redraws_from_new_weights():
+    model = tiny_cnn(seed=0)
+    image = _images(1)[0]
+    widget = cw.GradCAMComparator(model, image, methods=["gradcam"])
+    widget.wait()
+    before = widget.view.copy()
+    _train(model)
+    assert widget.class_slider.value == 2
+    widget.class_slider.value = 1  # the next interaction
+    widget.wait()
+    fresh = cw.GradCAMComparator(_fresh_twin(model), image, methods=["gradcam"])
+    fresh.class_slider.value = 1
+    fresh.wait()
+    np.testing.assert_allclose(widget.probabilities, fresh.probabilities, rtol=1e-5)
+    np.testing.assert_array_equal(widget.view, fresh.view)
+    assert not np.array_equal(widget.view, before)
+    widget.close()
+    fresh.close()
+
+
+def test_browser_and_scrubber_redraw_from_new_weights():
+    model = tiny_cnn(seed=0)
+    images = _images(2)
+    browser = cw.ActivationBrowser(model, images)
+    browser.wait()
+    scrubber = cw.OcclusionScrubber(model, images[0], patch=4, stride=4)
+    scrubber.wait()
+    _set_weights(model)
+    browser.scale.value = "layer"
+    browser.wait()
+    scrubber.x.value = 3
+    scrubber.wait()
+    twin = _fresh_twin(model)
+    ref_browser = cw.ActivationBrowser(twin, images)
+    ref_browser.scale.value = browser.scale.value
+    ref_browser.wait()
+    np.testing.assert_array_equal(browser.view, ref_browser.view)
+    ref_scrubber = cw.OcclusionScrubber(twin, images[0], patch=4, stride=4)
+    ref_scrubber.class_.value = scrubber.class_.value  # the user's choice stays
+    ref_scrubber.x.value = 3
+    ref_scrubber.wait()
+    np.testing.assert_allclose(scrubber.probabilities, ref_scrubber.probabilities, rtol=1e-5)
+    np.testing.assert_array_equal(scrubber.view, ref_scrubber.view)
+    for w in (browser, scrubber, ref_browser, ref_scrubber):
+        w.close()
