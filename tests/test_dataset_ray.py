@@ -6,13 +6,10 @@ One Ray instance for the module (its start-up is the slow part); shut down at th
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 import cnnwidgets as cw
-from cnnwidgets.dataset import ray_engine
 from cnnwidgets.dataset.store import DatasetStore
 
 pytestmark = pytest.mark.slow
@@ -102,8 +99,3 @@ def test_ray_takes_iterables_and_checks_workers(local_ray, shapes_model, data, t
             shapes_model, images, out=tmp_path / "w", engine="ray", workers=0, progress=False
         )
 
-
-def test_missing_ray_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ImportError, match=r'pip install "cnnwidgets\[ray\]"'):
-        ray_engine.require_ray()

@@ -3,6 +3,7 @@ same store from every data form, bounded memory, resumption and refusals."""
 
 from __future__ import annotations
 
+import sys
 import weakref
 
 import keras
@@ -273,3 +274,10 @@ def test_bad_data_is_explained(shapes_probe, tmp_path):
         )
     with pytest.raises(FileNotFoundError, match="explain_dataset"):
         DatasetStore(tmp_path / "nothing")
+
+
+def test_engine_ray_without_ray_says_how_to_install(shapes_probe, data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r'pip install "cnnwidgets\[ray\]"'):
+        explain(shapes_probe, data[0][:4], tmp_path / "r", engine="ray")
+    assert not (tmp_path / "r").exists()

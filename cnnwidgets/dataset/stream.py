@@ -78,7 +78,7 @@ def explain_chunk(probe: Probe, spec: RunSpec, chunk: sources.Chunk) -> dict[str
     """
     raw = probe.check_images(chunk.images)
     n = len(raw)
-    probs = probe.predict(raw, batch_size=spec.batch_size)
+    probs = probe.predict(raw, batch_size=spec.batch_size, cache=False)  # a throw-away batch
     predicted = probs.argmax(axis=1)
     labels = chunk.labels
     if labels is not None and (labels.min() < 0 or labels.max() >= probe.num_classes):
