@@ -6,10 +6,11 @@
 Prints a Markdown section (paste it into benchmarks/RESULTS.md):
 
 - throughput: images/s of ``cw.explain_dataset`` (Grad-CAM, predicted class,
-  boxes, float16 maps, images kept) over N shapes images, against plain
-  batched ``model.predict(batch_size=256)`` over the same images, as a ratio
-  (goal >= 0.7: Grad-CAM needs a forward and a partial backward pass; the
-  scores need a forward pass of their own);
+  boxes, float16 maps, images kept; and lean: no boxes, no images) over N
+  shapes images, against plain batched ``model.predict(batch_size=256)`` over
+  the same images, as a ratio (goal >= 0.7: Grad-CAM needs a forward and a
+  partial backward pass); and against the forward pass alone
+  (``predict_on_batch`` 256 at a time, without Keras' predict loop);
 - memory: the peak of Python/numpy allocations (tracemalloc) while
   ``explain_dataset`` streams 1,000 and then N images from a generator that
   makes them a batch at a time (the data is never in memory whole): flat means
@@ -72,15 +73,24 @@ def throughput(model, images, labels, boxes, tmp, repeats: int) -> dict:
         model.predict(images, batch_size=256, verbose=0)
         return time.perf_counter() - start
 
+    def forward() -> float:
+        # The floor: one forward pass per 256 images, no Keras predict loop around it.
+        start = time.perf_counter()
+        for s in range(0, len(images), 256):
+            model.predict_on_batch(images[s : s + 256])
+        return time.perf_counter() - start
+
     contenders = {
         "predict": predict,
+        "forward": forward,
         "explain": lambda: explain(model, (images, labels), f"{tmp}/full", boxes=boxes),
         "explain_lean": lambda: explain(model, images, f"{tmp}/lean", keep_images=False),
     }
     names = list(contenders)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % 3 :] + names[: r % 3]:
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
             rates[name].append(len(images) / contenders[name]())
     return rates
 
@@ -130,7 +140,7 @@ def ratio(a: list[float], b: list[float]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args()
     n = args.images
@@ -164,6 +174,7 @@ def main() -> None:
         "| figure | value | goal |",
         "| --- | ---: | --- |",
         f"| model.predict, batch 256 (images/s) | {spread(tp['predict'])} | |",
+        f"| model.predict_on_batch, 256 at a time (images/s) | {spread(tp['forward'])} | |",
         "| explain_dataset: Grad-CAM + scores + boxes + images kept (images/s) | "
         f"{spread(tp['explain'])} | |",
         f"| explain_dataset / predict | {spread(ratio(tp['explain'], tp['predict']))} | >= 0.7 |",
@@ -171,6 +182,10 @@ def main() -> None:
         f"{spread(tp['explain_lean'])} | |",
         "| explain_dataset (lean) / predict | "
         f"{spread(ratio(tp['explain_lean'], tp['predict']))} | |",
+        "| explain_dataset / predict_on_batch | "
+        f"{spread(ratio(tp['explain'], tp['forward']))} | |",
+        "| explain_dataset (lean) / predict_on_batch | "
+        f"{spread(ratio(tp['explain_lean'], tp['forward']))} | |",
         f"| peak traced memory, 1,000 images (MiB) | {small:.1f} | |",
         f"| peak traced memory, {n:,} images (MiB) | {large:.1f} | |",
         f"| peak memory {n:,} / 1,000 | {large / small:.2f} | ~1 (flat) |",
