@@ -1,23 +1,36 @@
 # Two commands: `make lab` (install, then JupyterLab on the tour) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# One stamp per extra: `make lab` installs .[lab] only, `make test` installs .[test].
+LAB_STAMP := $(VENV)/.lab-stamp
+TEST_STAMP := $(VENV)/.test-stamp
+DOCS_STAMP := $(VENV)/.docs-stamp
 # OPEN_BROWSER=0 serves JupyterLab without opening a browser (headless machines).
 OPEN_BROWSER ?= 1
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: install lab test unit notebooks browser lint chromium bench train clean
+.PHONY: install lab test unit notebooks browser lint chromium docs bench train clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(LAB_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[lab]"
+	touch $(LAB_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-install: $(STAMP)
+$(DOCS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
 
-lab: $(STAMP)
+install: $(TEST_STAMP)
+
+lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb --port=$(PORT) \
 		$(if $(filter 0,$(OPEN_BROWSER)),--no-browser,) \
 		$(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -29,27 +42,33 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(PY) -m ruff check cnnwidgets tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
-unit: $(STAMP)
+unit: $(TEST_STAMP)
 	$(PY) -m pytest tests --ignore=tests/browser -q $(PYTEST_ARGS)
 
-notebooks: $(STAMP)
+notebooks: $(TEST_STAMP)
 	$(PY) -m pytest --nbval notebooks -q -p no:randomly $(PYTEST_ARGS)
 
-browser: $(STAMP) chromium
+browser: $(TEST_STAMP) chromium
 	$(PY) -m pytest tests/browser -q $(PYTEST_ARGS)
 
-# The whole suite: lint, unit tests, notebooks under nbval, the browser test.
-test: $(STAMP) chromium lint
+# The whole suite: lint, unit tests, notebooks under nbval, the browser test, the docs
+# build (tests/test_docs.py), the nbgrader round trip and the Binder resolution check.
+test: $(TEST_STAMP) chromium lint
 	$(PY) -m pytest tests --nbval notebooks -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# The documentation site in site/ (offline; the same build runs in `make test`).
+docs: $(DOCS_STAMP)
+	$(PY) -m mkdocs build --strict
+
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/run.py
 
-train: $(STAMP)
+train: $(TEST_STAMP)
 	$(PY) scripts/train_demo_models.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -12,11 +12,16 @@ stays light.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
+try:
+    # pyproject.toml is the one place the version is written
+    __version__ = importlib.metadata.version("cnnwidgets")
+except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 # public name -> module that defines it
 _LAZY = {

@@ -53,7 +53,9 @@ class ResultCache:
         self.max_bytes = int(max_bytes)
         self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
-        self._lock = threading.Lock()
+        # Re-entrant: dropping a value can run a finalizer (a Probe going away)
+        # that calls drop_owner on this cache.
+        self._lock = threading.RLock()
         self.hits = 0
         self.misses = 0
 
@@ -70,15 +72,19 @@ class ResultCache:
     def put(self, key: Hashable, value: Any) -> Any:
         """Store ``value`` (its arrays become read-only) and return it."""
         size = _freeze(value)
+        evicted = []  # released after the lock: their finalizers may call back
         with self._lock:
             old = self._data.pop(key, None)
             if old is not None:
                 self._bytes -= old[1]
+                evicted.append(old)
             self._data[key] = (value, size)
             self._bytes += size
             while self._bytes > self.max_bytes and len(self._data) > 1:
-                _, (_, dropped) = self._data.popitem(last=False)
-                self._bytes -= dropped
+                _, entry = self._data.popitem(last=False)
+                self._bytes -= entry[1]
+                evicted.append(entry)
+        del evicted
         return value
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
@@ -91,14 +97,19 @@ class ResultCache:
 
     def drop_owner(self, owner: Hashable) -> None:
         """Forget the entries whose key starts with ``owner`` (a probe that is gone)."""
+        dropped = []
         with self._lock:
             for key in [k for k in self._data if isinstance(k, tuple) and k and k[0] == owner]:
-                self._bytes -= self._data.pop(key)[1]
+                entry = self._data.pop(key)
+                self._bytes -= entry[1]
+                dropped.append(entry)
+        del dropped
 
     def clear(self) -> None:
         with self._lock:
-            self._data.clear()
+            old, self._data = self._data, OrderedDict()
             self._bytes = 0
+        del old  # outside the lock: finalizers of dropped values may call back
 
     @property
     def nbytes(self) -> int:

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import nbformat as nbf
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from colab_cell import apply as add_colab_cell  # noqa: E402  (a sibling script)
 
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 
@@ -100,6 +104,7 @@ cells = [
 
 nb = nbf.v4.new_notebook(cells=cells)
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+add_colab_cell(nb)  # the same first code cell as every notebook
 out = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "00_tour.ipynb"
 nbf.write(nb, out)
 print("wrote", out)

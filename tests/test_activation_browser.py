@@ -82,7 +82,7 @@ def test_gradcam_sort_uses_channel_weights(browser, shapes_probe, shapes_images)
     browser.sort.value = "gradcam"
     browser.sort_class.value = 1
     browser.wait()
-    w = channel_weights(shapes_probe, shapes_images[0][2:3], "block3_conv2", [1])[0, 0]
+    w = channel_weights(shapes_probe, shapes_images[0][2:3], [1], "block3_conv2")[0, 0]
     np.testing.assert_array_equal(browser.grid.channels, np.argsort(-w, kind="stable"))
     assert browser.sort_class.layout.display != "none"
     browser.sort.value = "index"

@@ -112,7 +112,7 @@ def test_gradcam_tiny_model_and_channel_weights(rng):
         for k, c in enumerate([4, 1]):
             ref = keras_example_gradcam(twin, images[i], "conv2", c)
             np.testing.assert_allclose(maps[i, k], ref, atol=1e-5)
-    w = channel_weights(cw.Probe(model), images, "conv2", [4, 1])
+    w = channel_weights(cw.Probe(model), images, [4, 1], "conv2")
     assert w.shape == (2, 2, 6) and w.dtype == np.float32
     _, g = acts_and_grads(twin, images[1], "conv2", 1)
     np.testing.assert_allclose(w[1, 1], g.mean(axis=(0, 1)), rtol=1e-4, atol=1e-6)
@@ -228,7 +228,7 @@ def test_binary_negative_class_is_gradcam_of_minus_logit(binary_probe, binary_mo
 
 def test_binary_scorecam_uses_one_minus_p(binary_probe, binary_model):
     img = cw.assets.make_pairs(1, seed=3, classes=("square", "circle"))[0][0]
-    w = channel_weights(binary_probe, img, None, ["square", "circle"], method="scorecam")
+    w = channel_weights(binary_probe, img, ["square", "circle"], method="scorecam")
     assert w.shape[:2] == (1, 2)
     np.testing.assert_allclose(w[0, 0] + w[0, 1], 1.0, atol=1e-5)  # [1 - p, p], no softmax
 

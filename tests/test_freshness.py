@@ -140,3 +140,20 @@ def test_browser_and_scrubber_redraw_from_new_weights():
     np.testing.assert_array_equal(scrubber.view, ref_scrubber.view)
     for w in (browser, scrubber, ref_browser, ref_scrubber):
         w.close()
+
+
+def test_gallery_redraws_kernels_from_new_weights():
+    model = tiny_cnn(seed=0)
+    gallery = cw.FilterGallery(model, layer="conv2", per_page=2)
+    gallery.wait()
+    before = gallery.view.copy()
+    _set_weights(model)
+    gallery.page.value = 1  # the next interaction
+    gallery.page.value = 0
+    gallery.wait()
+    reference = cw.FilterGallery(_fresh_twin(model), layer="conv2", per_page=2)
+    reference.wait()
+    np.testing.assert_array_equal(gallery.view, reference.view)
+    assert not np.array_equal(gallery.view, before)
+    gallery.close()
+    reference.close()

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
-import types
-
 import numpy as np
 import pytest
 
 import cnnwidgets as cw
 from cnnwidgets import gradients, render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
-from cnnwidgets.widgets import gradcam_comparator as gc
-from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator, render_panels
+from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
         maps = maps / max(e.max() for e in every)
     else:
         maps = normalize_maps(maps, mode)
-    return render_panels(image, maps, caps, opacity=opacity, cmap=cmap)
+    return render.heatmap_grid(image, maps, caps, opacity=opacity, cmap=cmap)
 
 
 def test_initial_state_ranks_classes_by_probability(widget, shapes_probe, pair):
@@ -196,44 +191,22 @@ def test_binary_head_shows_both_classes_and_note(binary_probe):
     panels = expected_view(binary_probe, img, 0, 1, ["gradcam"])
     np.testing.assert_array_equal(w.view[-panels.shape[0] :], panels)
 
-
-def test_saliency_methods_are_optional(shapes_probe, pair, monkeypatch):
-    fake = types.ModuleType("cnnwidgets.explain.saliency")
-    fake.SALIENCY_METHODS = ("vanilla",)
-
-    def saliency(probe, images, classes=None, method="vanilla", normalize="map", **kw):
-        out = np.zeros((1, len(classes), 64, 64), np.float32)
-        out[:, :, 10, 20] = 5.0
-        return out
-
-    fake.saliency = saliency
-    monkeypatch.setitem(sys.modules, "cnnwidgets.explain.saliency", fake)
-    w = GradCAMComparator(shapes_probe, pair[0], methods=("vanilla",))
-    assert "vanilla" in w.methods.options
-    heat = w._display_maps()[(None, "vanilla", w.pinned.value)]
-    assert heat[10, 20] == 1.0 and heat.sum() == 1.0
-    monkeypatch.setitem(sys.modules, "cnnwidgets.explain.saliency", None)  # absent
-    assert gc.saliency_methods() == ()
-    w2 = GradCAMComparator(shapes_probe, pair[0])
-    assert tuple(w2.methods.options) == CAM_METHODS
-
-
 def test_render_panels_is_pure_and_places_panels():
     img = np.full((8, 8, 3), 100, np.uint8)
     maps = np.zeros((2, 2, 8, 8), np.float32)
     maps[1, 1] = 1.0
     caps = [["a", "b"], ["c", "d"]]
-    clear = render_panels(img, maps, caps, opacity=0.0, panel_size=16)
+    clear = render.heatmap_grid(img, maps, caps, opacity=0.0, panel_size=16)
     # Two rows of two 16x16 panels, each under a 16-pixel caption, 6-pixel gaps.
     assert clear.shape == (2 * (16 + 16) + 6, 2 * 16 + 6, 3)
     np.testing.assert_array_equal(clear[16:32, 0:16], 100)
-    full = render_panels(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
+    full = render.heatmap_grid(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
     np.testing.assert_array_equal(full[16:32, 0:16], 0)  # map 0 -> black
     np.testing.assert_array_equal(full[32 + 6 + 16 :, 22:38], 255)  # map 1 -> white
-    again = render_panels(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
+    again = render.heatmap_grid(img, maps, caps, opacity=1.0, cmap="gray", panel_size=16)
     np.testing.assert_array_equal(full, again)
     with pytest.raises(ValueError):
-        render_panels(img, maps, [["a"]])
+        render.heatmap_grid(img, maps, [["a"]])
 
 
 def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
@@ -251,7 +224,7 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     # What the front end receives decodes to exactly ``view`` (fast lossless PNG).
     np.testing.assert_array_equal(render.from_png(w.image.value), w.view)
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(render.from_png(gc.fast_png(noisy)), noisy)
+    np.testing.assert_array_equal(render.from_png(render.fast_png(noisy)), noisy)
     path = w.save(tmp_path / "v.png")
     np.testing.assert_array_equal(render.from_png(path.read_bytes()), w.view)
     np.testing.assert_array_equal(np.asarray(shapes_model(x)), before)
@@ -268,6 +241,20 @@ def test_bad_arguments(shapes_probe, pair):
         GradCAMComparator(shapes_probe, pair[0], top=0)
 
 
-def test_widget_module_does_not_import_tensorflow():
-    src = pathlib.Path(gc.__file__).read_text()
-    assert "import tensorflow" not in src and "from tensorflow" not in src
+
+def test_selected_class_is_a_linkable_trait(shapes_probe, pair):
+    import ipywidgets
+
+    widget = GradCAMComparator(shapes_probe, pair[0], layout=ipywidgets.Layout(width="600px"))
+    assert widget.layout.width == "600px"  # constructor kwargs reach the VBox
+    seen = []
+    widget.observe(lambda change: seen.append(change["new"]), "selected_class")
+    widget.class_slider.value = 3
+    assert seen[-1] == widget.selected_class == widget.ranked[2]
+    box = ipywidgets.IntText()
+    ipywidgets.link((widget, "selected_class"), (box, "value"))
+    box.value = widget.ranked[0]
+    assert widget.class_slider.value == 1
+    with pytest.raises(Exception, match="not on the slider"):
+        widget.selected_class = 99
+    widget.close()

@@ -3,14 +3,10 @@ on its state and on ``view``."""
 
 from __future__ import annotations
 
-import ast
-import pathlib
-
 import numpy as np
 import pytest
 
 import cnnwidgets as cw
-from cnnwidgets.explain import occlusion as occ_mod
 
 
 @pytest.fixture
@@ -136,13 +132,3 @@ def test_bad_arguments(shapes_probe, shapes_images):
         cw.OcclusionScrubber(shapes_probe, image, fill="noise")
     with pytest.raises(ValueError, match="one image"):
         cw.OcclusionScrubber(shapes_probe, shapes_images[0][:2])
-
-
-def test_widget_module_does_not_import_tensorflow():
-    import cnnwidgets.widgets.occlusion_scrubber as mod
-
-    for module in (mod, occ_mod):
-        tree = ast.parse(pathlib.Path(module.__file__).read_text())
-        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert not any(n.split(".")[0] in ("tensorflow", "keras") for n in names)

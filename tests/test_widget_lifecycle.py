@@ -81,13 +81,14 @@ def test_close_releases_every_widget_and_memory():
         for w in made:
             w.wait()
             w.close()
-        del made, w
+        time.sleep(0.2)  # closed workers' threads leave their loop
         gc.collect()
         counts.append(_registered())
         rss.append(_rss_bytes())
+        workers = [w._worker for w in made if w._worker is not None]
+        assert not any(worker.alive for worker in workers)
     assert counts[2] <= counts[0] * 1.05 + 5, counts
     assert rss[2] <= rss[0] * 1.05, rss
-    assert len(_job_threads()) == 0 or all(not t.is_alive() for t in _job_threads())
 
 
 def test_close_cancels_the_running_job_and_closes_children(shapes_model):
@@ -110,13 +111,16 @@ def test_a_storm_of_changes_runs_one_job_at_a_time_and_ends_on_the_last(shapes_m
     browser = cw.ActivationBrowser(shapes_model, images)
     browser.wait()
     layers = [value for _, value in browser.layer.options]
+    before = len(_job_threads())  # other tests' widgets may still be working
     peak = 0
     for i in range(200):
         browser.layer.value = layers[i % len(layers)]
-        peak = max(peak, len(_job_threads()))
+        peak = max(peak, len(_job_threads()) - before)
     browser.layer.value = layers[1]
     browser.wait()
     assert peak <= 2
+    time.sleep(0.2)
+    assert not browser._worker.alive  # an idle widget holds no thread
     reference = cw.ActivationBrowser(shapes_model, images, layer=layers[1])
     reference.wait()
     np.testing.assert_array_equal(browser.view, reference.view)
@@ -142,3 +146,19 @@ def test_the_process_exits_cleanly_while_a_job_runs(tmp_path):
     assert "leaving with a job running" in done.stdout
     assert done.returncode == 0, done.stderr[-2000:]
     assert "terminate called" not in done.stderr
+
+
+def test_every_constructor_forwards_layout(shapes_model):
+    images = cw.assets.make_shapes(2, seed=2)[0]
+    layout = {"width": "640px"}
+    made = [
+        cw.ActivationBrowser(shapes_model, images, layout=ipywidgets.Layout(**layout)),
+        cw.FilterGallery(shapes_model, layout=ipywidgets.Layout(**layout)),
+        cw.GradCAMComparator(shapes_model, images[0], layout=ipywidgets.Layout(**layout)),
+        cw.OcclusionScrubber(shapes_model, images[0], layout=ipywidgets.Layout(**layout)),
+        cw.ModelOverview(shapes_model, layout=ipywidgets.Layout(**layout)),
+    ]
+    for widget in made:
+        assert widget.layout.width == "640px", type(widget).__name__
+        widget.wait()
+        widget.close()

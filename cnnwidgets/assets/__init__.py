@@ -8,8 +8,8 @@ import json
 import pathlib
 
 import numpy as np
-from PIL import Image
 
+from cnnwidgets import render
 from cnnwidgets.assets.shapes import SHAPE_CLASSES, make_pairs, make_shapes, shape_mask
 from cnnwidgets.assets.shortcut import add_marks, make_shortcut_shapes
 
@@ -61,7 +61,7 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     elif W / H < target:
         ch = int(round(W / target))
         img = img[(H - ch) // 2 : (H - ch) // 2 + ch]
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+    return render.resize_image(img, (h, w))
 
 
 def photo(name: str = "chelsea", size: int | tuple[int, int] | None = 64) -> np.ndarray:

@@ -36,14 +36,18 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets.cache import array_key
+from cnnwidgets.explain.common import (
+    NORMALIZE_MODES,
+    check_method,
+    check_normalize,
+    normalize_maps,
+)
 from cnnwidgets.probe import Probe, as_probe, check_batch_size, kinds
 from cnnwidgets.progress import reporter
 
 #: Names accepted by ``method``.
-CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "scorecam", "cam")
+CAM_METHODS: tuple[str, ...] = ()  # filled by @cam_method below, in registration order
 
-#: Names accepted by ``normalize``.
-NORMALIZE_MODES: tuple = ("map", "image", None)
 
 __all__ = [
     "CAM_METHODS",
@@ -87,34 +91,6 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.einsum("Hh,...hw,Ww->...HW", rh, maps, rw, optimize=True).astype(np.float32)
 
 
-def normalize_maps(maps: np.ndarray, mode: str | None = "map") -> np.ndarray:
-    """Scale non-negative maps (N, ..., H, W) for display; float32, same shape.
-
-    Args:
-        maps: (N, ..., H, W) values >= 0 (negative values are clipped to 0).
-        mode: ``"map"``: each (H, W) map divided by its own maximum, to [0, 1];
-            ``"image"``: everything of one image (axis 0) divided by one
-            maximum, so classes (and methods, when the caller stacks them as
-            (N, M, K, H, W)) share one scale; ``None``: unchanged (clipped at 0).
-
-    An all-zero map stays zero; the result never holds NaN.
-    """
-    if mode not in NORMALIZE_MODES:
-        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
-    maps = np.maximum(np.nan_to_num(np.asarray(maps, np.float32)), 0.0)
-    if mode is None:
-        return maps
-    if mode == "map":
-        axes = (-2, -1)
-    else:
-        if maps.ndim < 3:
-            raise ValueError(f"'image' normalization needs (N, ..., H, W) maps, got {maps.shape}")
-        axes = tuple(range(1, maps.ndim))
-    peak = maps.max(axis=axes, keepdims=True)
-    safe = np.where(peak > 0, peak, 1.0)
-    return np.where(peak > 0, maps / safe, 0.0).astype(np.float32)
-
-
 def _weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """acts (N, h, w, C), weights (N, K, C) or (N, K, h, w, C) -> ReLU maps (N, K, h, w)."""
     if weights.ndim == 3:
@@ -127,6 +103,16 @@ def _weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ the methods
 
 
+@dataclass(frozen=True)
+class _Request:
+    probe: Probe
+    raw: np.ndarray
+    x: np.ndarray
+    layer: str
+    classes: np.ndarray
+    method: str
+
+
 @dataclass
 class _Context:
     """What the weighting functions may use; computed on first use.
@@ -134,15 +120,18 @@ class _Context:
     ``acts`` (N, h, w, C) float32 come with the gradients for gradient methods
     (one forward pass shared by all K classes) or from a forward pass alone."""
 
-    probe: Probe
-    x: np.ndarray  # preprocessed inputs (N, H, W, C) float32
-    layer: str
-    classes: np.ndarray  # (N, K) int64
-    method: str
+    request: _Request
     progress: Callable[[int, int], object]
     batch_size: int | None = None
     _acts: np.ndarray | None = field(default=None, repr=False)
     _grads: np.ndarray | None = field(default=None, repr=False)
+
+    # The request's fields, read as the context's own.
+    probe = property(lambda self: self.request.probe)
+    x = property(lambda self: self.request.x)  # preprocessed inputs (N, H, W, C) float32
+    layer = property(lambda self: self.request.layer)
+    classes = property(lambda self: self.request.classes)  # (N, K) int64
+    method = property(lambda self: self.request.method)
 
     def _backward(self) -> None:
         from cnnwidgets import gradients  # the one module that calls autodiff
@@ -161,7 +150,7 @@ class _Context:
     def acts(self) -> np.ndarray:
         """(N, h, w, C) float32 activations of ``layer``."""
         if self._acts is None:
-            if self.method in _GRADIENT_METHODS:
+            if _METHODS[self.method].needs_gradients:
                 self._backward()
             else:
                 sub = self.probe.submodel([self.layer])
@@ -179,10 +168,40 @@ class _Context:
         return self._grads
 
 
+@dataclass(frozen=True)
+class CamMethod:
+    """A registered CAM method: how it weights the channels, and whether those
+    weights need the gradients (then one forward and K backward passes are
+    shared with the activations)."""
+
+    weights: Callable[[_Context], np.ndarray]
+    needs_gradients: bool
+
+
+_METHODS: dict[str, CamMethod] = {}
+
+
+def cam_method(name: str, needs_gradients: bool) -> Callable:
+    """Register a channel-weighting function as the CAM method ``name``.
+
+    The function takes the :class:`_Context` (activations, gradients, classes)
+    and returns weights (N, K, C) or (N, K, h, w, C); everything else is shared."""
+
+    def register(weights: Callable[[_Context], np.ndarray]) -> Callable:
+        global CAM_METHODS
+        _METHODS[name] = CamMethod(weights, needs_gradients)
+        CAM_METHODS = tuple(_METHODS)
+        return weights
+
+    return register
+
+
+@cam_method("gradcam", needs_gradients=True)
 def _gradcam_weights(ctx: _Context) -> np.ndarray:
     return ctx.grads.mean(axis=(2, 3))
 
 
+@cam_method("gradcam++", needs_gradients=True)
 def _gradcampp_weights(ctx: _Context) -> np.ndarray:
     g = ctx.grads.astype(np.float64)
     a = ctx.acts.astype(np.float64)
@@ -193,10 +212,12 @@ def _gradcampp_weights(ctx: _Context) -> np.ndarray:
     return (alpha * np.maximum(g, 0.0)).sum(axis=(2, 3)).astype(np.float32)
 
 
+@cam_method("layercam", needs_gradients=True)
 def _layercam_weights(ctx: _Context) -> np.ndarray:
     return np.maximum(ctx.grads, 0.0)
 
 
+@cam_method("scorecam", needs_gradients=False)
 def _scorecam_weights(ctx: _Context) -> np.ndarray:
     probe, acts = ctx.probe, ctx.acts
     n, _, _, c = acts.shape
@@ -224,20 +245,13 @@ def _scorecam_weights(ctx: _Context) -> np.ndarray:
     return weights
 
 
+@cam_method("cam", needs_gradients=False)
 def _cam_weights(ctx: _Context) -> np.ndarray:
     kernel, sign = _cam_head(ctx.probe, ctx.layer)
     w = kernel[:, ctx.classes] * sign[ctx.classes]  # (C, N, K)
     return np.moveaxis(w, 0, -1).astype(np.float32)
 
 
-_WEIGHTS: dict[str, Callable[[_Context], np.ndarray]] = {
-    "gradcam": _gradcam_weights,
-    "gradcam++": _gradcampp_weights,
-    "layercam": _layercam_weights,
-    "scorecam": _scorecam_weights,
-    "cam": _cam_weights,
-}
-_GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam")
 
 
 def _cam_chain(probe: Probe) -> tuple[str, str]:
@@ -299,25 +313,9 @@ def _cam_head(probe: Probe, layer: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_method(method: Any) -> str:
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a string, one of {CAM_METHODS}; got {method!r}")
-    m = method.lower().replace("_", "").replace("-", "")
-    aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
-    m = aliases.get(m, m)
-    if m not in CAM_METHODS:
-        raise ValueError(f"unknown CAM method {method!r}; choose one of {CAM_METHODS}")
-    return m
+    aliases = {"gradcamplusplus": "gradcam++"}
+    return check_method(method, CAM_METHODS, aliases, "CAM")
 
-
-
-@dataclass(frozen=True)
-class _Request:
-    probe: Probe
-    raw: np.ndarray
-    x: np.ndarray
-    layer: str
-    classes: np.ndarray
-    method: str
 
 
 def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
@@ -341,8 +339,8 @@ def _raw_maps(
     n = len(req.x)
 
     def compute() -> np.ndarray:
-        ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, progress, batch_size)
-        return _weighted_sum(ctx.acts, _WEIGHTS[req.method](ctx))
+        ctx = _Context(req, progress, batch_size)
+        return _weighted_sum(ctx.acts, _METHODS[req.method].weights(ctx))
 
     key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
     maps = req.probe.cached("cam", key, compute)
@@ -355,21 +353,23 @@ def _raw_maps(
 
 
 def channel_weights(
-    probe: Any,
+    model_or_probe: Any,
     images: Any,
-    layer: Any,
-    classes: Any,
+    classes: Any = None,
+    layer: Any = None,
     method: str = "gradcam",
 ) -> np.ndarray:
     """How much each channel of ``layer`` counts for each class, by a CAM method.
 
+    Arguments come in the order of :func:`gradcam`.
+
     Args:
-        probe: a :class:`~cnnwidgets.Probe` (or a keras.Model).
+        model_or_probe: a keras.Model (never changed) or a :class:`~cnnwidgets.Probe`.
         images: raw pixels, (H, W, C) or (N, H, W, C).
-        layer: a 4-D layer (path, short name or layer object); None for the
-            default (``probe.last_conv_layer``).
         classes: None (top-1), an int or class name, a list of them, or an
             (N, K) integer array of per-image classes.
+        layer: a 4-D layer (path, short name or layer object); None for the
+            default (``probe.last_conv_layer``).
         method: one of :data:`CAM_METHODS`. For ``"layercam"``, whose weights
             vary over space, this is the spatial mean of ReLU(gradient).
 
@@ -377,9 +377,9 @@ def channel_weights(
         (N, K, C) float32. For gradcam, gradcam++, scorecam and cam the map is
         ReLU(sum_c weights[n, k, c] * activations[n, :, :, c]).
     """
-    req = _prepare(probe, images, classes, layer, method)
-    ctx = _Context(req.probe, req.x, req.layer, req.classes, req.method, reporter(False, ""))
-    w = _WEIGHTS[req.method](ctx)
+    req = _prepare(model_or_probe, images, classes, layer, method)
+    ctx = _Context(req, reporter(False, ""))
+    w = _METHODS[req.method].weights(ctx)
     if w.ndim == 5:
         w = w.mean(axis=(2, 3))
     return np.nan_to_num(w).astype(np.float32)
@@ -394,7 +394,7 @@ def gradcam(
     resize: bool = True,
     normalize: str | None = "map",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
 ) -> np.ndarray:
     """Class activation maps of a Keras CNN (Grad-CAM and its family).
 
@@ -413,7 +413,7 @@ def gradcam(
             across methods too) or None (raw, non-negative).
         batch_size: images per forward batch (Score-CAM: masked inputs per batch);
             default from the probe's memory budget.
-        progress: False, True (text bar) or a callable ``progress(done, total)``;
+        progress: None (a bar for large jobs), True, False or ``progress(done, total)``;
             raising :class:`~cnnwidgets.Cancelled` from it stops the work.
 
     Returns:
@@ -422,8 +422,7 @@ def gradcam(
     """
     if not isinstance(resize, (bool, np.bool_)):
         raise TypeError(f"resize must be True or False, got {resize!r}")
-    if normalize not in NORMALIZE_MODES:
-        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    check_normalize(normalize)
     batch_size = check_batch_size(batch_size)
     report = reporter(progress, method if isinstance(method, str) else "cam")
     req = _prepare(model_or_probe, images, classes, layer, method)

@@ -31,6 +31,7 @@ the result is in that order too.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -104,8 +105,8 @@ def deconvnet_path(probe: Probe, layer: str) -> list[tuple[str, str]]:
         'rescale', 'unpool', 'relu', 'conv', 'conv_relu'.
 
     Raises:
-        ValueError naming the first layer without a deconvnet inverse (a merge
-        of several inputs, BatchNorm, SeparableConv2D, ...).
+        ValueError: naming the first layer without a deconvnet inverse (a
+            merge of several inputs, BatchNorm, SeparableConv2D, ...).
     """
     path = probe.resolve_4d(layer)
     steps = []
@@ -273,8 +274,8 @@ def reconstruct(
     channel: int,
     method: str = "deconvnet",
     keep: str | None = None,
-    class_names=None,
-    preprocess=None,
+    class_names: Sequence[str] | None = None,
+    preprocess: Callable | None = None,
 ) -> np.ndarray:
     """Project one channel of a hidden layer back to pixel space.
 
@@ -291,7 +292,8 @@ def reconstruct(
             activation per image, all else zeroed, as Zeiler and Fergus do)
             or 'map' (the whole channel map; for 'gradient' its mean). Default:
             'max' for 'deconvnet', 'map' for 'gradient'.
-        class_names, preprocess: used when a keras.Model is given.
+        class_names: used when a keras.Model is given.
+        preprocess: used when a keras.Model is given.
 
     Returns:
         (N, H, W, C) float32 in model-input space (C = 3 for RGB models),
@@ -300,8 +302,8 @@ def reconstruct(
 
     Raises:
         ValueError: unknown method/keep, a non-4-D layer, a channel out of
-        range, or (deconvnet) a layer on the path that has no deconvnet
-        inverse, with a hint to use method='gradient'.
+            range, or (deconvnet) a layer on the path that has no deconvnet
+            inverse, with a hint to use method='gradient'.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

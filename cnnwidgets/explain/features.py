@@ -224,7 +224,8 @@ def layer_picture(
         scale: 'channel' (every tile normalized to its own [min, max]) or
             'layer' (one [min, max] over ALL channels of the layer, not just
             this page, so pages compare).
-        page, per_page: which slice of ``order`` to draw.
+        page: which page of ``order`` to draw.
+        per_page: channels per page.
         cmap: colour map name.
         cols: tiles per row (default near-square).
         upscale: integer enlargement of each tile (default: tiles at least

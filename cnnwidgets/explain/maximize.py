@@ -177,7 +177,7 @@ def maximize(
     param: str = "fourier",
     lr: float | None = None,
     jitter: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Images that maximize each filter's mean activation (or a class logit).
@@ -199,7 +199,7 @@ def maximize(
             [0, 1] pixel units, 'pixel').
         jitter: largest random shift in pixels ('fourier'; default H // 16);
             0 turns off all random transforms.
-        progress: False, True (text bar) or a callable ``(done, total)``; it
+        progress: None (a bar for large jobs), True, False or ``(done, total)``; it
             may raise :class:`cnnwidgets.Cancelled` to stop (propagated).
         batch_size: images optimized together (default from the probe's
             memory budget, at most 64).
@@ -263,6 +263,11 @@ def maximize(
                 preprocess=pre,
                 progress=lambda done, b=b: report(b * steps + done, total),
             )
+            if not np.isfinite(images).all():
+                raise ValueError(
+                    f"the gradient ascent diverged (lr={lr}): the images hold NaN or infinite "
+                    f"values; use a smaller lr (default {DEFAULT_LR[param]})"
+                )
             pictures = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
             for f, pic in zip(batch, pictures):
                 pic = render.to_rgb_uint8(pic)

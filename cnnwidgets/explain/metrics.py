@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnwidgets.explain.common import prepare
 from cnnwidgets.explain.saliency import make_baseline, saliency
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.progress import reporter
@@ -68,7 +69,8 @@ def rank_correlation(a: Any, b: Any, batch_dims: int = 0) -> float | np.ndarray:
     """Spearman rank correlation, numpy only (average ranks for ties).
 
     Args:
-        a, b: arrays of the same shape.
+        a: an array.
+        b: an array of the same shape as ``a``.
         batch_dims: leading axes that index separate pairs; the remaining
             axes are flattened. 0: one correlation of the whole arrays.
 
@@ -155,9 +157,8 @@ def randomization_sanity(
     Returns:
         A :class:`SanityResult`.
     """
-    probe = as_probe(model_or_probe)
-    raw = probe.check_images(images)
-    cls = probe.resolve_classes(classes, raw)
+    req = prepare(model_or_probe, images, classes)
+    probe, raw, cls = req.probe, req.raw, req.classes
     kwargs = {"seed": seed, **saliency_kwargs}
     trained = saliency(probe, raw, cls, method=method, **kwargs)
     twin = randomized_model(probe, seed=seed, layers=layers)
@@ -240,7 +241,7 @@ def deletion_auc(
     steps: int = 32,
     baseline: Any = "black",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     return_curves: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Deletion metric (Petsiuk et al. 2018): lower is more faithful.
@@ -278,7 +279,7 @@ def insertion_auc(
     steps: int = 32,
     baseline: Any = "blur",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     return_curves: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Insertion metric (Petsiuk et al. 2018): higher is more faithful.

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cnnwidgets.cache import RESULTS, array_key
+from cnnwidgets.explain.common import check_int, gaussian_blur
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.progress import reporter
 
@@ -68,17 +69,9 @@ class OcclusionLevel(NamedTuple):
 # ------------------------------------------------------------------ checks
 
 
-def _check_int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
 def _check_geometry(patch: Any, stride: Any, height: int, width: int) -> tuple[int, int]:
-    patch = _check_int(patch, "patch", 1)
-    stride = _check_int(stride, "stride", 1)
+    patch = check_int(patch, "patch", 1)
+    stride = check_int(stride, "stride", 1)
     if patch > min(height, width):
         raise ValueError(
             f"patch {patch} is larger than the image ({height}x{width}); "
@@ -148,28 +141,9 @@ def patch_positions(
 
 
 def blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of (H, W, C) or (N, H, W, C) pixels over H and W (edges repeated).
-
-    Returns float32 of the same shape."""
-    img = np.asarray(image, np.float32)
-    if sigma <= 0:
-        return img.copy()
-    radius = int(np.ceil(3.0 * sigma))
-    t = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-0.5 * (t / sigma) ** 2)
-    kernel /= kernel.sum()
-    axes = (0, 1) if img.ndim == 3 else (1, 2)
-    out = img
-    for axis in axes:
-        pad = [(0, 0)] * img.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="edge")
-        acc = np.zeros_like(out)
-        n = out.shape[axis]
-        for i, k in enumerate(kernel):
-            acc += k * np.take(padded, np.arange(i, i + n), axis=axis)
-        out = acc
-    return out
+    """Gaussian blur of (H, W, C) or (N, H, W, C) pixels over H and W, the border
+    pixels repeated; float32 of the same shape (the 'blur' fill)."""
+    return gaussian_blur(image, sigma, edges="edge")
 
 
 def _blur_sigma(patch: int) -> float:
@@ -215,8 +189,8 @@ def occlude(image: np.ndarray, x: int, y: int, patch: int = 16, fill: Any = "mea
         raise ValueError(f"occlude takes one image (H, W) or (H, W, C), got shape {img.shape}")
     h, w, c = img.shape
     patch, _ = _check_geometry(patch, 1, h, w)
-    x = _check_int(x, "x", -(2**62))
-    y = _check_int(y, "y", -(2**62))
+    x = check_int(x, "x", -(2**62))
+    y = check_int(y, "y", -(2**62))
     fill_ = _check_fill(fill, c)
     out = img.astype(np.float32)  # a copy
     x = min(max(x, 0), w - patch)
@@ -243,7 +217,7 @@ class _Occluder:
         self.source = _fill_source(raw, fill, patch)
         per_image = len(self.ys) * len(self.xs)
         if batch_size is not None:
-            bs = _check_int(batch_size, "batch_size", 1)
+            bs = check_int(batch_size, "batch_size", 1)
         else:
             # The probe's activation budget, and the patched buffer itself (plus
             # the probe's copies of it) within the same budget.
@@ -347,7 +321,7 @@ def occlusion(
     stride: int = 8,
     fill: Any = "mean",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
 ) -> np.ndarray:
     """Occlusion sensitivity maps at input resolution.
 
@@ -365,7 +339,7 @@ def occlusion(
             number per channel, in raw-pixel units.
         batch_size: patched images per forward pass (default: the probe's
             memory budget). Patched images are made lazily per batch.
-        progress: False, True (text bar) or a callable ``(done, total)`` that
+        progress: None (a bar for large jobs), True, False or ``(done, total)`` that
             may raise :class:`cnnwidgets.Cancelled` to stop.
 
     Returns:
@@ -393,7 +367,7 @@ def occlusion_progressive(
     stride: int = 8,
     fill: Any = "mean",
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     levels: int | None = None,
 ) -> Iterator[OcclusionLevel]:
     """Coarse-to-fine occlusion: yields complete, successively finer maps.
@@ -415,7 +389,7 @@ def occlusion_progressive(
         model_or_probe, images, classes, patch, stride, fill
     )
     if levels is not None:
-        levels = _check_int(levels, "levels", 1)
+        levels = check_int(levels, "levels", 1)
     report = reporter(progress, "occlusion")
     hit = RESULTS.get(key)
     ys, xs = patch_positions(raw.shape[1], raw.shape[2], patch, stride)

@@ -69,10 +69,6 @@ class ReceptiveField:
     def is_square(self) -> bool:
         return self.size[0] == self.size[1] and self.jump[0] == self.jump[1]
 
-    def center(self, i: int, j: int) -> tuple[float, float]:
-        """Centre (y, x) of unit (i, j)'s field in input pixel coordinates."""
-        return (self.start[0] + i * self.jump[0], self.start[1] + j * self.jump[1])
-
     def __str__(self) -> str:
         if self.is_square:
             return f"{self.size[0]} px (jump {self.jump[0]})"

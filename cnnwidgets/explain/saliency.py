@@ -53,7 +53,15 @@ from typing import Any
 
 import numpy as np
 
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.explain.common import (
+    NORMALIZE_MODES,
+    check_method,
+    check_normalize,
+    normalize_maps,
+    prepare,
+)
+from cnnwidgets.explain.common import gaussian_blur as common_blur
+from cnnwidgets.probe import Probe, as_probe, check_batch_size
 from cnnwidgets.progress import reporter
 
 #: Names accepted by ``method``, in the order a method picker shows them.
@@ -69,8 +77,6 @@ SALIENCY_METHODS: tuple[str, ...] = (
 #: Named Integrated Gradients / perturbation baselines.
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")
 
-#: Names accepted by ``normalize``.
-NORMALIZE_MODES: tuple = ("map", "image", None)
 
 _ALIASES = {
     "gradient": "vanilla",
@@ -100,15 +106,7 @@ __all__ = [
 
 
 def _check_method(method: Any) -> str:
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a string, one of {SALIENCY_METHODS}; got {method!r}")
-    m = method.lower().strip()
-    if m in SALIENCY_METHODS:
-        return m
-    key = m.replace("_", "").replace("-", "").replace(" ", "")
-    if key in _ALIASES:
-        return _ALIASES[key]
-    raise ValueError(f"unknown saliency method {method!r}; choose one of {SALIENCY_METHODS}")
+    return check_method(method, SALIENCY_METHODS, _ALIASES, "saliency")
 
 
 def _check_params(n_samples: Any, noise: Any, steps: Any, batch_size: Any, normalize: Any) -> None:
@@ -124,14 +122,8 @@ def _check_params(n_samples: Any, noise: Any, steps: Any, batch_size: Any, norma
         raise TypeError(f"noise must be a number (a fraction of the input range), got {noise!r}")
     if not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite fraction >= 0 (e.g. 0.15), got {noise}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if normalize not in NORMALIZE_MODES:
-        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    check_batch_size(batch_size)
+    check_normalize(normalize)
 
 
 def _check_baseline(baseline: Any) -> None:
@@ -152,32 +144,10 @@ def _check_baseline(baseline: Any) -> None:
 # ---------------------------------------------------------------------- baselines
 
 
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(np.ceil(3.0 * sigma)))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
 def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (N, H, W, C) images over H and W (reflect
-    padding), numpy only. Returns float32 of the same shape."""
-    x = np.asarray(images, np.float64)
-    if sigma <= 0:
-        return x.astype(np.float32)
-    k = _gaussian_kernel(float(sigma))
-    r = len(k) // 2
-    for axis in (1, 2):
-        pad = [(0, 0)] * 4
-        pad[axis] = (r, r)
-        # Reflect needs r < size; 'symmetric' repeated padding covers tiny images.
-        padded = np.pad(x, pad, mode="symmetric" if r >= x.shape[axis] else "reflect")
-        n = x.shape[axis]
-        out = np.zeros_like(x)
-        for i, w in enumerate(k):
-            out += w * np.take(padded, np.arange(i, i + n), axis=axis)
-        x = out
-    return x.astype(np.float32)
+    """Gaussian blur of (N, H, W, C) images over H and W, mirrored at the edges;
+    float32 of the same shape (see :func:`cnnwidgets.explain.common.gaussian_blur`)."""
+    return common_blur(images, sigma, edges="reflect")
 
 
 def make_baseline(raw: np.ndarray, baseline: Any = "black") -> np.ndarray:
@@ -339,7 +309,7 @@ def integrated_gradients(
     baseline: Any = "black",
     steps: int = 64,
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
 ) -> tuple[np.ndarray, dict]:
     """Integrated Gradients attributions with their completeness report.
 
@@ -364,10 +334,8 @@ def integrated_gradients(
     """
     _check_params(1, 0.0, steps, batch_size, None)
     _check_baseline(baseline)
-    probe = as_probe(model_or_probe)
-    raw = probe.check_images(images)
-    cls = probe.resolve_classes(classes, raw)
-    x = probe.model_inputs(raw)
+    req = prepare(model_or_probe, images, classes)
+    probe, raw, cls, x = req.probe, req.raw, req.classes, req.x
     base = probe.model_inputs(make_baseline(raw, baseline))
     return _path_attributions(
         probe, x, base, cls, int(steps), batch_size, reporter(progress, "integrated")
@@ -404,7 +372,7 @@ def attributions(
     baseline: Any = "black",
     layer: Any = None,
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     seed: int = 0,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
@@ -469,18 +437,6 @@ def reduce_attributions(attr: np.ndarray, method: str = "vanilla") -> np.ndarray
     return np.abs(attr).max(axis=-1).astype(np.float32)
 
 
-def _normalize(maps: np.ndarray, mode: str | None) -> np.ndarray:
-    """Non-negative (N, K, H, W) maps scaled as ``cam.normalize_maps`` does:
-    'map' each map by its maximum, 'image' all K maps of an image by one
-    maximum, None unchanged. Zero maps stay zero; never NaN."""
-    maps = np.maximum(np.nan_to_num(np.asarray(maps, np.float32)), 0.0)
-    if mode is None:
-        return maps
-    axes = (2, 3) if mode == "map" else (1, 2, 3)
-    peak = maps.max(axis=axes, keepdims=True)
-    return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
-
-
 def saliency(
     model_or_probe: Any,
     images: Any,
@@ -493,7 +449,7 @@ def saliency(
     baseline: Any = "black",
     layer: Any = None,
     batch_size: int | None = None,
-    progress: Any = False,
+    progress: Any = None,
     seed: int = 0,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
@@ -519,7 +475,7 @@ def saliency(
         layer: guided-gradcam: the Grad-CAM layer (default: last conv layer).
         batch_size: model inputs per gradient batch; default from the probe's
             memory budget. Results do not depend on it.
-        progress: False, True (text bar) or ``progress(done, total)``; raising
+        progress: None (a bar for large jobs), True, False or ``(done, total)``; raising
             :class:`~cnnwidgets.Cancelled` from it stops the work.
         seed: smoothgrad noise seed.
         return_info: also return a dict with ``classes`` (N, K) int64,
@@ -547,5 +503,5 @@ def saliency(
         seed=seed,
         return_info=True,
     )
-    maps = _normalize(reduce_attributions(attr, method), normalize)
+    maps = normalize_maps(reduce_attributions(attr, method), normalize)
     return (maps, info) if return_info else maps

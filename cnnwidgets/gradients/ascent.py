@@ -72,12 +72,6 @@ def _fourier_image(var, scale, hw: tuple[int, int]):
     return tf.sigmoid(img)
 
 
-def fourier_to_image(var: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Spectrum variables (B, c, h, w // 2 + 1, 2) -> images (B, h, w, c) float32 in (0, 1)."""
-    scale = tf.constant(fourier_scale(*hw))
-    return _fourier_image(tf.constant(var, tf.float32), scale, hw).numpy()
-
-
 def _objective_fn(probe: Probe, layer: str, target: str) -> Callable:
     """x (B, H, W, C) model inputs -> (B, K) per-channel spatial means of the target.
 

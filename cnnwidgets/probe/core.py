@@ -376,6 +376,7 @@ class Probe:
         ``cache=False`` for throw-away batches (occluded copies, masked inputs)."""
         self.require_classes()
         raw = self.check_images(images)
+        batch_size = check_batch_size(batch_size)
 
         def compute():
             scores, output = self.run(self.scores_model, self.model_inputs(raw), batch_size)
@@ -403,6 +404,7 @@ class Probe:
 
         The arrays are shared with the cache and read-only; copy before changing them."""
         raw = self.check_images(images)
+        batch_size = check_batch_size(batch_size)
         names = [layers] if isinstance(layers, str) else list(layers)
         paths = tuple(self.resolve(n) for n in names)
 
@@ -482,6 +484,11 @@ def as_probe(model_or_probe: Any, class_names=None, preprocess=None) -> Probe:
     Probes of a model live as long as the model does (one per combination of
     class names and preprocess)."""
     if isinstance(model_or_probe, Probe):
+        if class_names is not None or preprocess is not None:
+            raise ValueError(
+                "class_names and preprocess belong to the Probe: pass them to "
+                "cw.Probe(model, class_names=..., preprocess=...), or pass the model here"
+            )
         return model_or_probe
     if not isinstance(model_or_probe, keras.Model):
         raise TypeError(

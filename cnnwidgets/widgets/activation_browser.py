@@ -10,7 +10,6 @@ in :mod:`cnnwidgets.explain.features`; this module only wires controls.
 from __future__ import annotations
 
 import difflib
-import functools
 import html
 import threading
 from collections.abc import Callable, Sequence
@@ -73,8 +72,9 @@ class ActivationBrowser(ViewWidget):
         preprocess: Callable | None = None,
         per_page: int = features.DEFAULT_PER_PAGE,
         cmap: str = "viridis",
+        **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.images = self.probe.check_images(images)  # (N, H, W, C) float32 raw pixels
         self.per_page = int(per_page)
@@ -270,7 +270,7 @@ class ActivationBrowser(ViewWidget):
                 from cnnwidgets.explain.cam import channel_weights
 
                 w = channel_weights(
-                    self.probe, self.images[index : index + 1], layer, [cls], method="gradcam"
+                    self.probe, self.images[index : index + 1], [cls], layer, method="gradcam"
                 )
                 weights = w[0, 0]
             else:
@@ -327,9 +327,9 @@ class ActivationBrowser(ViewWidget):
         picture = grid.picture
         box = grid.box_of(channel)
         if box is not None:  # mark the selected tile in the separators around it
-            picture = _ring(picture, box, grid.pad)
+            picture = render.ring(picture, box, grid.pad)
         label = "per tile" if grid.scale == "channel" else "shared"
-        bar = _labelled_colorbar(grid.vmin, grid.vmax, self.cmap, label)
+        bar = render.labelled_colorbar(grid.vmin, grid.vmax, self.cmap, label)
         parts = [picture, bar, self._channel_panel(data, grid, channel)]
         sort = self.sort.value
         if sort == "gradcam":
@@ -363,10 +363,8 @@ class ActivationBrowser(ViewWidget):
         h, w = raw.shape[:2]
         alone = render.apply_colormap(render.resize_map(unit, (h, w), smooth=False), self.cmap)
         over = render.overlay(raw, unit, alpha=0.6, cmap=self.cmap)
-        up = max(1, int(np.ceil(128 / max(h, w))))
-        pair = render.hstack([alone, over], pad=4)
-        if up > 1:
-            pair = pair.repeat(up, axis=0).repeat(up, axis=1)
+        factor = render.enlarge_factor((h, w), 128)
+        pair = render.enlarge(render.hstack([alone, over], pad=4), factor)
         side = render.colorbar(lo, hi, self.cmap, height=max(64, min(pair.shape[0] - 12, 256)))
         return render.caption(render.hstack([pair, side], pad=4), text)
 
@@ -389,24 +387,3 @@ class ActivationBrowser(ViewWidget):
             self._hist.x = centers.astype(np.float64)
             self._hist.y = fractions
         self.histogram.title = f"{self.layer.value}: activations (channel {channel} in orange)"
-
-
-@functools.lru_cache(maxsize=64)
-def _labelled_colorbar(vmin: float, vmax: float, cmap: str, label: str) -> np.ndarray:
-    """The grid's colour bar with a word above it saying what its range is."""
-    return render.caption(render.colorbar(vmin, vmax, cmap), label)
-
-
-def _ring(picture: np.ndarray, box: tuple[int, int, int, int], pad: int) -> np.ndarray:
-    """Colour the separator pixels around a tile (the tile itself is untouched)."""
-    out = picture.copy()
-    t, l_, b, r = box
-    h, w = out.shape[:2]
-    colour = np.array([230, 30, 30], np.uint8)
-    top, bottom = max(t - pad, 0), min(b + pad, h)
-    left, right = max(l_ - pad, 0), min(r + pad, w)
-    out[top:t, left:right] = colour
-    out[b:bottom, left:right] = colour
-    out[top:bottom, left:l_] = colour
-    out[top:bottom, r:right] = colour
-    return out

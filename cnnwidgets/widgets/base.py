@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import html
 import pathlib
 import threading
@@ -40,7 +41,23 @@ class ViewWidget(widgets.VBox):
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self._job: BackgroundJob | None = None
         self._worker: JobWorker | None = None
+        self._guard_depth = 0
         self.picture: ClickablePicture | None = None
+
+    @contextlib.contextmanager
+    def _setting_controls(self):
+        """Set controls from code without their observers reacting: the one
+        re-entrancy guard of every widget (handlers return early while
+        :attr:`_controls_being_set`)."""
+        self._guard_depth += 1
+        try:
+            yield
+        finally:
+            self._guard_depth -= 1
+
+    @property
+    def _controls_being_set(self) -> bool:
+        return self._guard_depth > 0
 
     @property
     def view(self) -> np.ndarray:
@@ -221,20 +238,21 @@ class BackgroundJob:
 
 
 class JobWorker:
-    """One thread per widget that runs the newest submitted job.
+    """Runs a widget's newest submitted job on a thread of its own.
 
     ``submit`` cancels the running job and replaces the waiting one, so at
-    most one job runs and one waits, whatever the rate of requests."""
+    most one job runs and one waits, whatever the rate of requests. The
+    thread ends when nothing is left to do and starts again on the next
+    submit, so an idle widget holds no thread."""
 
     def __init__(self):
         self._lock = threading.Condition()
         self._pending: BackgroundJob | None = None
         self._current: BackgroundJob | None = None
+        self._thread: threading.Thread | None = None
         self._stopped = False
         self.idle = threading.Event()
         self.idle.set()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="cnnwidgets-job")
-        self._thread.start()
         _WORKERS.add(self)
 
     def submit(self, job: BackgroundJob) -> None:
@@ -248,15 +266,17 @@ class JobWorker:
                 self._current.cancel()
             self._pending = job
             self.idle.clear()
-            self._lock.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, daemon=True, name="cnnwidgets-job"
+                )
+                self._thread.start()
 
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while self._pending is None and not self._stopped:
-                    self.idle.set()
-                    self._lock.wait()
-                if self._stopped:
+                if self._pending is None or self._stopped:
+                    self._thread = None  # the next submit starts a new thread
                     self.idle.set()
                     return
                 job, self._pending = self._pending, None
@@ -273,14 +293,15 @@ class JobWorker:
                 if job is not None:
                     job.cancel()
             self._pending = None
-            self._lock.notify()
+            thread = self._thread
         _WORKERS.discard(self)
-        if timeout is not None:
-            self._thread.join(timeout)
+        if timeout is not None and thread is not None:
+            thread.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
 
 _WORKERS: weakref.WeakSet = weakref.WeakSet()

@@ -20,6 +20,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from cnnwidgets import render
+from cnnwidgets.explain import features
 from cnnwidgets.explain.filters import (
     filter_weights,
     kernel_layers,
@@ -51,9 +52,15 @@ class FilterGallery(ViewWidget):
             from ``dataset_examples``).
         images: optional raw images (N, H, W, C); the selected filter then
             shows the receptive-field crops that excite it most.
-        class_names, preprocess: as for :class:`cnnwidgets.Probe`.
-        per_page: tiles per page. tile: tile side in pixels.
-        steps, size, param, lr, seed: passed to :func:`cnnwidgets.maximize`.
+        class_names: as for :class:`cnnwidgets.Probe`.
+        preprocess: as for :class:`cnnwidgets.Probe`.
+        per_page: tiles per page.
+        tile: tile side in pixels.
+        steps: passed to :func:`cnnwidgets.maximize`.
+        size: passed to :func:`cnnwidgets.maximize`.
+        param: passed to :func:`cnnwidgets.maximize`.
+        lr: passed to :func:`cnnwidgets.maximize`.
+        seed: passed to :func:`cnnwidgets.maximize`.
         chunk: filters optimized per background step (shown as they finish).
         dataset_examples: a :class:`~cnnwidgets.dataset.topk.TopActivations`
             (from :func:`cnnwidgets.top_activations`): adds the 'dataset'
@@ -82,8 +89,9 @@ class FilterGallery(ViewWidget):
         seed: int = 0,
         chunk: int = 8,
         dataset_examples: Any = None,
+        **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.dataset_examples = dataset_examples
         modes = MODES + ((DATASET_MODE,) if dataset_examples is not None else ())
@@ -112,7 +120,6 @@ class FilterGallery(ViewWidget):
         self._values: dict[tuple, float] = {}
         self._kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._generation = 0
-        self._quiet = False
         self._grid_cols = 1
 
         options = [o for o in layer_options(self.probe) if o[1] in convs]
@@ -162,35 +169,28 @@ class FilterGallery(ViewWidget):
     def _on_source(self, change=None) -> None:
         """Layer or mode changed: new page range, cancel the old job, start anew."""
         self._generation += 1
-        self._quiet = True
-        try:
+        with self._setting_controls():
             if self.mode.value == DATASET_MODE:
                 self.layer.value = self.dataset_examples.layer  # the examples' layer only
             self.layer.disabled = self.mode.value in ("classes", DATASET_MODE)
-            pages = max(1, -(-self.count // self.per_page))
-            self.page.max = pages - 1
+            self.page.max = features.num_pages(self.count, self.per_page) - 1
             self.page.value = 0
             self.filter.max = self.count - 1
             self.filter.value = 0
-        finally:
-            self._quiet = False
         self._refresh()
 
     def _on_page(self, change=None) -> None:
-        if self._quiet:
+        if self._controls_being_set:
             return
         self._generation += 1
-        self._quiet = True
-        try:
+        with self._setting_controls():
             self.filter.value = self.page_filters[0]
-        finally:
-            self._quiet = False
         self._refresh()
 
     def _on_filter(self, change=None) -> None:
-        if self._quiet:
+        if self._controls_being_set:
             return
-        page = self.filter.value // self.per_page
+        page = features.page_of(self.filter.value, self.per_page)
         if page != self.page.value:
             self.page.value = page  # triggers _on_page, which redraws
             return

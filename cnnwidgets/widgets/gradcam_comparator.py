@@ -10,21 +10,19 @@ the colour map or the scaling only re-draws, with no model pass.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import struct
 import threading
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import bqplot
 import ipywidgets as widgets
 import numpy as np
+import traitlets
 
 from cnnwidgets import render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.explain.saliency import SALIENCY_METHODS, saliency
+from cnnwidgets.probe import as_probe
 from cnnwidgets.widgets.base import ViewWidget, layer_options
 
 #: Colour maps offered by the ``cmap`` control.
@@ -33,97 +31,7 @@ CMAPS: tuple[str, ...] = ("jet", "viridis", "magma", "inferno", "turbo", "gray")
 #: Smallest side (pixels) a panel is drawn at; small inputs are enlarged.
 PANEL_SIZE = 192
 
-__all__ = ["GradCAMComparator", "fast_png", "render_panels", "saliency_methods"]
-
-
-def saliency_methods() -> tuple[str, ...]:
-    """Names in ``cnnwidgets.explain.saliency.SALIENCY_METHODS``, or () if unavailable."""
-    try:
-        module = importlib.import_module("cnnwidgets.explain.saliency")
-    except ImportError:
-        return ()
-    return tuple(getattr(module, "SALIENCY_METHODS", ()))
-
-
-def fast_png(picture: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an (H, W, 3) uint8 picture, built for slider speed.
-
-    Rows use PNG's 'Sub' filter (computed in numpy) and zlib's run-length
-    strategy: about 3-5x faster than Pillow's encoder on heatmap overlays, at a
-    similar size. Decodes to exactly ``picture``."""
-    pic = np.ascontiguousarray(render.to_rgb_uint8(picture))
-    h, w, _ = pic.shape
-    flat = pic.reshape(h, 3 * w)
-    rows = np.empty((h, 1 + 3 * w), np.uint8)
-    rows[:, 0] = 1  # filter type 1 (Sub): each byte minus the byte one pixel to its left
-    rows[:, 1:4] = flat[:, :3]
-    np.subtract(flat[:, 3:], flat[:, :-3], out=rows[:, 4:])
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-    body = packer.compress(rows.tobytes()) + packer.flush()
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB
-    signature = b"\x89PNG\r\n\x1a\n"
-    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
-
-
-def _panel(
-    image: np.ndarray, heat: np.ndarray, text: str, opacity: float, cmap: str, factor: int
-) -> np.ndarray:
-    pic = render.overlay(image, heat, alpha=float(opacity), cmap=cmap)
-    if factor > 1:
-        pic = pic.repeat(factor, axis=0).repeat(factor, axis=1)
-    return render.caption(pic, text)
-
-
-def _grid(panels: Sequence[Sequence[np.ndarray]], title: str | None) -> np.ndarray:
-    grid = render.vstack([render.hstack(row, pad=6) for row in panels], pad=6)
-    if title:
-        grid = render.caption(grid, title, height=18)
-    return grid
-
-
-def render_panels(
-    image: np.ndarray,
-    maps: np.ndarray,
-    captions: Sequence[Sequence[str]],
-    opacity: float = 0.4,
-    cmap: str = "jet",
-    title: str | None = None,
-    panel_size: int = PANEL_SIZE,
-) -> np.ndarray:
-    """Draw the comparator's grid: one row per method, one column per class.
-
-    Args:
-        image: raw picture (H, W, 3), uint8 or float.
-        maps: (M, P, H, W) float heatmaps in [0, 1] (values outside are
-            clipped): M methods (rows) by P panels (columns, e.g. pinned and
-            slider classes).
-        captions: M rows of P strings written above each panel.
-        opacity: heatmap opacity in [0, 1].
-        cmap: a matplotlib colour map name.
-        title: an optional line of text above the grid.
-        panel_size: panels are enlarged by an integer factor until their
-            longer side reaches this many pixels (nearest neighbour).
-
-    Returns:
-        (rows, cols, 3) uint8 picture.
-    """
-    maps = np.asarray(maps, np.float32)
-    if maps.ndim != 4:
-        raise ValueError(f"maps must be (methods, panels, H, W), got shape {maps.shape}")
-    if len(captions) != maps.shape[0] or any(len(c) != maps.shape[1] for c in captions):
-        raise ValueError("captions must give one string per panel, as maps' first two axes")
-    base = render.to_rgb_uint8(image)
-    factor = max(1, panel_size // max(base.shape[:2]))
-    panels = [
-        [_panel(base, heat, text, opacity, cmap, factor) for heat, text in zip(row, caps)]
-        for row, caps in zip(maps, captions)
-    ]
-    return _grid(panels, title)
+__all__ = ["GradCAMComparator"]
 
 
 class GradCAMComparator(ViewWidget):
@@ -147,6 +55,11 @@ class GradCAMComparator(ViewWidget):
     bar to pick its class). ``view`` is the (H, W, 3) uint8 picture shown.
     """
 
+    selected_class = traitlets.Int(
+        0,
+        help="Index of the class at the slider's rank; set it (or link it) to move the slider.",
+    )
+
     def __init__(
         self,
         model: Any,
@@ -157,19 +70,15 @@ class GradCAMComparator(ViewWidget):
         top: int = 10,
         class_names: Sequence[str] | None = None,
         preprocess: Callable | None = None,
+        **kwargs: Any,
     ):
-        super().__init__()
-        if isinstance(model, Probe):
-            if class_names is not None or preprocess is not None:
-                raise ValueError("pass class_names and preprocess to the Probe, not here")
-            self.probe = model
-        else:
-            self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
+        super().__init__(**kwargs)
+        self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         if not isinstance(top, (int, np.integer)) or top < 1:
             raise ValueError(f"top must be a positive int, got {top!r}")
         self._top = int(top)
         self._class_arg = classes
-        self._saliency = saliency_methods()
+        self._saliency = SALIENCY_METHODS
         method_values = list(CAM_METHODS) + [m for m in self._saliency if m not in CAM_METHODS]
         if isinstance(methods, str):
             methods = (methods,)
@@ -282,10 +191,21 @@ class GradCAMComparator(ViewWidget):
         order = np.argsort(-self._probs, kind="stable")
         return [(f"{self._name(c)} ({self._probs[c]:.1%})", int(c)) for c in order]
 
-    @property
-    def selected_class(self) -> int:
-        """Class index at the slider's rank."""
-        return self.ranked[self.class_slider.value - 1]
+    @traitlets.validate("selected_class")
+    def _valid_class(self, proposal) -> int:
+        cls = int(proposal["value"])
+        if cls not in self.ranked:
+            names = [self._name(c) for c in self.ranked]
+            raise traitlets.TraitError(
+                f"class {cls} is not on the slider; its classes are {self.ranked} ({names})"
+            )
+        return cls
+
+    @traitlets.observe("selected_class")
+    def _move_slider_to_class(self, change) -> None:
+        rank = self.ranked.index(change["new"]) + 1
+        if self.class_slider.value != rank:
+            self.class_slider.value = rank  # draws
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -307,7 +227,7 @@ class GradCAMComparator(ViewWidget):
         return f"one sigmoid unit: p({neg}) = 1 - p({pos})"
 
     def _update_labels(self) -> None:
-        cls = self.selected_class
+        self.selected_class = cls = self.ranked[self.class_slider.value - 1]
         self.class_label.value = (
             f"<b>{self._name(cls)}</b> p = {self._probs[cls]:.2%} "
             f"(rank {self.class_slider.value} of {len(self.ranked)})"
@@ -479,7 +399,7 @@ class GradCAMComparator(ViewWidget):
                     pkey = (key, text, heat is None)
                     panel = self._panels.get(pkey)
                     if panel is None:
-                        panel = _panel(
+                        panel = render.heatmap_panel(
                             self._picture,
                             blank if heat is None else heat,
                             text,
@@ -491,13 +411,13 @@ class GradCAMComparator(ViewWidget):
                     row.append(panel)
                 rows.append(row)
             self.status.value = "<br>".join(dict.fromkeys(problems))
-            self._show(_grid(rows, self._binary_title()))
+            self._show(render.panel_grid(rows, self._binary_title()))
 
     def _show(self, picture: np.ndarray) -> None:
         # As ViewWidget._show, with the faster lossless encoder for slider moves.
         picture = render.to_rgb_uint8(picture)
         self._view = picture
-        self.image.value = fast_png(picture)
+        self.image.value = render.fast_png(picture)
 
     # ------------------------------------------------------------ observers
 
@@ -533,15 +453,8 @@ class GradCAMComparator(ViewWidget):
 
 
 def _saliency_maps(probe, raw, classes, method, layer, progress) -> np.ndarray:
-    """(1, K, H, W) maps from ``cnnwidgets.explain.saliency.saliency``, raw scale."""
-    from cnnwidgets.explain.saliency import saliency
-
-    params = inspect.signature(saliency).parameters
-    kwargs: dict[str, Any] = {"classes": classes, "method": method}
-    if "normalize" in params:
-        kwargs["normalize"] = None
-    if "progress" in params:
-        kwargs["progress"] = progress
-    if "layer" in params and "gradcam" in method:
-        kwargs["layer"] = layer
-    return np.asarray(saliency(probe, raw, **kwargs), np.float32)
+    """(1, K, H, W) maps from :func:`cnnwidgets.explain.saliency.saliency`, raw scale."""
+    kwargs: dict[str, Any] = {"layer": layer} if "gradcam" in method else {}
+    maps = saliency(probe, raw, classes=classes, method=method, normalize=None,
+                    progress=progress, **kwargs)
+    return np.asarray(maps, np.float32)

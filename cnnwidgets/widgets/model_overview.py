@@ -11,13 +11,12 @@ GradCAMComparator. The table itself comes from the pure functions of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
+from cnnwidgets import render
 from cnnwidgets.explain.summary import (
     COLUMNS,
     SummaryRow,
@@ -34,27 +33,6 @@ from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.widgets.base import ViewWidget
 
 __all__ = ["ModelOverview", "render_table"]
-
-_ROW_H = 16
-_PAD_X = 10
-_COLOURS = {
-    "text": (20, 20, 20),
-    "muted": (120, 120, 120),
-    "inspectable": (20, 60, 150),
-    "header": (225, 225, 225),
-    "model": (250, 243, 220),
-    "selected": (200, 222, 255),
-    "rule": (170, 170, 170),
-}
-
-
-@lru_cache(maxsize=1)
-def _font() -> Any:
-    try:
-        return ImageFont.load_default(size=12)
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        return ImageFont.load_default()
-
 
 def render_table(
     rows: Sequence[SummaryRow],
@@ -75,57 +53,27 @@ def render_table(
         models on a cream band, the selected row on a blue band, inspectable
         layers in dark blue, the others in grey.
     """
-    font = _font()
+    colours = render.TABLE_COLOURS
     shown = visible_rows(rows, expanded)
     cells = [list(COLUMNS)] + [table_cells(r, expanded) for r in shown]
-    probe_draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def width(text: str) -> int:
-        return int(np.ceil(probe_draw.textlength(text, font=font)))
-
-    col_w = [max(width(c[k]) for c in cells) for k in range(len(COLUMNS))]
-    xs = np.concatenate([[_PAD_X], _PAD_X + np.cumsum(np.asarray(col_w) + 2 * _PAD_X)])
+    fills, bands = [colours["text"]], [None]
+    for row in shown:
+        fills.append(
+            colours["text"] if row.is_model
+            else colours["accent"] if row.inspectable
+            else colours["muted"]
+        )
+        bands.append(
+            colours["selected"] if row.name == selected
+            else colours["band"] if row.is_model
+            else None
+        )
     footer = (
         f"Total params: {total_params(rows):,}    * = inspectable (H, W, C) layer;"
         "  receptive field: size px / jump"
     )
-    n_lines = len(cells) + 1 + (1 if title else 0)
-    w = int(max(xs[-1], width(title) + 2 * _PAD_X, width(footer) + 2 * _PAD_X))
-    h = n_lines * _ROW_H + 8
-    img = Image.new("RGB", (w, h), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    y = 4
-    if title:
-        draw.text((_PAD_X, y + 1), title, fill=_COLOURS["text"], font=font)
-        y += _ROW_H
-    for n, c in enumerate(cells):
-        row = shown[n - 1] if n else None
-        if n == 0:
-            fill, band = _COLOURS["text"], _COLOURS["header"]
-        else:
-            fill = _COLOURS["inspectable"] if row.inspectable else _COLOURS["muted"]
-            if row.is_model:
-                fill = _COLOURS["text"]
-            band = (
-                _COLOURS["selected"]
-                if row.name == selected
-                else _COLOURS["model"]
-                if row.is_model
-                else None
-            )
-        if band is not None:
-            draw.rectangle([0, y, w - 1, y + _ROW_H - 1], fill=band)
-        for k, text in enumerate(c):
-            x = int(xs[k])
-            if k == 3 and n:  # right-align the parameter counts
-                x = int(xs[k] + col_w[k] - width(text))
-            draw.text((x, y + 1), text, fill=fill, font=font)
-        y += _ROW_H
-        if n == 0:
-            draw.line([0, y - 1, w - 1, y - 1], fill=_COLOURS["rule"])
-    draw.line([0, y, w - 1, y], fill=_COLOURS["rule"])
-    draw.text((_PAD_X, y + 2), footer, fill=_COLOURS["text"], font=font)
-    return np.asarray(img)
+    # Column 3 holds the parameter counts: right-aligned.
+    return render.table(cells, fills, bands, title=title, footer=footer, right_align=(3,))
 
 
 def _activation_browser_class() -> type:
@@ -151,7 +99,8 @@ class ModelOverview(ViewWidget):
             that ``open_browser`` opens.
         comparator: optional GradCAMComparator (anything with a ``layer``
             Dropdown) whose target layer ``to_comparator`` sets.
-        class_names, preprocess: as for :class:`cnnwidgets.Probe`.
+        class_names: as for :class:`cnnwidgets.Probe`.
+        preprocess: as for :class:`cnnwidgets.Probe`.
         layer: the initially selected layer (default: the last conv layer).
         expanded: True opens every nested model, False folds them all, or a
             list of nested-model paths to open.
@@ -176,8 +125,9 @@ class ModelOverview(ViewWidget):
         preprocess: Any = None,
         layer: str | None = None,
         expanded: bool | Sequence[str] = False,
+        **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         self.probe: Probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.images = None if images is None else self.probe.check_images(images)
         self.comparator = comparator

@@ -24,7 +24,7 @@ from cnnwidgets.explain.occlusion import (
     occlusion_progressive,
     patch_positions,
 )
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe import as_probe
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget
 
 __all__ = ["OcclusionScrubber"]
@@ -83,7 +83,7 @@ class OcclusionScrubber(ViewWidget):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        probe = model if isinstance(model, Probe) else as_probe(model, class_names, preprocess)
+        probe = as_probe(model, class_names, preprocess)
         raw = probe.check_images(image)
         if len(raw) != 1:
             raise ValueError(
@@ -101,11 +101,10 @@ class OcclusionScrubber(ViewWidget):
         else:
             offered = list(range(probe.num_classes))
         self.top_k = int(top_k)
-        self._scale = max(1, int(np.ceil(MIN_PANEL / max(h, w))))
+        self._scale = render.enlarge_factor((h, w), MIN_PANEL)
         self._lock = threading.RLock()
         self._maps: dict[tuple, np.ndarray] = {}
         self._generation = 0
-        self._moving = False
         self.sensitivity: np.ndarray | None = None
         self.map_stride: int | None = None
         self._overlay: tuple | None = None
@@ -192,17 +191,13 @@ class OcclusionScrubber(ViewWidget):
 
     def move(self, x: int, y: int) -> None:
         """Put the patch's top-left corner at (x, y) with one update."""
-        self._moving = True
-        try:
-            with self.hold_sync():
-                self.x.value = int(x)
-                self.y.value = int(y)
-        finally:
-            self._moving = False
+        with self._setting_controls(), self.hold_sync():
+            self.x.value = int(x)
+            self.y.value = int(y)
         self._update_live()
 
     def _on_move(self, _change: Any = None) -> None:
-        if not self._moving:
+        if not self._controls_being_set:
             self._update_live()
             if self._shown_map_key != self._map_key():  # the weights changed since
                 self._start_map()
@@ -210,15 +205,12 @@ class OcclusionScrubber(ViewWidget):
     def _on_patch(self, change: Any) -> None:
         h, w = self._raw.shape[1:3]
         p = int(change["new"])
-        self._moving = True
-        try:
+        with self._setting_controls():
             # Keep the patch inside the image: shrink the sliders' ranges first.
             self.x.value = min(self.x.value, w - p)
             self.y.value = min(self.y.value, h - p)
             self.x.max = w - p
             self.y.max = h - p
-        finally:
-            self._moving = False
         self._update_live()
         self._start_map()
 
@@ -319,7 +311,7 @@ class OcclusionScrubber(ViewWidget):
         if self._overlay is not None and self._overlay[0] is sens:
             return self._overlay[1], self._overlay[2]
         s = self._scale
-        base = render.to_rgb_uint8(self._raw[0]).repeat(s, axis=0).repeat(s, axis=1)
+        base = render.enlarge(render.to_rgb_uint8(self._raw[0]), s)
         if sens is None:
             panel, text = base, "occlusion map: computing"
         else:
@@ -337,7 +329,7 @@ class OcclusionScrubber(ViewWidget):
             s = self._scale
             small = render.to_rgb_uint8(self.occluded)
             self.input_picture.show(render.to_png(small), *small.shape[:2])
-            left = small.repeat(s, axis=0).repeat(s, axis=1)
+            left = render.enlarge(small, s)
             left = render.caption(
                 left, f"P({self.probe.class_names[c]}) {self.probabilities[c]:.2f}"
             )

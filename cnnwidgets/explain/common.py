@@ -1,0 +1,123 @@
+"""What every computation in ``explain/`` shares: preparing a request, checking
+arguments, scaling maps and blurring pictures. One implementation of each."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnnwidgets.probe import Probe, as_probe
+
+#: Names accepted by ``normalize`` everywhere.
+NORMALIZE_MODES: tuple = ("map", "image", None)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: the probe, the raw images (N, H, W, C) float32,
+    the classes (N, K) int64 and the model inputs (N, H, W, C) float32."""
+
+    probe: Probe
+    raw: np.ndarray
+    classes: np.ndarray
+    x: np.ndarray
+
+
+def prepare(model_or_probe: Any, images: Any, classes: Any = None) -> Prepared:
+    """The opening steps of every class explanation, in one place: a Probe,
+    checked raw images, resolved classes and preprocessed model inputs."""
+    probe = as_probe(model_or_probe)
+    raw = probe.check_images(images)
+    cls = probe.resolve_classes(classes, raw)
+    return Prepared(probe, raw, cls, probe.model_inputs(raw))
+
+
+def check_int(value: Any, name: str, low: int) -> int:
+    """``value`` as an int >= ``low`` (numpy integers welcome, bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def check_method(method: Any, choices: Sequence[str], aliases: Mapping[str, str], what: str) -> str:
+    """The canonical name of a method given in any case, with '-', '_' or spaces."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, one of {tuple(choices)}; got {method!r}")
+    m = method.lower().strip()
+    if m in choices:
+        return m
+    key = m.replace("_", "").replace("-", "").replace(" ", "")
+    for name in choices:
+        if key == name.replace("-", "").replace("+", ""):
+            return name
+    if key in aliases:
+        return aliases[key]
+    raise ValueError(f"unknown {what} method {method!r}; choose one of {tuple(choices)}")
+
+
+def check_normalize(mode: Any) -> None:
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
+
+
+def normalize_maps(maps: np.ndarray, mode: str | None = "map") -> np.ndarray:
+    """Scale non-negative maps (N, ..., H, W) for display; float32, same shape.
+
+    Args:
+        maps: (N, ..., H, W) values >= 0 (negative values are clipped to 0).
+        mode: ``"map"``: each (H, W) map divided by its own maximum, to [0, 1];
+            ``"image"``: everything of one image (axis 0) divided by one
+            maximum, so classes (and methods, when the caller stacks them as
+            (N, M, K, H, W)) share one scale; ``None``: unchanged (clipped at 0).
+
+    An all-zero map stays zero; the result never holds NaN.
+    """
+    check_normalize(mode)
+    maps = np.maximum(np.nan_to_num(np.asarray(maps, np.float32)), 0.0)
+    if mode is None:
+        return maps
+    if mode == "map":
+        axes = (-2, -1)
+    else:
+        if maps.ndim < 3:
+            raise ValueError(f"'image' normalization needs (N, ..., H, W) maps, got {maps.shape}")
+        axes = tuple(range(1, maps.ndim))
+    peak = maps.max(axis=axes, keepdims=True)
+    safe = np.where(peak > 0, peak, 1.0)
+    return np.where(peak > 0, maps / safe, 0.0).astype(np.float32)
+
+
+def gaussian_blur(images: np.ndarray, sigma: float, edges: str = "reflect") -> np.ndarray:
+    """Separable Gaussian blur over H and W of (H, W, C) or (N, H, W, C) pixels.
+
+    ``edges``: 'reflect' (mirror, or repeated mirroring on images smaller than
+    the kernel) or 'edge' (the border pixel repeated). Returns float32 of the
+    same shape; ``sigma <= 0`` returns a copy."""
+    x = np.asarray(images, np.float64)
+    if sigma <= 0:
+        return x.astype(np.float32)
+    if edges not in ("reflect", "edge"):
+        raise ValueError(f"edges must be 'reflect' or 'edge', got {edges!r}")
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (t / sigma) ** 2)
+    kernel /= kernel.sum()
+    for axis in (0, 1) if x.ndim == 3 else (1, 2):
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (radius, radius)
+        mode = edges
+        if edges == "reflect" and radius >= x.shape[axis]:
+            mode = "symmetric"  # numpy's reflect needs radius < size
+        padded = np.pad(x, pad, mode=mode)
+        n = x.shape[axis]
+        out = np.zeros_like(x)
+        for i, w in enumerate(kernel):
+            out += w * np.take(padded, np.arange(i, i + n), axis=axis)
+        x = out
+    return x.astype(np.float32)
