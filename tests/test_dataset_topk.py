@@ -65,7 +65,7 @@ def test_patches_are_the_receptive_fields_of_the_units(shapes_probe, images):
             expect = render.resize_image(crop, (side, side), smooth=False)
             np.testing.assert_array_equal(top.patches[ch, slot], expect)
             np.testing.assert_array_equal(top.images[ch, slot], images[idx])
-            cy, cx = rf.center(i, j)
+            cy, cx = rf.start[0] + i * rf.jump[0], rf.start[1] + j * rf.jump[1]
             assert t <= cy < b and l <= cx < r  # the unit sees its own centre
 
 

@@ -207,9 +207,10 @@ def chunks(
     Args:
         data: see the module docstring.
         chunk: images per chunk (the last chunk may be shorter).
-        labels, boxes, masks: per-image arrays for numpy ``data``
-            ((N,), (N, 4), (N, H, W)); iterables carry them in their batches.
-            Numpy chunks are views (nothing is copied).
+        labels: (N,) true classes, for numpy ``data`` (iterables carry them
+            in their batches). Numpy chunks are views (nothing is copied).
+        boxes: (N, 4) object boxes, for numpy ``data``.
+        masks: (N, H, W) object masks, for numpy ``data``.
 
     Returns:
         A :class:`ChunkStream`. Numpy data and the arguments are checked

@@ -225,7 +225,7 @@ def explain_dataset(
     workers: int = 2,
     ray_options: dict | None = None,
     overwrite: bool = False,
-    progress: Any = True,
+    progress: Any = None,
 ) -> DatasetStore:
     """Class activation maps and scores of every image of a dataset, written
     to a Zarr store a chunk at a time (bounded memory, resumable).
@@ -243,11 +243,13 @@ def explain_dataset(
             class), or a class (index or name) or list of K classes explained
             for every image.
         layer: the 4-D layer explained; default ``last_conv_layer``.
-        labels, boxes, masks: with numpy data: (N,) true classes, (N, 4)
-            object boxes (top, left, bottom, right; bottom/right exclusive)
-            or (N, H, W) object masks; boxes or masks add the share of map
-            energy inside / outside the object.
-        class_names, preprocess: as for :class:`~cnnwidgets.Probe`.
+        labels: with numpy data: (N,) true classes.
+        boxes: with numpy data: (N, 4) object boxes (top, left, bottom,
+            right; bottom/right exclusive); they add the share of map energy
+            inside / outside the object.
+        masks: with numpy data: (N, H, W) object masks, instead of boxes.
+        class_names: as for :class:`~cnnwidgets.Probe`.
+        preprocess: as for :class:`~cnnwidgets.Probe`.
         chunk: images per unit of work and of resumption.
         batch_size: images per forward batch (default from the probe's
             memory budget).
@@ -259,7 +261,9 @@ def explain_dataset(
         workers: Ray actors (``engine='ray'``).
         ray_options: extra Ray resources per actor, e.g. ``{"num_gpus": 1}``.
         overwrite: delete whatever is at ``out`` first.
-        progress: True (a progress bar), False, or a function (done, total).
+        progress: None (a progress bar when the run is long: more than
+            ``cnnwidgets.progress.AUTO_MIN_CALLS`` model calls), True (always),
+            False (never) or a function ``(done, total)`` of images.
 
     Returns:
         The :class:`~cnnwidgets.dataset.store.DatasetStore` (see its docstring
@@ -267,8 +271,8 @@ def explain_dataset(
         (N, K, h, w); per-image scores beside them.
 
     Raises:
-        StoreMismatchError (a ValueError) when ``out`` holds another run's store
-        or the data differs from what a resumed store was made from.
+        StoreMismatchError: (a ValueError) ``out`` holds another run's store,
+            or the data differs from what a resumed store was made from.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -298,11 +302,13 @@ def explain_dataset(
     count = stream.length
     run = run_metadata(probe, spec, int(chunk), count)
     store = DatasetStore.prepare(out, run, overwrite=overwrite)
-    report = reporter(progress, f"explain_dataset ({spec.method})")
-    if engine == "ray":
-        total = ray_engine.run(probe, spec, stream, store, report, workers, ray_options or {})
-    else:
-        total = _run_local(probe, spec, stream, store, report, count)
+    # Two model calls per chunk: the scores, then Grad-CAM's forward and backward pass.
+    calls = None if count is None else 2 * -(-count // int(chunk))
+    with reporter(progress, f"explain_dataset ({spec.method})", calls) as report:
+        if engine == "ray":
+            total = ray_engine.run(probe, spec, stream, store, report, workers, ray_options or {})
+        else:
+            total = _run_local(probe, spec, stream, store, report, count)
     store.finish(total)
     return store
 

@@ -89,6 +89,52 @@ def _unit_maxima(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values.astype(np.float32), np.stack(np.divmod(arg, w), axis=-1).astype(np.int64)
 
 
+class _RunningTopK:
+    """The best k images per channel so far, as (k, C) slot arrays, best first."""
+
+    def __init__(self, k: int, c: int, side: int, image_hw: tuple[int, int] | None):
+        self.k, self.c, self.side = k, c, side
+        self.values = np.full((k, c), -np.inf, np.float32)
+        self.indices = np.full((k, c), -1, np.int64)
+        self.positions = np.zeros((k, c, 2), np.int64)
+        self.boxes = np.zeros((k, c, 4), np.int64)
+        self.patches = np.zeros((k, c, side, side, 3), np.uint8)
+        self.images = None if image_hw is None else np.zeros((k, c) + image_hw + (3,), np.uint8)
+
+    def add(self, start: int, raw: np.ndarray, vals: np.ndarray, pos: np.ndarray, box_of) -> None:
+        """Merge a chunk: raw images (n, H, W, C) starting at data index ``start``,
+        their per-channel maxima (n, C) at unit positions (n, C, 2); ``box_of(i, j)``
+        gives a unit's receptive field in the image."""
+        k, c, n = self.k, self.c, len(raw)
+        # Candidates: the running top k, then this chunk (later images lose ties).
+        cand_v = np.concatenate([self.values, vals])
+        cand_i = np.concatenate([self.indices, start + np.arange(n)[:, None].repeat(c, axis=1)])
+        order = np.lexsort((cand_i, -cand_v), axis=0)[:k]  # (k, c) rows of the candidates
+        fresh = order >= k  # slots won by this chunk's images
+        kept = np.minimum(order, k - 1)  # for slots kept from before
+        cols = np.arange(c)[None, :]
+        self.values = np.take_along_axis(cand_v, order, axis=0)
+        self.indices = np.take_along_axis(cand_i, order, axis=0)
+        self.positions = np.where(
+            fresh[..., None],
+            np.take_along_axis(pos, np.clip(order - k, 0, n - 1)[..., None], axis=0),
+            np.take_along_axis(self.positions, kept[..., None], axis=0),
+        )
+        self.boxes = self.boxes[kept, cols]
+        self.patches = self.patches[kept, cols]
+        if self.images is not None:
+            self.images = self.images[kept, cols]
+        for slot, col in zip(*np.nonzero(fresh)):
+            picture = render.to_rgb_uint8(raw[int(order[slot, col] - k)])
+            t, l, b, r = box_of(*(int(v) for v in self.positions[slot, col]))
+            self.boxes[slot, col] = (t, l, b, r)
+            self.patches[slot, col] = render.resize_image(
+                picture[t:b, l:r], (self.side, self.side), smooth=False
+            )
+            if self.images is not None:
+                self.images[slot, col] = picture
+
+
 def top_activations(
     model: Any,
     data: Any,
@@ -100,7 +146,7 @@ def top_activations(
     batch_size: int | None = None,
     class_names: Sequence[str] | None = None,
     preprocess: Callable | None = None,
-    progress: Any = True,
+    progress: Any = None,
 ) -> TopActivations:
     """Per channel of ``layer``, the k images and patches that drive it most.
 
@@ -114,8 +160,10 @@ def top_activations(
         keep_images: also keep each top image whole, (C, k, H, W, 3) uint8.
         chunk: images per step of the stream (memory holds one chunk's activations).
         batch_size: images per forward batch.
-        class_names, preprocess: as for :class:`~cnnwidgets.Probe`.
-        progress: True, False or a function (done, total).
+        class_names: as for :class:`~cnnwidgets.Probe`.
+        preprocess: as for :class:`~cnnwidgets.Probe`.
+        progress: None (a bar when the pass is long), True, False or a
+            function ``(done, total)`` of images.
 
     Returns:
         :class:`TopActivations`. An image counts once per channel (its
@@ -135,62 +183,22 @@ def top_activations(
     image_hw = tuple(int(d) for d in probe.input_shape[1:3])
     side = int(np.clip(max(rf.size), 8, MAX_PATCH))
     sub = probe.submodel([path])
-    c = len(chans)
-    values = np.full((k, c), -np.inf, np.float32)
-    indices = np.full((k, c), -1, np.int64)
-    positions = np.zeros((k, c, 2), np.int64)
-    boxes = np.zeros((k, c, 4), np.int64)
-    patches = np.zeros((k, c, side, side, 3), np.uint8)
-    images = None
+    top = _RunningTopK(k, len(chans), side, image_hw if keep_images else None)
     stream = sources.chunks(data, chunk)
     count = stream.length
-    report = reporter(progress, f"top_activations ({path})")
+    calls = None if count is None else -(-count // chunk)
     seen = 0
-    for ch in stream:
-        raw = probe.check_images(ch.images)
-        (acts,) = probe.run(sub, probe.model_inputs(raw), batch_size)
-        vals, pos = _unit_maxima(acts[..., chans])
-        n = len(raw)
-        # Candidates: the running top k, then this chunk (later images lose ties).
-        cand_v = np.concatenate([values, vals])
-        cand_i = np.concatenate([indices, ch.start + np.arange(n)[:, None].repeat(c, axis=1)])
-        order = np.lexsort((cand_i, -cand_v), axis=0)[:k]  # (k, c)
-        new_values = np.take_along_axis(cand_v, order, axis=0)
-        new_indices = np.take_along_axis(cand_i, order, axis=0)
-        fresh = order >= k  # slots won by this chunk's images
-        new_positions = np.where(
-            fresh[..., None],
-            np.take_along_axis(pos, np.clip(order - k, 0, n - 1)[..., None], axis=0),
-            np.take_along_axis(positions, np.minimum(order, k - 1)[..., None], axis=0),
-        )
-        keep = np.minimum(order, k - 1)
-        new_boxes = np.take_along_axis(boxes, keep[..., None], axis=0)
-        new_patches = patches[keep, np.arange(c)[None, :]]
-        if keep_images:
-            if images is None:
-                images = np.zeros((k, c) + image_hw + (3,), np.uint8)
-            new_images = images[keep, np.arange(c)[None, :]]
-        for slot, col in zip(*np.nonzero(fresh)):
-            local = int(order[slot, col] - k)
-            i, j = (int(v) for v in new_positions[slot, col])
-            box = unit_box(rf, i, j, image_hw)
-            t, l, b, r = box
-            picture = render.to_rgb_uint8(raw[local])
-            new_boxes[slot, col] = box
-            new_patches[slot, col] = render.resize_image(
-                picture[t:b, l:r], (side, side), smooth=False
-            )
-            if keep_images:
-                new_images[slot, col] = picture
-        values, indices, positions = new_values, new_indices, new_positions
-        boxes, patches = new_boxes, new_patches
-        if keep_images:
-            images = new_images
-        seen = ch.start + n
-        report(seen, count if count is not None else seen + chunk)
-        del ch, raw, acts
-    if count is None:
-        report(seen, seen)  # the length is known now
+    with reporter(progress, f"top_activations ({path})", calls) as report:
+        for ch in stream:
+            raw = probe.check_images(ch.images)
+            (acts,) = probe.run(sub, probe.model_inputs(raw), batch_size)
+            vals, pos = _unit_maxima(acts[..., chans])
+            top.add(ch.start, raw, vals, pos, lambda i, j: unit_box(rf, i, j, image_hw))
+            seen = ch.start + len(raw)
+            report(seen, count if count is not None else seen + chunk)
+            del ch, raw, acts
+        if count is None:
+            report(seen, seen)  # the length is known now
 
     def by_channel(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else np.ascontiguousarray(np.swapaxes(a, 0, 1))
@@ -198,11 +206,11 @@ def top_activations(
     return TopActivations(
         layer=path,
         channels=chans,
-        values=by_channel(values),
-        indices=by_channel(indices),
-        positions=by_channel(positions),
-        boxes=by_channel(boxes),
-        patches=by_channel(patches),
-        images=by_channel(images),
+        values=by_channel(top.values),
+        indices=by_channel(top.indices),
+        positions=by_channel(top.positions),
+        boxes=by_channel(top.boxes),
+        patches=by_channel(top.patches),
+        images=by_channel(top.images),
         count=seen,
     )

@@ -55,11 +55,14 @@ class DatasetExplorer(ViewWidget):
             open :class:`~cnnwidgets.dataset.store.DatasetStore`).
         model: the keras.Model (or Probe) that made it, to open a clicked
             thumbnail in a :class:`~cnnwidgets.GradCAMComparator`; optional.
-        per_page: thumbnails per page. cols: thumbnails per row.
-            Each thumbnail shows the map of the first class the store
-            explains (its predicted class with the default ``classes``).
-        tile: thumbnail side in pixels. opacity, cmap: the heatmap's look.
+        per_page: thumbnails per page. Each shows the map of the first
+            class the store explains (the predicted class by default).
+        cols: thumbnails per row.
+        tile: thumbnail side in pixels.
+        opacity: the heatmap's opacity over the image.
+        cmap: the heatmap's colour map.
         preprocess: as for the comparator's Probe (when ``model`` is a keras.Model).
+        **kwargs: passed to the ipywidgets.VBox (``layout=...``).
 
     State (traitlets; observe or link them): ``page``, ``sort_by``,
     ``descending``, ``true_class``, ``predicted_class``, ``show``,
