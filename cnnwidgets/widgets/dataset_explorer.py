@@ -110,7 +110,7 @@ class DatasetExplorer(ViewWidget):
         self._columns: dict[str, np.ndarray] = {}
         self._order: np.ndarray | None = None  # None: every row in store order
         self._page_rows = np.zeros(0, np.int64)
-        self._quiet = False
+        self.title = ""  # the line above the grid, as text
         names = self.store.class_names
         self.class_names = names
         meta = self.store.meta
@@ -222,16 +222,13 @@ class DatasetExplorer(ViewWidget):
     def _refresh(self) -> None:
         self._order = self._compute_order()
         pages = max(1, -(-self.count // self.per_page))
-        self._quiet = True
-        try:
+        with self._setting_controls():
             self.page_slider.max = pages - 1
             self.page = 0
-        finally:
-            self._quiet = False
         self._draw()
 
     def _on_page(self, change: Any) -> None:
-        if not self._quiet:
+        if not self._controls_being_set:
             self._draw()
 
     def _build_confusion(self) -> None:
@@ -325,7 +322,6 @@ class DatasetExplorer(ViewWidget):
         if self.sort_by != "index":
             what.append(f"by {self.sort_by} {'high' if self.descending else 'low'} first")
         pages = self.page_slider.max + 1
-        #: The line above the grid, as text.
         self.title = f"page {self.page + 1}/{pages}: " + ", ".join(what)
         self.status.value = self._summary_html()
         self._show(render.caption(grid, self.title, height=_TITLE))
