@@ -42,6 +42,9 @@ _LAZY = {
     "GradCAMComparator": "cnnwidgets.widgets.gradcam_comparator",
     "OcclusionScrubber": "cnnwidgets.widgets.occlusion_scrubber",
     "ModelOverview": "cnnwidgets.widgets.model_overview",
+    "explain_dataset": "cnnwidgets.dataset.stream",
+    "top_activations": "cnnwidgets.dataset.topk",
+    "DatasetExplorer": "cnnwidgets.widgets.dataset_explorer",
 }
 _SUBMODULES = (
     "assets",
@@ -52,6 +55,7 @@ _SUBMODULES = (
     "probe",
     "gradients",
     "progress",
+    "dataset",
 )
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]

@@ -421,3 +421,50 @@ def table(
     if footer:
         draw.text((pad_x, y + 2), footer, fill=TABLE_COLOURS["text"], font=font)
     return np.asarray(img)
+
+
+def thumbnail(
+    image: np.ndarray,
+    heatmap: np.ndarray | None = None,
+    size: int = 96,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    box: tuple[int, int, int, int] | None = None,
+    border: tuple[int, int, int] | None = None,
+    text: str | None = None,
+) -> np.ndarray:
+    """One tile of a dataset grid: an image scaled to ``size`` x ``size`` with
+    an optional heatmap over it, the object's box, a coloured frame and a caption.
+
+    Args:
+        image: raw picture (H, W[, C]), uint8 or float.
+        heatmap: (h, w) values in [0, 1] (any resolution; resized), or None.
+        size: side of the square picture in pixels.
+        alpha: heatmap opacity.
+        box: (top, left, bottom, right) in the image's pixels, drawn in white.
+        border: RGB colour of a 2-pixel frame (e.g. red for a mistake), or None.
+        text: a caption line above the picture (16 pixels), or None.
+
+    Returns:
+        (size, size, 3) uint8, or (size + 16, size, 3) with a caption.
+    """
+    base = to_rgb_uint8(image)
+    h, w = base.shape[:2]
+    pic = resize_image(base, (size, size))
+    if heatmap is not None:
+        pic = overlay(pic, heatmap, alpha=alpha, cmap=cmap)
+    if box is not None:
+        t, l, b, r = box
+        sy, sx = size / h, size / w
+        scaled = (round(t * sy), round(l * sx), max(round(b * sy), 1), max(round(r * sx), 1))
+        pic = outline(pic, scaled)
+    if border is not None:
+        pic = pic.copy()
+        pic[:2], pic[-2:], pic[:, :2], pic[:, -2:] = border, border, border, border
+    return caption(pic, text) if text is not None else pic
+
+
+def blank_tile(size: int = 96, text: str | None = None) -> np.ndarray:
+    """A light grey square (an empty slot of a grid), with an optional caption."""
+    pic = np.full((size, size, 3), 235, np.uint8)
+    return caption(pic, text) if text is not None else pic

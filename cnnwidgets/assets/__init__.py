@@ -11,6 +11,7 @@ import numpy as np
 
 from cnnwidgets import render
 from cnnwidgets.assets.shapes import SHAPE_CLASSES, make_pairs, make_shapes, shape_mask
+from cnnwidgets.assets.shortcut import add_marks, make_shortcut_shapes
 
 MODELS_DIR = pathlib.Path(__file__).parent / "models"
 
@@ -18,6 +19,9 @@ MODELS_DIR = pathlib.Path(__file__).parent / "models"
 DEMO_MODELS = {
     "shapes_cnn": ("shapes_cnn.keras", list(SHAPE_CLASSES)),
     "circle_vs_square": ("circle_vs_square.keras", ["square", "circle"]),
+    # Notebook 08: trained on shapes with a class-coloured corner tag, and without.
+    "shapes_shortcut": ("shapes_shortcut.keras", list(SHAPE_CLASSES)),
+    "shapes_clean": ("shapes_clean.keras", list(SHAPE_CLASSES)),
 }
 
 #: scikit-image photos that are colour pictures of one thing.
@@ -28,14 +32,17 @@ __all__ = [
     "DEMO_MODELS",
     "PHOTOS",
     "SHAPE_CLASSES",
+    "add_marks",
     "demo_model",
     "demo_class_names",
     "demo_metrics",
     "make_pairs",
     "make_shapes",
+    "make_shortcut_shapes",
     "photo",
     "resize",
     "shape_mask",
+    "shortcut_metrics",
 ]
 
 
@@ -101,3 +108,8 @@ def demo_class_names(name: str = "shapes_cnn") -> list[str]:
 def demo_metrics() -> dict:
     """Held-out accuracies written by scripts/train_demo_models.py."""
     return json.loads((MODELS_DIR / "metrics.json").read_text())
+
+
+def shortcut_metrics() -> dict:
+    """Tagged and clean test accuracies written by scripts/train_shortcut_model.py."""
+    return json.loads((MODELS_DIR / "shortcut_metrics.json").read_text())

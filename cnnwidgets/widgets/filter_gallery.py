@@ -6,6 +6,9 @@ patches that excite it most.
     gallery = cw.FilterGallery(model, images=images)
     gallery.mode.value = "maximize"; gallery.wait()
     gallery.click(10, 10)          # the tile under view pixel (y, x) becomes the selection
+
+    top = cw.top_activations(model, images, "block2_conv1")     # a whole dataset, streamed
+    gallery = cw.FilterGallery(model, mode="dataset", dataset_examples=top)
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from cnnwidgets.probe import as_probe
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
 
 MODES = ("weights", "maximize", "classes")
+#: The mode that shows ``dataset_examples`` (offered when they are given).
+DATASET_MODE = "dataset"
 _CAPTION = 16  # height of the caption band above the grid (render.caption)
 _PAD = 1
 
@@ -42,8 +47,9 @@ class FilterGallery(ViewWidget):
         mode: 'weights' (kernels: colour patches for the first layer of an RGB
             model, grey tiles per input channel deeper), 'maximize' (images
             maximizing each filter's mean activation, computed in the
-            background a chunk at a time) or 'classes' (images maximizing each
-            output class logit).
+            background a chunk at a time), 'classes' (images maximizing each
+            output class logit) or 'dataset' (each filter's top patches
+            from ``dataset_examples``).
         images: optional raw images (N, H, W, C); the selected filter then
             shows the receptive-field crops that excite it most.
         class_names: as for :class:`cnnwidgets.Probe`.
@@ -56,6 +62,9 @@ class FilterGallery(ViewWidget):
         lr: passed to :func:`cnnwidgets.maximize`.
         seed: passed to :func:`cnnwidgets.maximize`.
         chunk: filters optimized per background step (shown as they finish).
+        dataset_examples: a :class:`~cnnwidgets.dataset.topk.TopActivations`
+            (from :func:`cnnwidgets.top_activations`): adds the 'dataset'
+            mode, whose tiles are each filter's top-k receptive-field patches.
 
     Public controls: ``layer`` (Dropdown of conv layers), ``mode``
     (ToggleButtons), ``page`` (IntSlider), ``filter`` (BoundedIntText, the
@@ -79,12 +88,20 @@ class FilterGallery(ViewWidget):
         lr: float | None = None,
         seed: int = 0,
         chunk: int = 8,
+        dataset_examples: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.dataset_examples = dataset_examples
+        modes = MODES + ((DATASET_MODE,) if dataset_examples is not None else ())
+        if mode not in modes:
+            hint = " (the 'dataset' mode needs dataset_examples=)" if mode == DATASET_MODE else ""
+            raise ValueError(f"mode must be one of {modes}, got {mode!r}{hint}")
+        if dataset_examples is not None:
+            if not hasattr(dataset_examples, "patches"):
+                raise TypeError("dataset_examples must come from cnnwidgets.top_activations(...)")
+            layer = dataset_examples.layer if mode == DATASET_MODE else layer
         convs = kernel_layers(self.probe)
         if not convs:
             raise ValueError("the model has no 2-D convolution layer to show")
@@ -107,7 +124,7 @@ class FilterGallery(ViewWidget):
 
         options = [o for o in layer_options(self.probe) if o[1] in convs]
         self.layer = widgets.Dropdown(options=options, value=path, description="layer")
-        self.mode = widgets.ToggleButtons(options=list(MODES), value=mode, description="show")
+        self.mode = widgets.ToggleButtons(options=list(modes), value=mode, description="show")
         self.page = widgets.IntSlider(value=0, min=0, max=0, description="page")
         self.filter = widgets.BoundedIntText(value=0, min=0, max=0, description="filter")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
@@ -153,7 +170,9 @@ class FilterGallery(ViewWidget):
         """Layer or mode changed: new page range, cancel the old job, start anew."""
         self._generation += 1
         with self._setting_controls():
-            self.layer.disabled = self.mode.value == "classes"
+            if self.mode.value == DATASET_MODE:
+                self.layer.value = self.dataset_examples.layer  # the examples' layer only
+            self.layer.disabled = self.mode.value in ("classes", DATASET_MODE)
             self.page.max = features.num_pages(self.count, self.per_page) - 1
             self.page.value = 0
             self.filter.max = self.count - 1
@@ -178,7 +197,7 @@ class FilterGallery(ViewWidget):
         self._redraw()
 
     def _refresh(self) -> None:
-        if self.mode.value == "weights":
+        if self.mode.value in ("weights", DATASET_MODE):
             if self._job is not None:
                 self._job.cancel()
             self.progress.value = 0
@@ -250,6 +269,8 @@ class FilterGallery(ViewWidget):
                 render.resize_image(self._kernel_picture(f), (t, t), smooth=False) for f in filters
             ]
             return np.stack(out), labels
+        if self.mode.value == DATASET_MODE:
+            return np.stack([self._examples_picture(f, t) for f in filters]), labels
         out = []
         for f in filters:
             img = self._results.get(self._key(f))
@@ -262,6 +283,12 @@ class FilterGallery(ViewWidget):
     def _value(self, f: int) -> str:
         """A line about filter f: its activation on its own picture or on the images."""
         mode = self.mode.value
+        if mode == DATASET_MODE:
+            top = self.dataset_examples
+            if f not in top.channels:
+                return f"filter {f}: not collected"
+            r = top.row(f)
+            return f"filter {f}: top {top.values[r, 0]:.3g} (image {top.indices[r, 0]})"
         if mode == "weights":
             if self.images is None:
                 k = filter_weights(self.probe, self.layer.value)[..., f]
@@ -299,8 +326,19 @@ class FilterGallery(ViewWidget):
             return pic
         return render.tile(pic.astype(np.float32) / 255.0, scale=None, cmap="gray", pad=_PAD)
 
+    def _examples_picture(self, f: int, side: int) -> np.ndarray:
+        """Filter f's top-k dataset patches as one square mosaic (grey if not collected)."""
+        top = self.dataset_examples
+        if f not in top.channels:
+            return np.full((side, side, 3), 200, np.uint8)
+        patches = top.patches[top.row(f)][top.indices[top.row(f)] >= 0]
+        mosaic = render.tile(patches, pad=_PAD) if len(patches) else patches
+        return render.resize_image(mosaic, (side, side), smooth=False)
+
     def _large(self, f: int) -> np.ndarray:
         side = 2 * self.tile_px + 32
+        if self.mode.value == DATASET_MODE:
+            return self._examples_picture(f, side)
         if self.mode.value == "weights":
             return render.resize_image(self._kernel_picture(f), (side, side), smooth=False)
         img = self._results.get(self._key(f))
@@ -319,7 +357,7 @@ class FilterGallery(ViewWidget):
         )
         f = min(self.filter.value, self.count - 1)
         parts = [render.caption(self._large(f), self._value(f)[:40])]
-        if self.images is not None and self.mode.value != "classes":
+        if self.images is not None and self.mode.value not in ("classes", DATASET_MODE):
             crops, values, _ = top_patches(self.probe, self.layer.value, self.images, f, k=6)
             row = render.tile(
                 np.stack([render.resize_image(c, (self.tile_px, self.tile_px)) for c in crops]),
