@@ -55,3 +55,15 @@ def test_a_probe_takes_its_results_with_it():
     del probe
     gc.collect()
     assert not any(k[0] == token for k in cw.cache.RESULTS.keys())
+
+
+def test_gradcam_without_cache_leaves_no_maps_behind():
+    model = tiny_cnn()
+    images = np.random.default_rng(1).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    probe = cw.Probe(model)
+    token = probe.result_key("x")[0]
+    kept = cw.gradcam(probe, images, classes=[0, 1])
+    again = cw.gradcam(probe, images, classes=[0, 1], cache=False)
+    np.testing.assert_array_equal(kept, again)
+    cams = [k for k in cw.cache.RESULTS.keys() if k[0] == token and k[1] == "cam"]
+    assert len(cams) == 1  # only the cached call stored its maps

@@ -107,6 +107,7 @@ def explain_chunk(probe: Probe, spec: RunSpec, chunk: sources.Chunk) -> dict[str
         resize=False,
         normalize=None,
         batch_size=spec.batch_size,
+        cache=False,  # each chunk is seen once: keep memory flat
     )
     out = {
         "maps": maps.astype(spec.dtype),

@@ -332,7 +332,10 @@ def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
 
 
 def _raw_maps(
-    req: _Request, batch_size: int | None, progress: Callable[[int, int], object]
+    req: _Request,
+    batch_size: int | None,
+    progress: Callable[[int, int], object],
+    cache: bool = True,
 ) -> np.ndarray:
     """Unscaled ReLU maps at the layer's resolution, (N, K, h, w) float32, cached
     with the model's weights version (read-only: callers make new arrays)."""
@@ -342,8 +345,11 @@ def _raw_maps(
         ctx = _Context(req, progress, batch_size)
         return _weighted_sum(ctx.acts, _METHODS[req.method].weights(ctx))
 
-    key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
-    maps = req.probe.cached("cam", key, compute)
+    if cache:
+        key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
+        maps = req.probe.cached("cam", key, compute)
+    else:
+        maps = compute()
     if req.method != "scorecam":  # Score-CAM counts masked inputs, not images
         progress(n, n)
     return maps
@@ -395,6 +401,7 @@ def gradcam(
     normalize: str | None = "map",
     batch_size: int | None = None,
     progress: Any = None,
+    cache: bool = True,
 ) -> np.ndarray:
     """Class activation maps of a Keras CNN (Grad-CAM and its family).
 
@@ -415,6 +422,8 @@ def gradcam(
             default from the probe's memory budget.
         progress: None (a bar for large jobs), True, False or ``progress(done, total)``;
             raising :class:`~cnnwidgets.Cancelled` from it stops the work.
+        cache: False for maps computed once (dataset streams): they are not
+            kept in :data:`cnnwidgets.cache.RESULTS`.
 
     Returns:
         (N, K, H, W) float32, >= 0, never NaN; a map with no positive evidence
@@ -426,7 +435,7 @@ def gradcam(
     batch_size = check_batch_size(batch_size)
     report = reporter(progress, method if isinstance(method, str) else "cam")
     req = _prepare(model_or_probe, images, classes, layer, method)
-    maps = _raw_maps(req, batch_size, report)
+    maps = _raw_maps(req, batch_size, report, cache)
     if resize:
         maps = resize_maps(maps, req.raw.shape[1:3])
     return normalize_maps(maps, normalize)
