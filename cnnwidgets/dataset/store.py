@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnwidgets.probe import weights_digest  # noqa: F401  (part of the store's API)
+
 __all__ = [
     "FORMAT",
     "RUN_KEYS",
@@ -47,7 +49,6 @@ __all__ = [
     "StoreMismatchError",
     "images_digest",
     "weights_digest",
-    "weights_version",
 ]
 
 #: Written into every store; a store of another format is not resumed.
@@ -91,33 +92,6 @@ _ROW_BYTES = 256 * 1024  # target size of one block of images or maps
 
 class StoreMismatchError(ValueError):
     """A run asked to resume into a store written by a different run."""
-
-
-def weights_digest(model: Any) -> str:
-    """A digest of the bytes, shapes and dtypes of every weight of a Keras model.
-
-    Unlike a cache key it is the same in every process that loads the same
-    weights, so a run can resume after a restart and Ray workers can prove
-    they hold the driver's weights. Reads the weights, never writes them."""
-    import keras
-
-    h = hashlib.blake2b(digest_size=16)
-    for v in model.weights:
-        arr = np.ascontiguousarray(keras.ops.convert_to_numpy(v))
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.data)
-    return h.hexdigest()
-
-
-def weights_version(model: Any) -> str | None:
-    """``cnnwidgets.probe.weights_version(model)`` where the probe offers it.
-
-    Recorded for the caches' sake; resuming compares :func:`weights_digest`."""
-    try:
-        from cnnwidgets.probe import weights_version as version
-    except ImportError:
-        return None
-    return str(version(model))
 
 
 def images_digest(images: np.ndarray) -> np.ndarray:

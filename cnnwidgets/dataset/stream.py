@@ -22,14 +22,9 @@ import numpy as np
 import cnnwidgets
 from cnnwidgets.dataset import sources
 from cnnwidgets.dataset.scores import box_masks, cross_entropy, energy_inside
-from cnnwidgets.dataset.store import (
-    DatasetStore,
-    images_digest,
-    weights_digest,
-    weights_version,
-)
+from cnnwidgets.dataset.store import DatasetStore, images_digest
 from cnnwidgets.explain.cam import CAM_METHODS, cam_layer, gradcam
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe import Probe, as_probe, weights_digest
 from cnnwidgets.progress import reporter
 
 __all__ = ["ENGINES", "CLASS_MODES", "RunSpec", "explain_chunk", "explain_dataset"]
@@ -192,7 +187,6 @@ def run_metadata(probe: Probe, spec: RunSpec, chunk: int, count: int | None) -> 
         "input_shape": [int(d) if d is not None else None for d in probe.input_shape[1:]],
         "map_shape": [int(d) for d in info.output_shape[1:3]],
         "weights_digest": weights_digest(probe.model),
-        "weights_version": weights_version(probe.model),
         "preprocess": _function_name(probe.preprocess),
         "dtype": spec.dtype,
         "chunk": int(chunk),
