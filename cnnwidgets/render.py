@@ -169,6 +169,98 @@ def tile_at(y: float, x: float, tile_hw: tuple[int, int], cols: int, pad: int = 
     return row * cols + col
 
 
+def value_grid(
+    maps: np.ndarray,
+    lo: float | None = None,
+    hi: float | None = None,
+    cols: int | None = None,
+    pad: int = 1,
+    cmap: str = "viridis",
+    upscale: int = 1,
+) -> np.ndarray:
+    """Colour and tile (N, h, w) value maps, as :func:`tile` lays them out.
+
+    Without ``lo``/``hi`` every map spans its own [min, max]; with them all
+    maps share that one range (values outside it are clipped), so maps of a
+    layer compare. Returns (H, W, 3) uint8.
+    """
+    if (lo is None) != (hi is None):
+        raise ValueError("give both lo and hi (one shared range) or neither (one range per map)")
+    maps = np.asarray(maps, np.float32)
+    vals = normalize(maps, axis=(1, 2)) if lo is None else normalize(maps, lo=lo, hi=hi)
+    return tile(vals, cols=cols, pad=pad, scale=None, cmap=cmap, upscale=upscale)
+
+
+def bars(
+    values: np.ndarray,
+    lo: float,
+    hi: float,
+    cmap: str = "viridis",
+    height: int = 96,
+    bar_width: int = 2,
+    pad: int = 1,
+) -> np.ndarray:
+    """A strip of vertical bars, one per value (n,), on the shared range [lo, hi].
+
+    Each bar rises from the zero line (the bottom when lo >= 0) to its value and
+    is coloured by it; a black zero line is drawn where the range holds both
+    signs. Bar k occupies columns ``k * (bar_width + pad)`` onwards.
+
+    Returns:
+        (height, n * (bar_width + pad) - pad, 3) uint8.
+    """
+    v = np.asarray(values, np.float32).reshape(-1)
+    n = v.size
+    frac = normalize(v, lo=lo, hi=hi)  # (n,) in [0, 1]
+    zero = normalize(np.float32(0.0), lo=lo, hi=hi)
+    rows = np.arange(height, dtype=np.float32)[::-1, None] + 0.5  # bottom row = 0.5
+    level, base = frac[None, :] * height, float(zero) * height
+    filled = (rows >= np.minimum(level, base)) & (rows <= np.maximum(level, base))
+    colours = apply_colormap(frac, cmap)  # (n, 3)
+    strip = np.full((height, n, 3), SEPARATOR, np.uint8)
+    strip[filled] = np.broadcast_to(colours[None], (height, n, 3))[filled]
+    if 0.0 < zero < 1.0:  # draw the zero line where the range has both signs
+        strip[int(np.clip(height - base, 0, height - 1)), :] = 0
+    # Widen each bar and separate bars by `pad` white columns.
+    canvas = np.full((height, n, bar_width + pad, 3), SEPARATOR, np.uint8)
+    canvas[:, :, :bar_width] = strip[:, :, None]
+    return canvas.reshape(height, n * (bar_width + pad), 3)[:, : n * (bar_width + pad) - pad]
+
+
+def kernel_pictures(
+    kernel: np.ndarray, rgb: bool | None = None, scale: str = "layer"
+) -> np.ndarray:
+    """Draw convolution weights (kh, kw, cin, cout) as pictures, 0 weight = grey 128.
+
+    Values map symmetrically around zero: ``pixel = 127.5 + 127.5 * w / m``
+    rounded, with ``m`` the largest |weight| of the layer (``scale='layer'``)
+    or of each filter (``scale='filter'``).
+
+    Returns:
+        rgb (default exactly when cin == 3): (cout, kh, kw, 3) uint8 colour
+        patches; otherwise (cout, cin, kh, kw) uint8 grey tiles.
+    """
+    k = np.asarray(kernel, np.float32)
+    if k.ndim != 4:
+        raise ValueError(f"kernel must be (kh, kw, cin, cout), got shape {k.shape}")
+    cin = k.shape[2]
+    if rgb is None:
+        rgb = cin == 3
+    if rgb and cin != 3:
+        raise ValueError(f"rgb=True needs 3 input channels, the kernel has {cin}")
+    if scale == "layer":
+        m = np.abs(k).max(keepdims=True)
+    elif scale == "filter":
+        m = np.abs(k).max(axis=(0, 1, 2), keepdims=True)
+    else:
+        raise ValueError(f"scale must be 'layer' or 'filter', got {scale!r}")
+    safe = np.where(m > 0, m, 1.0)
+    pix = np.clip(np.rint(127.5 + 127.5 * k / safe), 0, 255).astype(np.uint8)
+    if rgb:
+        return np.ascontiguousarray(pix.transpose(3, 0, 1, 2))  # (cout, kh, kw, 3)
+    return np.ascontiguousarray(pix.transpose(3, 2, 0, 1))  # (cout, cin, kh, kw)
+
+
 def hstack(images: Sequence[np.ndarray], pad: int = 4) -> np.ndarray:
     """Place pictures side by side, top-aligned, on a white background."""
     images = [to_rgb_uint8(i) for i in images]

@@ -8,6 +8,7 @@ import base64
 import keras
 import numpy as np
 import pytest
+from tiny_models import random_images, vgg_transfer
 
 import cnnwidgets as cw
 from cnnwidgets import render
@@ -191,10 +192,8 @@ def test_bad_layer_names(shapes_model, shapes_images):
 
 
 def test_nested_model_layers():
-    keras.utils.set_random_seed(0)
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
-    model = keras.Sequential([base, keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
-    images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    model = vgg_transfer(units=2, head="softmax", seed=0)
+    images = random_images(2, 32, seed=0)
     before = model.predict_on_batch(images)
     b = cw.ActivationBrowser(model, images, layer="block4_conv3")
     assert b.layer.value == "vgg16/block4_conv3"
@@ -217,7 +216,7 @@ def test_paging_a_2048_channel_layer(tmp_path):
     x = keras.layers.Conv2D(2048, 1, activation="relu", name="wide")(inp)
     out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inp, out)
-    image = np.random.default_rng(1).uniform(0, 255, size=(4, 4, 3)).astype("float32")
+    image = random_images(1, 4, seed=1)[0]
     b = cw.ActivationBrowser(model, image, layer="wide", per_page=256)
     assert b.page.max == 7 and b.page.layout.display != "none"
     assert len(b.grid.channels) == 256

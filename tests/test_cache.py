@@ -8,7 +8,7 @@ import weakref
 
 import numpy as np
 import pytest
-from tiny_models import tiny_cnn
+from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.cache import ResultCache
@@ -59,7 +59,7 @@ def test_a_probe_takes_its_results_with_it():
 
 def test_gradcam_without_cache_leaves_no_maps_behind():
     model = tiny_cnn()
-    images = np.random.default_rng(1).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    images = random_images(2, 16, seed=1, high=1.0)
     probe = cw.Probe(model)
     token = probe.result_key("x")[0]
     kept = cw.gradcam(probe, images, classes=[0, 1])

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_models import tiny_cnn
+from tiny_models import random_images, tiny_cnn, vgg_transfer
 
 import cnnwidgets as cw
 from cnnwidgets import gradients
@@ -79,10 +79,6 @@ def plain_layercam(a, g):
     return m / m.max() if m.max() > 0 else m
 
 
-def _images(rng, n=2, size=16):
-    return rng.uniform(0, 255, size=(n, size, size, 3)).astype("float32")
-
-
 @pytest.fixture(scope="module")
 def shapes_twin(shapes_model):
     return linear_twin(shapes_model)
@@ -106,7 +102,7 @@ def test_gradcam_matches_keras_example(shapes_probe, shapes_twin, pair_images):
 def test_gradcam_tiny_model_and_channel_weights(rng):
     model = tiny_cnn(units=5)
     twin = linear_twin(model)
-    images = _images(rng, 2)
+    images = random_images(2, 16, rng)
     maps = gradcam(model, images, classes=[4, 1], layer="conv2", resize=False)
     for i in range(2):
         for k, c in enumerate([4, 1]):
@@ -147,7 +143,7 @@ def test_cam_matches_dense_weights_and_gradcam(shapes_probe, shapes_model, pair_
 
 def test_scorecam_matches_plain_loop(rng):
     model = tiny_cnn(units=3)
-    images = _images(rng, 2)
+    images = random_images(2, 16, rng)
     maps = gradcam(model, images, classes=[0, 2], layer="conv2", method="scorecam", resize=False)
     sub = keras.Model(model.inputs, model.get_layer("conv2").output)
     for i in range(2):
@@ -244,11 +240,9 @@ def test_cam_on_binary_gap_head(binary_probe):
 
 
 def test_layer_inside_nested_model():
-    keras.utils.set_random_seed(1)
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
-    model = keras.Sequential([base, keras.layers.Flatten(), keras.layers.Dense(1, "sigmoid")])
-    rng = np.random.default_rng(1)
-    img = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    model = vgg_transfer(units=1, head="sigmoid", seed=1)
+    base = model.layers[0]
+    img = random_images(2, 32, seed=1)
     before = np.asarray(model(img))
     maps = gradcam(model, img, classes=[0, 1], layer="vgg16/block4_conv3", resize=False)
     assert maps.shape == (2, 2, 4, 4)
@@ -355,7 +349,8 @@ def test_flat_gradients_give_zero_maps(rng):
     flat = keras.models.clone_model(model)
     flat.set_weights([np.zeros_like(w) if w.ndim == 2 else w for w in model.get_weights()])
     for method in CAM_METHODS:
-        maps = gradcam(flat, _images(rng, 1), classes=[0, 1], method=method, layer="conv2")
+        x = random_images(1, 16, rng)
+        maps = gradcam(flat, x, classes=[0, 1], method=method, layer="conv2")
         assert np.isfinite(maps).all()
         if method != "scorecam":  # Score-CAM's weights are probabilities (1/3 each)
             assert np.all(maps == 0)

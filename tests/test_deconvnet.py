@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_models import batchnorm_cnn, random_images, residual_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain import deconvnet
@@ -133,7 +134,7 @@ SPECS = {"same-valid": (1, 2, 2, "valid"), "strided-same": (2, 3, 2, "same")}
 def test_deconvnet_matches_numpy_loops(kind, keep):
     model = _tiny(kind)
     size = model.input_shape[1]
-    images = np.random.default_rng(5).uniform(0, 4, size=(3, size, size, 2)).astype("float32")
+    images = random_images(3, size, seed=5, high=4.0, channels=2)
     before = model.predict_on_batch(images)
     for channel in range(4):
         got = cw.reconstruct(model, images, "conv2", channel, keep=keep)
@@ -148,7 +149,7 @@ def test_deconvnet_matches_numpy_loops(kind, keep):
 
 def test_max_unit_projects_inside_its_receptive_field():
     model = _tiny("same-valid")
-    images = np.random.default_rng(7).uniform(0, 4, size=(2, 10, 10, 2)).astype("float32")
+    images = random_images(2, 10, seed=7, high=4.0, channels=2)
     probe = cw.Probe(model)
     acts = probe.activations(images, ["conv2"])["conv2"]
     for channel in range(4):
@@ -207,32 +208,13 @@ def test_demo_model_receptive_field_and_energy(shapes_probe, shapes_images):
         assert energy[~inside].sum() == 0
 
 
-def _residual_model():
-    inp = keras.Input((12, 12, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
-    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
-    z = keras.layers.Add(name="add")([x, y])
-    z = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c3")(z)
-    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(z))
-    return keras.Model(inp, out)
-
-
-def _batchnorm_model():
-    inp = keras.Input((12, 12, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inp)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
-    return keras.Model(inp, out)
-
-
 @pytest.mark.parametrize(
     "build, layer, culprit",
-    [(_residual_model, "c3", "add"), (_batchnorm_model, "relu", "bn")],
+    [(residual_cnn, "c3", "add"), (batchnorm_cnn, "relu", "bn")],
 )
 def test_unsupported_layers_refused_and_gradient_method_works(build, layer, culprit):
     model = build()
-    images = np.random.default_rng(0).uniform(0, 255, size=(2, 12, 12, 3)).astype("float32")
+    images = random_images(2, 12, seed=0)
     with pytest.raises(ValueError, match=rf"{culprit}.*method=\"gradient\""):
         cw.reconstruct(model, images, layer, 0)
     rec = cw.reconstruct(model, images, layer, 0, method="gradient")

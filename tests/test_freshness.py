@@ -10,14 +10,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from tiny_models import tiny_cnn
+from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
 
-
-def _images(n=2, size=16, seed=0):
-    # Small pixel values keep the random tiny model out of softmax saturation.
-    return np.random.default_rng(seed).uniform(0, 1, (n, size, size, 3)).astype(np.float32)
+# Small pixel values keep the random tiny model out of softmax saturation.
+HIGH = 1.0
 
 
 def _fresh_twin(model: keras.Model) -> keras.Model:
@@ -28,7 +26,7 @@ def _fresh_twin(model: keras.Model) -> keras.Model:
 
 def _train(model: keras.Model) -> None:
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
-    x = _images(8, seed=9)
+    x = random_images(8, seed=9, high=HIGH)
     y = keras.utils.to_categorical(np.arange(8) % 3, 3)
     model.fit(x, y, epochs=2, verbose=0)
 
@@ -75,7 +73,7 @@ CALLS = {
 @pytest.mark.parametrize("call", list(CALLS))
 def test_results_follow_the_weights(call, change, tmp_path):
     model = tiny_cnn(seed=0)
-    x = _images()
+    x = random_images(high=HIGH)
     before = np.array(CALLS[call](model, x))
     np.testing.assert_array_equal(CALLS[call](model, x), before)  # cached, and equal
     CHANGES[change](model, tmp_path)
@@ -89,7 +87,7 @@ def test_version_changes_with_weights_and_is_stable_without(tmp_path):
     model = tiny_cnn(seed=0)
     v0 = cw.weights_version(model)
     assert cw.weights_version(model) == v0
-    cw.probe.as_probe(model).predict(_images())  # inference changes nothing
+    cw.probe.as_probe(model).predict(random_images(high=HIGH))  # inference changes nothing
     assert cw.weights_version(model) == v0
     _assign_one_filter(model)
     assert cw.weights_version(model) != v0
@@ -97,7 +95,7 @@ def test_version_changes_with_weights_and_is_stable_without(tmp_path):
 
 def test_comparator_redraws_from_new_weights():
     model = tiny_cnn(seed=0)
-    image = _images(1)[0]
+    image = random_images(1, high=HIGH)[0]
     widget = cw.GradCAMComparator(model, image, methods=["gradcam"])
     widget.wait()
     before = widget.view.copy()
@@ -117,7 +115,7 @@ def test_comparator_redraws_from_new_weights():
 
 def test_browser_and_scrubber_redraw_from_new_weights():
     model = tiny_cnn(seed=0)
-    images = _images(2)
+    images = random_images(2, high=HIGH)
     browser = cw.ActivationBrowser(model, images)
     browser.wait()
     scrubber = cw.OcclusionScrubber(model, images[0], patch=4, stride=4)

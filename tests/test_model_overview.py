@@ -7,31 +7,13 @@ import ipywidgets as widgets
 import keras
 import numpy as np
 import pytest
+from tiny_models import nested_base_cnn
 
 import cnnwidgets as cw
 from cnnwidgets import render
 from cnnwidgets.widgets import model_overview
 
 L = keras.layers
-
-
-def _nested_model():
-    keras.utils.set_random_seed(0)
-    base = keras.Sequential(
-        [
-            keras.Input((16, 16, 3)),
-            L.Conv2D(4, 3, padding="same", name="a"),
-            L.MaxPooling2D(name="mp"),
-            L.Conv2D(4, 3, padding="same", name="b"),
-        ],
-        name="base",
-    )
-    inp = keras.Input((16, 16, 3))
-    x = L.Conv2D(3, 3, padding="same", name="stem")(inp)
-    x = base(x)
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    out = L.Dense(3, activation="softmax", name="head")(x)
-    return keras.Model(inp, out, name="nested")
 
 
 class FakeComparator:
@@ -87,7 +69,7 @@ def test_static_outputs(shapes_probe, tmp_path):
 
 
 def test_nested_models_fold_and_unfold():
-    ov = cw.ModelOverview(_nested_model())
+    ov = cw.ModelOverview(nested_base_cnn())
     assert list(ov.folds) == ["base"]
     # The default layer (base/b) sits inside the nested model, so it was opened.
     assert ov.layer.value == "base/b" and ov.expanded == ["base"]
@@ -103,7 +85,7 @@ def test_nested_models_fold_and_unfold():
     ov.folds["base"].value = False
     assert ov.layer.value == "gap"
     assert "(3 layers)" in ov.folds["base"].description
-    assert cw.ModelOverview(_nested_model(), expanded=True, layer="stem").expanded == ["base"]
+    assert cw.ModelOverview(nested_base_cnn(), expanded=True, layer="stem").expanded == ["base"]
 
 
 def test_opens_a_browser_with_a_stand_in(monkeypatch, shapes_probe, shapes_images):
@@ -153,7 +135,7 @@ def test_real_comparator(shapes_probe, shapes_images):
 
 
 def test_bad_arguments():
-    model = _nested_model()
+    model = nested_base_cnn()
     with pytest.raises(ValueError, match="closest"):
         cw.ModelOverview(model, layer="stemm")
     with pytest.raises(ValueError, match="nested model"):

@@ -8,7 +8,7 @@ import tracemalloc
 import keras
 import numpy as np
 import pytest
-from tiny_models import tiny_cnn
+from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain.occlusion import blur, occlusion_progressive, patch_positions
@@ -174,7 +174,7 @@ def test_large_image_is_patched_lazily():
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
     probe = cw.Probe(model, memory_budget=128 * 2**20)
-    image = np.random.default_rng(0).uniform(0, 255, (512, 512, 3)).astype(np.float32)
+    image = random_images(1, 512, seed=0)[0]
     sizes = _counting(probe)
     tracemalloc.start()
     try:

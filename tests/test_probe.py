@@ -8,14 +8,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_models import tiny_cnn
+from tiny_models import random_images, tiny_cnn, tiny_sequential, vgg_transfer
 
 import cnnwidgets as cw
 from cnnwidgets import gradients
-
-
-def _images(rng, n=2, size=16):
-    return rng.uniform(0, 255, size=(n, size, size, 3)).astype("float32")
 
 
 def _snapshot(model):
@@ -29,30 +25,14 @@ def _snapshot(model):
 # ----------------------------------------------------------------- model kinds
 
 
-def _vgg_transfer(functional: bool):
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
-    head = [
-        keras.layers.Flatten(),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ]
-    if not functional:
-        return keras.Sequential([base] + head)
-    inp = keras.Input((32, 32, 3))
-    x = base(inp)
-    for layer in head:
-        x = layer(x)
-    return keras.Model(inp, x)
-
-
 @pytest.mark.parametrize("functional", [False, True])
 def test_nested_transfer_model_submodel_and_gradients(functional, rng):
-    model = _vgg_transfer(functional)
+    model = vgg_transfer(units=1, head="sigmoid", hidden=8, functional=functional)
     probe = cw.Probe(model, class_names=["cat", "dog"])
     assert probe.last_conv_layer == "vgg16/block5_conv3"
     assert "vgg16/block1_conv1" in probe.conv_layers
     assert probe.head.kind == "binary"
-    x = _images(rng, 2, 32)
+    x = random_images(2, 32, rng)
     # The layer inside the nested base and the class scores come from one submodel:
     # no 'Graph disconnected'.
     sub = probe.submodel(["block5_conv3"], scores=True)
@@ -75,14 +55,8 @@ def test_nested_transfer_model_submodel_and_gradients(functional, rng):
 
 
 def test_sequential_built_by_calling_on_data(rng):
-    model = keras.Sequential(
-        [
-            keras.layers.Conv2D(4, 3, activation="relu", name="c"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(3, activation="softmax", name="out"),
-        ]
-    )
-    x = _images(rng, 3)
+    model = tiny_sequential()
+    x = random_images(3, 16, rng)
     model(x)  # no Input layer: built by a call with batch 3
     probe = cw.Probe(model)
     assert probe.input_shape == (None, 16, 16, 3)
@@ -103,7 +77,7 @@ def test_multi_branch_applications(factory, size, rng):
     model = factory()
     probe = cw.Probe(model)
     assert probe.head.kind == "softmax" and probe.num_classes == 1000
-    x = _images(rng, 1, size)
+    x = random_images(1, size, rng)
     np.testing.assert_allclose(probe.predict(x), model.predict_on_batch(x), atol=1e-6)
     layer = probe.last_conv_layer
     acts = probe.activations(x, [layer])[layer]
@@ -131,7 +105,7 @@ def test_logits_equal_linear_twin(head, rng):
     twin = tiny_cnn(head="linear", units=3)
     twin.set_weights(model.get_weights())
     probe = cw.Probe(model)
-    x = _images(rng)
+    x = random_images(2, 16, rng)
     scores, probs = probe.scores(x)
     np.testing.assert_allclose(scores, twin.predict_on_batch(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(probs, model.predict_on_batch(x), atol=1e-7)
@@ -145,7 +119,7 @@ def test_separate_softmax_activation_layer(rng):
     out = keras.layers.Activation("softmax")(z)
     model = keras.Model(inp, out)
     probe = cw.Probe(model)
-    x = _images(rng)
+    x = random_images(2, 16, rng)
     scores, _ = probe.scores(x)
     np.testing.assert_allclose(scores, keras.Model(inp, z).predict_on_batch(x), atol=1e-6)
 
@@ -158,7 +132,7 @@ def test_no_logits_falls_back_to_log_probabilities(rng):
     with pytest.warns(UserWarning, match="log-probabilities"):
         probe = cw.Probe(model)
     assert probe.head.kind == "logprob"
-    x = _images(rng) / 255.0  # keep the softmax away from saturation
+    x = random_images(2, 16, rng) / 255.0  # keep the softmax away from saturation
     scores, probs = probe.scores(x)
     np.testing.assert_allclose(scores, np.log(model.predict_on_batch(x)), atol=1e-5)
 
@@ -179,7 +153,7 @@ def test_binary_head_predict_and_names(binary_model, binary_probe, pair_images):
 
 def test_model_is_never_mutated(rng):
     model = tiny_cnn(head="sigmoid", units=1)
-    x = _images(rng)
+    x = random_images(2, 16, rng)
     before_pred = model.predict_on_batch(x)
     before = _snapshot(model)
     probe = cw.Probe(model)
@@ -252,7 +226,7 @@ def test_unknown_class_name(shapes_probe, shapes_images):
 
 def test_preprocess_is_applied_on_a_copy(rng):
     model = tiny_cnn()
-    x = _images(rng)
+    x = random_images(2, 16, rng)
     keep = x.copy()
 
     def prep(a):
@@ -269,7 +243,7 @@ def test_gradients_match_plain_tape(rng):
     twin = tiny_cnn(head="linear")
     twin.set_weights(model.get_weights())
     probe = cw.Probe(model)
-    x = _images(rng)
+    x = random_images(2, 16, rng)
     grads, _ = gradients.input_gradients(probe, x, np.array([[2, 0]] * 2))
     xt = tf.constant(x)
     with tf.GradientTape() as tape:

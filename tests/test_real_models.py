@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from tiny_models import random_images
 
 import cnnwidgets as cw
 
@@ -39,7 +40,7 @@ def _application(name: str, size: int) -> keras.Model:
 @pytest.mark.parametrize(("name", "size"), APPLICATIONS, ids=[a[0] for a in APPLICATIONS])
 def test_every_application_family(name, size):
     model = _application(name, size)
-    image = np.random.default_rng(0).uniform(0, 255, (size, size, 3)).astype(np.float32)
+    image = random_images(1, size, seed=0)[0]
     before = model.predict_on_batch(image[None])
     probe = cw.Probe(model)
     assert probe.head.kind == "softmax" and probe.num_classes == 3
@@ -88,7 +89,7 @@ def test_ops_and_operator_nodes_are_layers_of_the_catalog():
     add = next(i for i in probe.layers if i.kind == "ops.Add")
     assert set(add.parents) == {"c1", "c2"}
     assert probe.last_conv_layer == "c3"
-    image = np.random.default_rng(2).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    image = random_images(1, 16, seed=2)[0]
     # A conv layer after the op nodes: Grad-CAM equals the textbook formula.
     for cls in range(3):
         got = cw.gradcam(probe, image, classes=cls, layer="c3", resize=False, normalize=None)
@@ -113,7 +114,7 @@ def test_legacy_hdf5_model_with_a_list_output(tmp_path):
     assert isinstance(model.output, list)  # what tripped the Probe before
     probe = cw.Probe(model)
     assert probe.head.kind == "softmax"
-    image = np.random.default_rng(4).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    image = random_images(1, 16, seed=4)[0]
     np.testing.assert_allclose(
         probe.predict(image), np.reshape(model.predict_on_batch(image[None]), (1, 3)), rtol=1e-5
     )
@@ -134,7 +135,7 @@ def test_nested_base_with_ops_head():
     probe = cw.Probe(model, class_names=["cat", "dog"])
     assert probe.head.kind == "binary"
     assert probe.last_conv_layer.startswith(base.name + "/")
-    image = np.random.default_rng(6).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    image = random_images(1, 32, seed=6)[0]
     maps = cw.gradcam(probe, image, classes=["cat", "dog"], normalize=None)
     assert maps.shape == (1, 2, 32, 32) and np.isfinite(maps).all()
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_models import random_images
 
 import cnnwidgets as cw
 from cnnwidgets.explain.receptive_field import (
@@ -225,7 +226,7 @@ def _linear_zoo():
 )
 def test_gradient_is_zero_outside_the_field(layer, i, j):
     model = _linear_zoo()
-    x = np.random.default_rng(0).uniform(0, 1, (1, 40, 40, 3)).astype("float32")
+    x = random_images(1, 40, seed=0, high=1.0)
     rf = cw.receptive_field(model, layer)
     box = unit_box(rf, i, j, (40, 40))
     assert _gradient_box(model, layer, i, j, x) == box

@@ -66,3 +66,51 @@ def test_png_round_trip_and_rgb_conversion():
     gray = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
     rgb = render.to_rgb_uint8(gray)
     assert rgb.shape == (4, 4, 3) and rgb[-1, -1, 0] == 255 and rgb[0, 0, 0] == 0
+
+
+def test_value_grid_shared_range_versus_one_range_per_map():
+    maps = np.stack([np.zeros((2, 3)), np.full((2, 3), 2.0), np.arange(6.0).reshape(2, 3)])
+    lut = render.colormap_lut("gray")[:, 0]
+    own = render.value_grid(maps, cols=3, pad=1, cmap="gray")
+    shared = render.value_grid(maps, lo=0.0, hi=4.0, cols=3, pad=1, cmap="gray", upscale=2)
+    assert own.shape == (2, 3 * 4 - 1, 3) and shared.shape == (4, 3 * 7 - 1, 3)
+    # Own range: a constant map is the bottom colour; the ramp spans the whole table.
+    np.testing.assert_array_equal(own[:, 4:7, 0], lut[0])
+    assert own[0, 8, 0] == lut[0] and own[1, 10, 0] == lut[255]
+    # Shared [0, 4]: the constant 2 sits halfway, 4 and 5 clip to the top.
+    np.testing.assert_array_equal(shared[:, 7:13, 0], lut[128])
+    ramp = shared[::2, 14::2, 0]  # undo the 2x enlargement
+    expected = lut[(np.clip(np.arange(6.0).reshape(2, 3) / 4.0, 0, 1) * 255 + 0.5).astype(int)]
+    np.testing.assert_array_equal(ramp, expected)
+    with pytest.raises(ValueError, match="both lo and hi"):
+        render.value_grid(maps, lo=0.0)
+
+
+def test_bars_rise_from_the_zero_line():
+    lut = render.colormap_lut("viridis")
+    pic = render.bars(np.array([-1.0, 0.0, 3.0]), -1.0, 3.0, height=8, bar_width=2, pad=1)
+    assert pic.shape == (8, 3 * 3 - 1, 3)
+    # zero sits a quarter up the strip: row 8 - 2 = 6 is the black zero line (across the bars)
+    np.testing.assert_array_equal(pic[6, [0, 1, 3, 4, 6, 7]], 0)
+    neg, pos = pic[:, 0, :], pic[:, 6, :]
+    assert (neg[7] == lut[0]).all() and (neg[:6] == render.SEPARATOR).all()  # below zero only
+    assert (pos[:6] == lut[255]).all() and (pos[7] == render.SEPARATOR).all()  # above zero only
+    assert (pic[:, 2] == render.SEPARATOR).all()  # pad column between bars
+
+
+def test_kernel_pictures_map_zero_to_grey_and_extremes_to_black_white():
+    k = np.zeros((1, 2, 3, 2), np.float32)
+    k[0, 0, :, 0], k[0, 1, :, 0] = -2.0, 2.0
+    k[0, 0, 0, 1] = 0.5
+    rgb = render.kernel_pictures(k)
+    assert rgb.shape == (2, 1, 2, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[0, 0], [[0, 0, 0], [255, 255, 255]])
+    assert rgb[1, 0, 0, 0] == round(127.5 + 127.5 * 0.25) and rgb[1, 0, 1, 0] == 128
+    per_filter = render.kernel_pictures(k, scale="filter")
+    assert per_filter[1, 0, 0, 0] == 255  # the filter's own largest weight
+    grey = render.kernel_pictures(k, rgb=False)
+    assert grey.shape == (2, 3, 1, 2)
+    with pytest.raises(ValueError, match="rgb=True needs 3"):
+        render.kernel_pictures(np.zeros((3, 3, 2, 4)), rgb=True)
+    with pytest.raises(ValueError, match="'layer' or 'filter'"):
+        render.kernel_pictures(k, scale="all")

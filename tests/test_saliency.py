@@ -8,15 +8,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_models import tiny_cnn
+from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain import saliency as sal
 from cnnwidgets.progress import Cancelled
-
-
-def _images(rng, n=2, size=16):
-    return rng.uniform(0, 255, size=(n, size, size, 3)).astype("float32")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +25,7 @@ def linear_head():
 
 
 def test_methods_shapes_dtype_and_range(linear_head, rng):
-    x = _images(rng, 2, 12)
+    x = random_images(2, 12, rng)
     assert sal.SALIENCY_METHODS == (
         "vanilla",
         "smoothgrad",
@@ -75,7 +71,7 @@ def test_vanilla_matches_finite_differences(rng):
 
 
 def test_smoothgrad_zero_noise_is_vanilla_and_seeded(linear_head, rng):
-    x = _images(rng, 3, 12)
+    x = random_images(3, 12, rng)
     vanilla = sal.attributions(linear_head, x, classes=[1], method="vanilla")
     smooth0 = sal.attributions(linear_head, x, classes=[1], method="smoothgrad", noise=0.0)
     np.testing.assert_allclose(smooth0, vanilla, rtol=1e-5, atol=1e-7)
@@ -91,7 +87,7 @@ def test_smoothgrad_zero_noise_is_vanilla_and_seeded(linear_head, rng):
 
 def test_smoothgrad_is_the_mean_over_noisy_copies(linear_head, rng):
     """A loop over the noisy copies, one gradient at a time."""
-    x = _images(rng, 1, 12)
+    x = random_images(1, 12, rng)
     n, noise, seed = 4, 0.1, 3
     got = sal.attributions(
         linear_head, x, classes=[0], method="smoothgrad", noise=noise, n_samples=n, seed=seed
@@ -126,7 +122,7 @@ def test_integrated_gradients_completeness_on_demo_cnn(shapes_probe, shapes_imag
 
 
 def test_integrated_gradients_baselines_and_map(linear_head, rng):
-    x = _images(rng, 2, 12)
+    x = random_images(2, 12, rng)
     for baseline in ("black", "blur"):
         _, rep = sal.integrated_gradients(linear_head, x, baseline=baseline, steps=128)
         assert (rep["relative_gap"] < 0.02).all(), baseline
@@ -198,7 +194,7 @@ def test_guided_and_deconvnet_follow_their_relu_rules(rng):
 
 
 def test_guided_gradcam_is_guided_times_upsampled_gradcam(linear_head, rng):
-    x = _images(rng, 2, 12)
+    x = random_images(2, 12, rng)
     guided = sal.attributions(linear_head, x, classes=[0, 1], method="guided")
     cam = cw.gradcam(linear_head, x, classes=[0, 1], layer="conv2", normalize="map")
     got = sal.attributions(linear_head, x, classes=[0, 1], method="guided-gradcam", layer="conv2")
@@ -215,7 +211,7 @@ def test_guided_gradcam_is_guided_times_upsampled_gradcam(linear_head, rng):
 def test_binary_head_negative_class_is_minus_logit(rng):
     model = tiny_cnn(head="sigmoid", units=1, size=12, seed=2)
     probe = cw.Probe(model)
-    x = _images(rng, 2, 12)
+    x = random_images(2, 12, rng)
     attr = sal.attributions(probe, x, classes=[0, 1], method="vanilla")
     np.testing.assert_allclose(attr[:, 0], -attr[:, 1], rtol=1e-6, atol=1e-8)
 
@@ -237,7 +233,7 @@ def test_binary_head_negative_class_is_minus_logit(rng):
 
 
 def test_normalize_modes_and_degenerate_inputs(linear_head, rng):
-    x = _images(rng, 2, 12)
+    x = random_images(2, 12, rng)
     raw = cw.saliency(linear_head, x, classes=[0, 1], normalize=None)
     per_map = cw.saliency(linear_head, x, classes=[0, 1], normalize="map")
     per_image = cw.saliency(linear_head, x, classes=[0, 1], normalize="image")
@@ -264,7 +260,7 @@ def test_normalize_modes_and_degenerate_inputs(linear_head, rng):
 
 def test_model_is_never_changed(linear_head, rng):
     model = linear_head.model
-    x = _images(rng, 2, 12)
+    x = random_images(2, 12, rng)
     before = [w.copy() for w in model.get_weights()]
     activations = [getattr(layer, "activation", None) for layer in model.layers]
     pred = model.predict_on_batch(x)
@@ -276,7 +272,7 @@ def test_model_is_never_changed(linear_head, rng):
 
 
 def test_bad_arguments_raise_clear_errors(linear_head, rng):
-    x = _images(rng, 1, 12)
+    x = random_images(1, 12, rng)
     with pytest.raises(ValueError, match="unknown saliency method.*vanilla"):
         cw.saliency(linear_head, x, method="saliency++")
     with pytest.raises(ValueError, match="normalize"):
@@ -290,13 +286,13 @@ def test_bad_arguments_raise_clear_errors(linear_head, rng):
     with pytest.raises(ValueError, match="closest"):
         cw.saliency(linear_head, x, method="guided-gradcam", layer="conv3")
     with pytest.raises(ValueError, match="expects 12x12"):
-        cw.saliency(linear_head, _images(rng, 1, 16))
+        cw.saliency(linear_head, random_images(1, 16, rng))
     assert sal._check_method("Guided_GradCAM") == "guided-gradcam"
     assert sal._check_method("IG") == "integrated"
 
 
 def test_per_image_classes_progress_and_cancel(linear_head, rng):
-    x = _images(rng, 2, 12)
+    x = random_images(2, 12, rng)
     per_image = cw.saliency(linear_head, x, classes=np.array([[0], [2]]))
     one = cw.saliency(linear_head, x[:1], classes=[0])[0]
     two = cw.saliency(linear_head, x[1:], classes=[2])[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from tiny_models import nested_flat_cnn
 
 from cnnwidgets.explain.receptive_field import ReceptiveField
 from cnnwidgets.explain.summary import (
@@ -18,19 +19,6 @@ from cnnwidgets.explain.summary import (
 )
 
 L = keras.layers
-
-
-def _nested_model():
-    keras.utils.set_random_seed(0)
-    base = keras.Sequential(
-        [keras.Input((16, 16, 3)), L.Conv2D(4, 3, name="a"), L.MaxPooling2D(name="mp")],
-        name="base",
-    )
-    inp = keras.Input((16, 16, 3))
-    x = base(inp)
-    x = L.Flatten(name="flat")(x)
-    out = L.Dense(2, activation="softmax", name="head")(x)
-    return keras.Model(inp, out, name="nested")
 
 
 def test_demo_rows(shapes_model, shapes_probe):
@@ -50,7 +38,7 @@ def test_demo_rows(shapes_model, shapes_probe):
 
 
 def test_nested_model_rows_come_before_their_layers():
-    model = _nested_model()
+    model = nested_flat_cnn()
     rows = summary_rows(model)
     assert [r.name for r in rows][1:] == ["base", "base/a", "base/mp", "flat", "head"]
     rows = rows[1:]

@@ -15,7 +15,7 @@ import time
 import ipywidgets
 import numpy as np
 import pytest
-from tiny_models import tiny_cnn
+from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain import cam
@@ -70,7 +70,7 @@ def _make_all(model, images, n_each):
 @pytest.mark.slow
 def test_close_releases_every_widget_and_memory():
     model = tiny_cnn(size=16)
-    images = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    images = random_images(2, 16, seed=0, high=1.0)
     for w in _make_all(model, images, 1):  # warm up: traced functions, imports, caches
         w.wait()
         w.close()

@@ -196,10 +196,6 @@ def _page_channels(c: int, order: np.ndarray | None, page: int, per_page: int) -
     return order[page * per_page : (page + 1) * per_page]
 
 
-def _auto_upscale(h: int, w: int, min_tile: int) -> int:
-    return max(1, int(np.ceil(min_tile / max(h, w, 1))))
-
-
 def layer_picture(
     acts: np.ndarray,
     order: np.ndarray | None = None,
@@ -246,13 +242,13 @@ def layer_picture(
     h, w, c = a.shape
     channels = _page_channels(c, order, page, per_page)
     maps = np.moveaxis(a[:, :, channels], -1, 0)  # (n, h, w)
+    up = upscale or render.enlarge_factor((h, w), min_tile)
     if scale == "channel":
-        vals, vmin, vmax = render.normalize(maps, axis=(1, 2)), 0.0, 1.0
+        vmin, vmax = 0.0, 1.0
+        grid = render.value_grid(maps, cols=cols, pad=pad, cmap=cmap, upscale=up)
     else:
         vmin, vmax = float(a.min()), float(a.max())
-        vals = render.normalize(maps, lo=vmin, hi=vmax)
-    up = upscale or _auto_upscale(h, w, min_tile)
-    grid = render.tile(vals, cols=cols, pad=pad, scale=None, cmap=cmap, upscale=up)
+        grid = render.value_grid(maps, vmin, vmax, cols=cols, pad=pad, cmap=cmap, upscale=up)
     _, ncols = render.grid_shape(len(channels), cols)
     return LayerPicture(grid, channels, "grid", (h * up, w * up), ncols, pad, vmin, vmax, scale)
 
@@ -290,18 +286,5 @@ def bar_strip(
     vmin, vmax = min(0.0, float(v.min())), max(0.0, float(v.max()))
     n = len(channels)
     bw = bar_width or max(2, min(48, 512 // max(n, 1)))
-    frac = render.normalize(v[channels], lo=vmin, hi=vmax)  # (n,) in [0, 1]
-    zero = render.normalize(np.float32(0.0), lo=vmin, hi=vmax)
-    rows = np.arange(height, dtype=np.float32)[::-1, None] + 0.5  # bottom row = 0.5
-    level, base = frac[None, :] * height, float(zero) * height
-    filled = (rows >= np.minimum(level, base)) & (rows <= np.maximum(level, base))
-    colours = render.apply_colormap(frac, cmap)  # (n, 3)
-    strip = np.full((height, n, 3), render.SEPARATOR, np.uint8)
-    strip[filled] = np.broadcast_to(colours[None], (height, n, 3))[filled]
-    if 0.0 < zero < 1.0:  # draw the zero line where the layer has both signs
-        strip[int(np.clip(height - base, 0, height - 1)), :] = 0
-    # Widen each bar and separate bars by `pad` white columns.
-    canvas = np.full((height, n, bw + pad, 3), render.SEPARATOR, np.uint8)
-    canvas[:, :, :bw] = strip[:, :, None]
-    picture = canvas.reshape(height, n * (bw + pad), 3)[:, : n * (bw + pad) - pad]
+    picture = render.bars(v[channels], vmin, vmax, cmap, height, bw, pad)
     return LayerPicture(picture, channels, "bars", (height, bw), n, pad, vmin, vmax, "layer")

@@ -80,25 +80,7 @@ def kernel_pictures(
         input). Otherwise: (cout, cin, kh, kw) uint8 grey tiles, one per input
         channel.
     """
-    k = np.asarray(kernel, np.float32)
-    if k.ndim != 4:
-        raise ValueError(f"kernel must be (kh, kw, cin, cout), got shape {k.shape}")
-    cin = k.shape[2]
-    if rgb is None:
-        rgb = cin == 3
-    if rgb and cin != 3:
-        raise ValueError(f"rgb=True needs 3 input channels, the kernel has {cin}")
-    if scale == "layer":
-        m = np.abs(k).max(keepdims=True)
-    elif scale == "filter":
-        m = np.abs(k).max(axis=(0, 1, 2), keepdims=True)
-    else:
-        raise ValueError(f"scale must be 'layer' or 'filter', got {scale!r}")
-    safe = np.where(m > 0, m, 1.0)
-    pix = np.clip(np.rint(127.5 + 127.5 * k / safe), 0, 255).astype(np.uint8)
-    if rgb:
-        return np.ascontiguousarray(pix.transpose(3, 0, 1, 2))  # (cout, kh, kw, 3)
-    return np.ascontiguousarray(pix.transpose(3, 2, 0, 1))  # (cout, cin, kh, kw)
+    return render.kernel_pictures(kernel, rgb=rgb, scale=scale)
 
 
 def _field(probe: Probe, path: str, feature_hw: tuple[int, int]):

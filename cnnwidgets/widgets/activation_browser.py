@@ -78,6 +78,23 @@ class ActivationBrowser(ViewWidget):
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.images = self.probe.check_images(images)  # (N, H, W, C) float32 raw pixels
         self.per_page = int(per_page)
+        start = self._check_arguments(layer, per_page, cmap)
+        self._draw_lock = threading.RLock()
+        self._compute_lock = threading.Lock()
+        self._data: dict[tuple, dict] = {}  # (layer, image, sort, class) -> computed data
+        self._grids: dict[tuple, features.LayerPicture] = {}
+        self.grid: features.LayerPicture | None = None  # the grid in ``view`` now
+        self.grid_origin: tuple[int, int] = (CAPTION_HEIGHT, 0)  # its top-left in ``view``
+        self._build_controls(start)
+        self._build_histogram()
+        self._set_layer_limits(start)
+        self._compute(self._key())  # the first picture is drawn before returning
+        self._draw()
+        self._wire()
+        self._lay_out()
+
+    def _check_arguments(self, layer: Any, per_page: int, cmap: str) -> str:
+        """Check per_page, cmap and layer; keep the layer choices; the starting layer path."""
         if self.per_page < 1:
             raise ValueError(f"per_page must be at least 1, got {per_page}")
         render.colormap_lut(cmap)  # unknown names fail here, with the list of good ones
@@ -85,15 +102,9 @@ class ActivationBrowser(ViewWidget):
         self._options = layer_choices(self.probe)
         if not self._options:
             raise ValueError("the model has no 4-D or 2-D layer to browse")
-        start = self._check_layer(layer)
+        return self._check_layer(layer)
 
-        self._draw_lock = threading.RLock()
-        self._compute_lock = threading.Lock()
-        self._data: dict[tuple, dict] = {}  # (layer, image, sort, class) -> computed data
-        self._grids: dict[tuple, features.LayerPicture] = {}
-        self.grid: features.LayerPicture | None = None  # the grid in ``view`` now
-        self.grid_origin: tuple[int, int] = (CAPTION_HEIGHT, 0)  # its top-left in ``view``
-
+    def _build_controls(self, start: str) -> None:
         n = len(self.images)
         top = int(self.probe.predict(self.images[:1]).argmax(axis=1)[0])
         self.layer = widgets.Dropdown(options=self._options, value=start, description="layer")
@@ -127,6 +138,8 @@ class ActivationBrowser(ViewWidget):
 
         self.picture = ClickablePicture(self.select_at)
         self.figure = self.picture.figure
+
+    def _build_histogram(self) -> None:
         # Both ranges are set on every update: a scale left to follow the data
         # stayed at the initial [0, 0] in Lab, so no bar was visible.
         hx, hy = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
@@ -151,10 +164,7 @@ class ActivationBrowser(ViewWidget):
             layout=widgets.Layout(width="420px", height="260px"),
         )
 
-        self._set_layer_limits(start)
-        self._compute(self._key())  # the first picture is drawn before returning
-        self._draw()
-
+    def _wire(self) -> None:
         self.layer.observe(self._on_data_change, "value")
         self.image_index.observe(self._on_data_change, "value")
         self.sort.observe(self._on_sort, "value")
@@ -163,6 +173,7 @@ class ActivationBrowser(ViewWidget):
         self.page.observe(self._on_redraw, "value")
         self.channel.observe(self._on_channel, "value")
 
+    def _lay_out(self) -> None:
         self.children = [
             widgets.HBox([self.layer, self.image_index]),
             widgets.HBox([self.sort, self.sort_class, self.scale]),

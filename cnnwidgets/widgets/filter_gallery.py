@@ -94,6 +94,25 @@ class FilterGallery(ViewWidget):
         super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.dataset_examples = dataset_examples
+        modes, convs, path = self._check_source(mode, layer, dataset_examples)
+        self.images = None if images is None else self.probe.check_images(images)
+        self._check_sizes(per_page=per_page, tile=tile, chunk=chunk)
+        self.per_page, self.tile_px, self.chunk = int(per_page), int(tile), int(chunk)
+        self._params = dict(size=int(size), steps=int(steps), param=param, lr=lr, seed=int(seed))
+        self._results: dict[tuple, np.ndarray] = {}
+        self._values: dict[tuple, float] = {}
+        self._kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._generation = 0
+        self._grid_cols = 1
+        self._build_controls(convs, path, mode, modes)
+        self._lay_out()
+        self._wire()
+        self._on_source()
+
+    def _check_source(
+        self, mode: str, layer: Any, dataset_examples: Any
+    ) -> tuple[tuple[str, ...], list[str], str]:
+        """(modes offered, conv layer paths, starting layer path); raises on bad arguments."""
         modes = MODES + ((DATASET_MODE,) if dataset_examples is not None else ())
         if mode not in modes:
             hint = " (the 'dataset' mode needs dataset_examples=)" if mode == DATASET_MODE else ""
@@ -108,20 +127,20 @@ class FilterGallery(ViewWidget):
         path = convs[0] if layer is None else self.probe.resolve(layer)
         if path not in convs:
             filter_weights(self.probe, path)  # raises with the list of conv layers
-        self.images = None if images is None else self.probe.check_images(images)
-        for name, value, low in (("per_page", per_page, 1), ("tile", tile, 8), ("chunk", chunk, 1)):
+        return modes, convs, path
+
+    @staticmethod
+    def _check_sizes(**sizes: Any) -> None:
+        lows = {"per_page": 1, "tile": 8, "chunk": 1}
+        for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{name} must be an int, got {value!r}")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
-        self.per_page, self.tile_px, self.chunk = int(per_page), int(tile), int(chunk)
-        self._params = dict(size=int(size), steps=int(steps), param=param, lr=lr, seed=int(seed))
-        self._results: dict[tuple, np.ndarray] = {}
-        self._values: dict[tuple, float] = {}
-        self._kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._generation = 0
-        self._grid_cols = 1
+            if value < lows[name]:
+                raise ValueError(f"{name} must be >= {lows[name]}, got {value}")
 
+    def _build_controls(
+        self, convs: list[str], path: str, mode: str, modes: tuple[str, ...]
+    ) -> None:
         options = [o for o in layer_options(self.probe) if o[1] in convs]
         self.layer = widgets.Dropdown(options=options, value=path, description="layer")
         self.mode = widgets.ToggleButtons(options=list(modes), value=mode, description="show")
@@ -130,16 +149,19 @@ class FilterGallery(ViewWidget):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.Label(value="")
         self.picture = ClickablePicture(self.click)
+
+    def _lay_out(self) -> None:
         self.children = [
             widgets.HBox([self.layer, self.mode]),
             widgets.HBox([self.page, self.filter, self.progress, self.status]),
             self.picture.figure,
         ]
+
+    def _wire(self) -> None:
         self.layer.observe(self._on_source, "value")
         self.mode.observe(self._on_source, "value")
         self.page.observe(self._on_page, "value")
         self.filter.observe(self._on_filter, "value")
-        self._on_source()
 
     # ------------------------------------------------------------ state
 

@@ -74,10 +74,29 @@ class GradCAMComparator(ViewWidget):
     ):
         super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
-        if not isinstance(top, (int, np.integer)) or top < 1:
-            raise ValueError(f"top must be a positive int, got {top!r}")
+        method_values, methods, layer_path = self._check_arguments(top, methods, layer)
         self._top = int(top)
         self._class_arg = classes
+        self._lock = threading.RLock()
+        self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, class) -> (H, W)
+        self._errors: dict[str, str] = {}
+        self._scaled: dict[tuple, np.ndarray] = {}
+        self._panels: dict[tuple, np.ndarray] = {}  # drawn panels of the current style
+        self._panels_style: tuple | None = None
+        self._set_image_state(image)
+        self._build_controls(method_values, methods, layer_path)
+        self._build_bars()
+        self._lay_out()
+        self._wire()
+        self._update_labels()
+        self._recompute(sync=True)
+
+    def _check_arguments(
+        self, top: Any, methods: Sequence[str] | str, layer: Any
+    ) -> tuple[list[str], tuple[str, ...], str]:
+        """(method choices, chosen methods, layer path); raises on a bad argument."""
+        if not isinstance(top, (int, np.integer)) or top < 1:
+            raise ValueError(f"top must be a positive int, got {top!r}")
         self._saliency = SALIENCY_METHODS
         method_values = list(CAM_METHODS) + [m for m in self._saliency if m not in CAM_METHODS]
         if isinstance(methods, str):
@@ -86,16 +105,11 @@ class GradCAMComparator(ViewWidget):
         if bad or not methods:
             raise ValueError(f"unknown methods {bad}; choose from {tuple(method_values)}")
         default_layer = self.probe.last_conv_layer if layer is None else layer
-        layer_path = self.probe.resolve_4d(default_layer)
+        return method_values, tuple(methods), self.probe.resolve_4d(default_layer)
 
-        self._lock = threading.RLock()
-        self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, class) -> (H, W)
-        self._errors: dict[str, str] = {}
-        self._scaled: dict[tuple, np.ndarray] = {}
-        self._panels: dict[tuple, np.ndarray] = {}  # drawn panels of the current style
-        self._panels_style: tuple | None = None
-        self._set_image_state(image)
-
+    def _build_controls(
+        self, method_values: list[str], methods: tuple[str, ...], layer_path: str
+    ) -> None:
         ranked = self.ranked
         self.class_slider = widgets.IntSlider(
             value=min(2, len(ranked)),
@@ -126,8 +140,8 @@ class GradCAMComparator(ViewWidget):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="computing")
         self.status = widgets.HTML()
         self.note = widgets.HTML()
-        self._build_bars()
 
+    def _lay_out(self) -> None:
         self.children = [
             widgets.HBox([self.class_slider, self.class_label]),
             widgets.HBox([self.pinned, self.layer]),
@@ -138,6 +152,8 @@ class GradCAMComparator(ViewWidget):
             self.image,
             self.figure,
         ]
+
+    def _wire(self) -> None:
         self.class_slider.observe(self._on_rank, names="value")
         self.pinned.observe(self._on_pinned, names="value")
         self.layer.observe(self._on_compute_change, names="value")
@@ -145,8 +161,6 @@ class GradCAMComparator(ViewWidget):
         self.opacity.observe(self._on_redraw, names="value")
         self.cmap.observe(self._on_redraw, names="value")
         self.normalize.observe(self._on_redraw, names="value")
-        self._update_labels()
-        self._recompute(sync=True)
 
     # ------------------------------------------------------------ state
 

@@ -134,7 +134,16 @@ class ModelOverview(ViewWidget):
         self.browser: Any = None
         self.rows: list[SummaryRow] = summary_rows(self.probe)
         self._by_name = {r.name: r for r in self.rows}
+        options, start = self._check_layer(layer)
+        opened = self._check_expanded(expanded)
+        self._build_controls(options, start, opened)
+        self._wire()
+        self._lay_out()
+        self._reveal(start)
+        self._refresh()
 
+    def _check_layer(self, layer: str | None) -> tuple[list[tuple[str, str]], str]:
+        """The layer Dropdown's (label, path) options and the starting path."""
         options = [
             (
                 ("  " * r.depth) + r.name.replace("/", " / ") + ("  *" if r.inspectable else ""),
@@ -152,18 +161,27 @@ class ModelOverview(ViewWidget):
             start = self.probe.resolve(layer)
         if start not in self._by_name or self._by_name[start].is_model:
             raise ValueError(f"layer {start!r} is a nested model; pick one of its layers")
+        return options, start
+
+    def _check_expanded(self, expanded: bool | Sequence[str]) -> set[str]:
+        """Paths of the nested models that start unfolded."""
+        nested = [r for r in self.rows if r.is_model]
+        if isinstance(expanded, bool):
+            opened = {r.name for r in nested} if expanded else set()
+        else:
+            opened = {self.probe.resolve(e) for e in expanded}
+        return opened
+
+    def _build_controls(
+        self, options: list[tuple[str, str]], start: str, opened: set[str]
+    ) -> None:
         self.layer = widgets.Dropdown(
             options=options,
             value=start,
             description="Layer",
             layout=widgets.Layout(width="max-content"),
         )
-
         nested = [r for r in self.rows if r.is_model]
-        if isinstance(expanded, bool):
-            opened = {r.name for r in nested} if expanded else set()
-        else:
-            opened = {self.probe.resolve(e) for e in expanded}
         self.folds: dict[str, widgets.ToggleButton] = {}
         for r in nested:
             n_inner = sum(1 for x in self.rows if x.name.startswith(r.name + "/"))
@@ -187,12 +205,14 @@ class ModelOverview(ViewWidget):
         self.message = widgets.HTML()
         self.panel = widgets.VBox()
 
+    def _wire(self) -> None:
         self.layer.observe(self._on_layer, names="value")
         for path, toggle in self.folds.items():
             toggle.observe(lambda change, p=path: self._on_fold(p, change), names="value")
         self.open_browser.on_click(self._on_open_browser)
         self.to_comparator.on_click(self._on_to_comparator)
 
+    def _lay_out(self) -> None:
         header = widgets.HTML(f"<b>{self._title()}</b>")
         folds = []
         if self.folds:  # a widget made and never shown would stay registered
@@ -206,8 +226,7 @@ class ModelOverview(ViewWidget):
         self.children = (
             [header] + folds + [self.image, controls, self.details, self.message, self.panel]
         )
-        self._reveal(start)
-        self._refresh()
+
 
     # ------------------------------------------------------------ state
 

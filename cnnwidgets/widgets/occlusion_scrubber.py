@@ -85,21 +85,10 @@ class OcclusionScrubber(ViewWidget):
         super().__init__(**kwargs)
         probe = as_probe(model, class_names, preprocess)
         raw = probe.check_images(image)
-        if len(raw) != 1:
-            raise ValueError(
-                f"OcclusionScrubber shows one image, got a batch of {len(raw)}; pass images[i]"
-            )
+        chosen, offered = self._check_arguments(probe, raw, classes, patch, stride, fill)
         self.probe = probe
         self._raw = raw
         h, w = raw.shape[1:3]
-        patch_positions(h, w, patch, stride)  # validates patch and stride (ValueError)
-        occlude(raw[0], 0, 0, patch, fill)  # validates fill
-        probe.predict(raw)  # validates the image once, up front
-        chosen = probe.resolve_classes(classes, raw)[0]
-        if isinstance(classes, (list, tuple, np.ndarray)):
-            offered = [int(c) for c in chosen]
-        else:
-            offered = list(range(probe.num_classes))
         self.top_k = int(top_k)
         self._scale = render.enlarge_factor((h, w), MIN_PANEL)
         self._lock = threading.RLock()
@@ -109,7 +98,37 @@ class OcclusionScrubber(ViewWidget):
         self.map_stride: int | None = None
         self._overlay: tuple | None = None
         self._shown_map_key: tuple | None = None
+        self._build_controls(h, w, patch, stride, fill, chosen, offered)
+        self._build_bars()
+        self._lay_out()
+        self._wire()
+        self._update_live()
+        self._start_map()
 
+    @staticmethod
+    def _check_arguments(
+        probe: Any, raw: np.ndarray, classes: Any, patch: int, stride: int, fill: Any
+    ) -> tuple[np.ndarray, list[int]]:
+        """Validate the image, patch, stride, fill and classes up front; (chosen, offered)."""
+        if len(raw) != 1:
+            raise ValueError(
+                f"OcclusionScrubber shows one image, got a batch of {len(raw)}; pass images[i]"
+            )
+        h, w = raw.shape[1:3]
+        patch_positions(h, w, patch, stride)  # validates patch and stride (ValueError)
+        occlude(raw[0], 0, 0, patch, fill)  # validates fill
+        probe.predict(raw)  # validates the image once, up front
+        chosen = probe.resolve_classes(classes, raw)[0]
+        if isinstance(classes, (list, tuple, np.ndarray)):
+            offered = [int(c) for c in chosen]
+        else:
+            offered = list(range(probe.num_classes))
+        return chosen, offered
+
+    def _build_controls(
+        self, h: int, w: int, patch: int, stride: int, fill: Any, chosen: Any, offered: list
+    ) -> None:
+        probe = self.probe
         side = min(h, w)
         style = {"description_width": "initial"}
         self.x = widgets.IntSlider(
@@ -141,6 +160,8 @@ class OcclusionScrubber(ViewWidget):
         self.input_picture = ClickablePicture(lambda row, col: self.click(col, row), size=260)
         self.image_mark = self.input_picture.mark
         self.figure = self.input_picture.figure
+
+    def _build_bars(self) -> None:
         bx = bqplot.OrdinalScale()
         by = bqplot.LinearScale(min=0.0, max=1.0)
         self.bars = bqplot.Bars(
@@ -163,6 +184,7 @@ class OcclusionScrubber(ViewWidget):
             layout=widgets.Layout(width="360px", height="260px"),
         )
 
+    def _lay_out(self) -> None:
         self.children = [
             widgets.HBox([self.x, self.y]),
             widgets.HBox([self.patch, self.stride, self.fill, self.class_]),
@@ -170,14 +192,14 @@ class OcclusionScrubber(ViewWidget):
             self.image,
             widgets.HBox([self.progress, self.status]),
         ]
+
+    def _wire(self) -> None:
         for control in (self.x, self.y):
             control.observe(self._on_move, names="value")
         self.patch.observe(self._on_patch, names="value")
         self.stride.observe(self._on_map_params, names="value")
         self.fill.observe(self._on_fill, names="value")
         self.class_.observe(self._on_class, names="value")
-        self._update_live()
-        self._start_map()
 
     # ------------------------------------------------------------ controls
 
