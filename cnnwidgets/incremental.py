@@ -631,6 +631,7 @@ class IncrementalModel:
             for i, n in enumerate(self.nodes)
             if n.mode == "window"
         }
+        self._tail_starts = self._starts(int(patch))
         if check:
             self._check(int(patch))
 
@@ -668,9 +669,9 @@ class IncrementalModel:
         # What runs whole keeps every output like a plain pass (as Probe.batch_size counts).
         return int(max(peak, whole))
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (M, K) float32 of raw images (M, H, W, C) that
-        differ from the base image anywhere (a small window pays off)."""
+    def outputs(self, images: np.ndarray) -> np.ndarray:
+        """The model's output (M, K) float32 for raw images (M, H, W, C) that differ
+        from the base image anywhere (a small window pays off)."""
         raw = self.probe.check_images(images)
         x = self.probe.model_inputs(raw)
         changed = np.any(x != self.base_input[None], axis=3)  # (M, H, W)
@@ -682,8 +683,17 @@ class IncrementalModel:
         x1 = w - np.argmax(cols[:, ::-1], axis=1)
         none = ~rows.any(axis=1)
         region = _Region(*(np.where(none, 0, v).astype(np.int64) for v in (y0, y1, x0, x1)))
-        output = self._run(x, region.boxed(self.size))
-        return self._probabilities(output)
+        return self._run(x, region.boxed(self.size))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (M, K) float32 of raw images (M, H, W, C), as
+        :meth:`cnnwidgets.Probe.predict` gives them."""
+        output = self.outputs(images)
+        head = self.probe.head
+        # The scores the probe's probabilities read: the logit of a one-unit head
+        # as [-z, z]; otherwise the output itself (unused for softmax / sigmoid).
+        scores = np.concatenate([-output, output], axis=1) if head.kind == "binary" else output
+        return self.probe.probabilities(scores, output)
 
     # ------------------------------------------------------------ running
 
@@ -692,15 +702,11 @@ class IncrementalModel:
         regions = {-1: region}
         for i, node in enumerate(self.nodes):
             regions[i] = _propagate(node, [regions[q] for q in node.parents], m)
-        # From the first node after which every node runs whole on this batch,
-        # one compiled model finishes the work.
-        start = len(self.nodes)
-        while start > 0 and (regions[start - 1].clean or regions[start - 1].covers(
-            self.nodes[start - 1].hw
-        )):
-            start -= 1
-        if len(self.nodes) - start < 2:
-            start = len(self.nodes)
+        # From a node after which every node runs whole on this batch, one
+        # compiled model finishes the work: the one of a central patch, or else
+        # the one of every patch position (two compiled models at most).
+        start = self._whole_from([regions[i] for i in range(len(self.nodes))])
+        start = next((t for t in self._tail_starts if t >= start), len(self.nodes))
         states: dict[int, _State] = {-1: self._input_state(x, region)}
         remaining = {i: len(n.consumers) for i, n in enumerate(self.nodes)}
         for i, node in enumerate(self.nodes[:start]):
@@ -728,6 +734,46 @@ class IncrementalModel:
         if final.vals is None:
             return np.repeat(self.base[self.out][None], m, axis=0)
         return final.vals
+
+    def _whole_from(self, regions: Sequence[_Region]) -> int:
+        """The first node from which every node runs whole (or unchanged)."""
+        start = len(self.nodes)
+        while start > 0 and (
+            regions[start - 1].clean or regions[start - 1].covers(self.nodes[start - 1].hw)
+        ):
+            start -= 1
+        return start
+
+    def _starts(self, patch: int) -> list[int]:
+        """Where the compiled tail starts for a central patch and for every position."""
+        h, w = self.size
+        patch = max(1, min(patch, h, w))
+        n = max(h, w) - patch + 1
+        t = np.arange(n)
+        ys = np.r_[(h - patch) // 2, np.minimum(t, h - patch)]
+        xs = np.r_[(w - patch) // 2, np.minimum(t, w - patch)]
+        starts = []
+        for sel in (slice(0, 1), slice(1, None)):
+            regions = {-1: _Region(ys[sel], ys[sel] + patch, xs[sel], xs[sel] + patch)}
+            regions[-1].boxed(self.size)
+            k = len(ys[sel])
+            for i, node in enumerate(self.nodes):
+                regions[i] = _propagate(node, [regions[q] for q in node.parents], k)
+            # Per position, not per batch: a node is whole when each position's change covers it.
+            per = []
+            for i, node in enumerate(self.nodes):
+                r = regions[i]
+                if node.hw is None or r.clean:
+                    per.append(True)
+                    continue
+                full = ((r.y1 - r.y0) == node.hw[0]) & ((r.x1 - r.x0) == node.hw[1])
+                per.append(bool((full | (r.y1 <= r.y0)).all()))
+            start = len(self.nodes)
+            while start > 0 and per[start - 1]:
+                start -= 1
+            if len(self.nodes) - start >= 2:
+                starts.append(start)
+        return sorted(set(starts))
 
     def _tail(self, start: int) -> tuple[list[int], keras.Model]:
         """The nodes from ``start`` on as one compiled model of their inputs from
@@ -834,13 +880,6 @@ class IncrementalModel:
             lo, hi = np.maximum(start, 0), np.minimum(start + a.k, a.n_in)
             counts.append((hi - lo).astype(np.float32))
         return counts[0], counts[1]
-
-    def _probabilities(self, output: np.ndarray) -> np.ndarray:
-        head = self.probe.head
-        scores = output
-        if head.kind == "binary":
-            scores = np.concatenate([-output, output], axis=1)
-        return self.probe.probabilities(scores, output)
 
     # ------------------------------------------------------------- checks
 
