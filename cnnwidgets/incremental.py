@@ -584,6 +584,30 @@ def _window_fn(node: _Node, count: tuple[np.ndarray, np.ndarray] | None) -> Call
     return lambda x, by, bx: x  # ZeroPadding2D, Cropping2D: the window is the answer
 
 
+def _linear(layer: Any) -> bool:
+    act = getattr(layer, "activation", None)
+    return act is None or getattr(act, "__name__", "") == "linear"
+
+
+def _folded(conv: Any, kind: str, norm: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution's kernel and bias with the inference batch norm after it
+    folded in: BN(conv(x) + c) = conv(x, kernel * a) + (c * a + b), with
+    a = gamma / sqrt(variance + epsilon) and b = beta - mean * a per channel.
+    New arrays from the layers' current variables; the layers are not touched."""
+
+    def arr(v):
+        return np.asarray(keras.ops.convert_to_numpy(v), np.float64)
+
+    a = 1.0 / np.sqrt(arr(norm.moving_variance) + norm.epsilon)
+    if norm.scale:
+        a = a * arr(norm.gamma)
+    b = -arr(norm.moving_mean) * a + (arr(norm.beta) if norm.center else 0.0)
+    kernel = arr(conv.kernel)
+    kernel = kernel * (a.reshape(kernel.shape[2:]) if kind == "DepthwiseConv2D" else a)
+    bias = b + (arr(conv.bias) * a if conv.use_bias else 0.0)
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
 @dataclass
 class _State:
     region: _Region
@@ -632,6 +656,15 @@ class IncrementalModel:
             if n.mode == "window"
         }
         self._tail_starts = self._starts(int(patch))
+        # A linear convolution whose only reader is a batch norm runs as one
+        # convolution with the norm folded in (one pass over its output less).
+        self._folds: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+        for i, n in enumerate(self.nodes):
+            if n.mode == "window" and n.kind in ("Conv2D", "DepthwiseConv2D") and i != self.out:
+                j = n.consumers[0] if len(n.consumers) == 1 else None
+                if j is not None and self.nodes[j].kind == "BatchNormalization":
+                    if self.nodes[j].mode == "pointwise" and _linear(n.obj):
+                        self._folds[i] = (j, *_folded(n.obj, n.kind, self.nodes[j].obj))
         if check:
             self._check(int(patch))
 
@@ -709,11 +742,22 @@ class IncrementalModel:
         start = next((t for t in self._tail_starts if t >= start), len(self.nodes))
         states: dict[int, _State] = {-1: self._input_state(x, region)}
         remaining = {i: len(n.consumers) for i, n in enumerate(self.nodes)}
+        folded: set[int] = set()
         for i, node in enumerate(self.nodes[:start]):
+            if i in folded:
+                continue  # computed with the convolution before it
             parents = [states[p] for p in node.parents]
-            states[i] = self._compute(i, node, parents, regions[i], m)
-            if check:
-                self._compare(i, states[i])
+            fold = self._folds.get(i)
+            if fold is not None and fold[0] < start:
+                j = fold[0]
+                states[j] = self._compute_folded(i, node, parents[0], regions[j], m)
+                folded.add(j)
+                if check:
+                    self._compare(j, states[j])
+            else:
+                states[i] = self._compute(i, node, parents, regions[i], m)
+                if check:
+                    self._compare(i, states[i])
             for p in node.parents:
                 if p >= 0:
                     remaining[p] -= 1
@@ -817,14 +861,29 @@ class IncrementalModel:
                 for q, s in zip(node.parents, parents)
             ]
             return _State(r, _call(node, ins))
+        return _State(r, self._fns[i](self._windows(node, parents[0], r), r.by, r.bx))
+
+    def _windows(self, node: _Node, parent: _State, r: _Region) -> np.ndarray:
+        """(M, wh, ww, C) the parent's values a sliding-window node reads for its box."""
         ay, ax = node.axes
         wy, wh = ay.window(r.by, r.nh)
         wx, ww = ax.window(r.bx, r.nw)
         pad_value = -np.inf if node.kind == "MaxPooling2D" else 0.0
-        windows = self._gather(
-            node.parents[0], parents[0], wy, wx, wh, ww, pad_value, ay.pads + ax.pads
-        )
-        return _State(r, self._fns[i](windows, r.by, r.bx))
+        return self._gather(node.parents[0], parent, wy, wx, wh, ww, pad_value, ay.pads + ax.pads)
+
+    def _compute_folded(self, i: int, node: _Node, parent: _State, r: _Region, m: int) -> _State:
+        """The batch norm after convolution i, computed as one folded convolution."""
+        if r.clean:
+            return _State(r, None)
+        _, kernel, bias = self._folds[i]
+        layer = node.obj
+        if r.covers(node.hw):
+            x, padding = self._whole(node.parents[0], parent, m), layer.padding
+        else:
+            x, padding = self._windows(node, parent, r), "valid"
+        op = keras.ops.depthwise_conv if node.kind == "DepthwiseConv2D" else keras.ops.conv
+        y = op(x, kernel, layer.strides, padding, "channels_last", layer.dilation_rate)
+        return _State(r, _as_array(y + bias))
 
     def _base_of(self, q: int) -> np.ndarray:
         return self.base_input if q < 0 else self.base[q]

@@ -115,7 +115,8 @@ def geometry_model(seed: int = 0) -> keras.Model:
     dilation, asymmetric zero padding, cropping, depthwise and separable
     convolutions, max and average pooling ('same' averages count only real
     inputs), merges by layer and by operator, keras.ops nodes, rescaling and
-    batch norm, then global pooling and a linear head."""
+    batch norms (alone, and after convolutions, where the engine folds them
+    in), then global pooling and a linear head."""
     keras.utils.set_random_seed(seed)
     L = keras.layers
     inp = keras.Input((29, 31, 3))
@@ -126,6 +127,7 @@ def geometry_model(seed: int = 0) -> keras.Model:
     m = a + b  # 15 x 16 (ops.Add)
     m = L.BatchNormalization()(m)
     c = L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2)(m)  # 8 x 8
+    c = L.BatchNormalization(scale=False)(c)  # folded into the depthwise kernel
     d = L.SeparableConv2D(16, 3, padding="same", dilation_rate=2, activation="tanh")(c)
     e = L.MaxPooling2D(3, strides=1, padding="same")(d)
     f = L.AveragePooling2D(3, strides=1, padding="same")(d)
@@ -133,7 +135,8 @@ def geometry_model(seed: int = 0) -> keras.Model:
     g = L.Multiply()([g, L.Activation("sigmoid")(g)])
     g = L.Cropping2D(((1, 0), (0, 1)))(g)  # 7 x 7
     g = L.AveragePooling2D(2, padding="valid")(g)  # 3 x 3
-    g = L.Conv2D(12, 2, padding="valid", activation="relu")(g)  # 2 x 2
+    g = L.Conv2D(12, 2, padding="valid")(g)  # 2 x 2
+    g = L.ReLU()(L.BatchNormalization(center=False)(g))  # folded into the convolution
     out = L.Dense(4)(L.GlobalAveragePooling2D()(g))
     return keras.Model(inp, out)
 
