@@ -7,7 +7,7 @@ OPEN_BROWSER ?= 1
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: install lab test unit notebooks browser lint chromium bench train clean
+.PHONY: install lab test unit notebooks browser lint chromium bench bench-browser train clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -47,6 +47,10 @@ test: $(STAMP) chromium lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# Key press to picture on screen in JupyterLab + headless chromium (not a test).
+bench-browser: $(STAMP) chromium
+	$(PY) benchmarks/browser_latency.py $(BENCH_ARGS)
 
 train: $(STAMP)
 	$(PY) scripts/train_demo_models.py
