@@ -10,7 +10,7 @@ OPEN_BROWSER ?= 1
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: install lab test unit notebooks browser lint chromium docs bench train clean
+.PHONY: install lab test unit notebooks browser lint chromium docs bench bench-browser train clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -66,6 +66,10 @@ docs: $(DOCS_STAMP)
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/run.py
+
+# Key press to picture on screen in JupyterLab + headless chromium (not a test).
+bench-browser: $(TEST_STAMP) chromium
+	$(PY) benchmarks/browser_latency.py $(BENCH_ARGS)
 
 train: $(TEST_STAMP)
 	$(PY) scripts/train_demo_models.py

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py                 # full: demo, mobilenetv2, vgg16
     .venv/bin/python benchmarks/run.py --quick         # demo + mobilenetv2, 2 repeats
     .venv/bin/python benchmarks/run.py --models demo --repeats 5
+    .venv/bin/python benchmarks/run.py --sections incremental --models vgg16,resnet50 [--quick]
 
 Every figure is a ratio of two timings taken in the same repeat (the
 contenders of a section run one after the other, in a rotating order, on the
@@ -34,7 +35,11 @@ sys.path.insert(0, str(HERE))
 
 import peers  # noqa: E402
 
-MODELS = ("demo", "mobilenetv2", "vgg16")
+MODELS = ("demo", "mobilenetv2", "vgg16", "resnet50")
+#: Sections each model takes part in (default: all of them).
+MODEL_SECTIONS = {"resnet50": {"incremental"}}
+#: Incremental occlusion goals (issue 15): speed-up over the batched-predict floor.
+INCREMENTAL_GOALS = {"vgg16": 3.0, "resnet50": 2.0}
 GRID_SHAPE = (14, 14, 512)  # VGG16 block5_conv3
 MIN_TIME = 0.3  # seconds: shorter calls are repeated within one timing
 WARM_AGAIN = 5.0  # seconds: a first call shorter than this is followed by a second warm-up
@@ -100,15 +105,20 @@ def run_repeats(
     report: Report,
     where: str,
     once: tuple[str, ...] = (),
+    cold: tuple[str, ...] = (),
 ) -> dict[str, list[float]]:
     """Warm every contender once (tracing, caches of compiled functions), then
     time each once per repeat, rotating the order. ``fn(key)`` gets a key never
     used before so it can make a fresh input (defeating result caches). A call
     shorter than MIN_TIME is repeated (with new keys) until it lasts that long
     and the time per call is recorded, except for the names in ``once``. A
-    contender that raises on warm-up is dropped with a note."""
+    contender that raises on warm-up is dropped with a note. The names in
+    ``cold`` are not warmed (minutes-long calls whose one-off tracing is noise)."""
     alive, inner = {}, {}
     for name, fn in contenders.items():
+        if name in cold:
+            alive[name], inner[name] = fn, 1
+            continue
         try:
             t0 = time.perf_counter()
             fn(-1)
@@ -193,6 +203,10 @@ def load_subject(name: str) -> Subject:
         image = cw.assets.photo("chelsea", 224)
         # Stride 8 is 729 VGG16 passes per contender; too long for repeats here.
         max_layer, strides = "block1_conv2", (16,)
+    elif name == "resnet50":
+        model = keras.applications.ResNet50(weights=None)
+        image = cw.assets.photo("chelsea", 224)
+        max_layer, strides = "conv2_block1_1_conv", (16,)
     else:
         raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
     probe = cw.Probe(model)
@@ -329,6 +343,74 @@ def bench_occlusion(s: Subject, repeats: int, report: Report) -> None:
         "floor s16",
     )
     for st in s.occlusion_strides:
+        del floors[st]
+
+
+def bench_incremental(s: Subject, repeats: int, report: Report, strides: tuple[int, ...]) -> None:
+    """Incremental occlusion (engine='incremental') against the batched-predict
+    floor over the same patched images, cnnwidgets' batched engine, and
+    tf-explain (stride = patch = 16 only), patch 16, grey fill."""
+    import cnnwidgets as cw
+
+    cls = s.classes[0]
+    floors = {st: peers.patched_images(s.image, 16, st) for st in strides}
+    plan = cw.occlusion_plan(s.probe, s.image, patch=16, stride=min(strides))
+    report.note(
+        f"incremental {s.name}: plan {plan.engine}, estimated {plan.speedup:.2f}x fewer "
+        f"multiply-adds; branches run whole from {list(plan.full_from)[:4]}"
+    )
+
+    def occ(engine: str, st: int) -> Callable[[int], object]:
+        # Each engine its own images: the result cache must not answer across engines.
+        shift = 2500 if engine == "batched" else 0
+        return lambda r: cw.occlusion(
+            s.probe, fresh(s.image, r + shift), classes=cls, patch=16, stride=st, fill=127.5,
+            engine=engine,
+        )
+
+    c: dict[str, Callable[[int], object]] = {}
+    for st in strides:
+        c[f"incremental s{st}"] = occ("incremental", st)
+        c[f"floor s{st}"] = lambda r, st=st: peers.occlusion_floor(s.model, floors[st])
+        c[f"cw batched s{st}"] = occ("batched", st)
+    if 16 not in strides:
+        c["incremental s16"] = occ("incremental", 16)
+    c["tf-explain s16"] = lambda r: peers.tfexplain_occlusion(s.model, fresh(s.image, r), cls, 16)
+    slow = tuple(n for n in c if not n.startswith("incremental"))
+    t = run_repeats(c, repeats, report, f"incremental:{s.name}", once=tuple(c), cold=slow)
+    goal = INCREMENTAL_GOALS.get(s.name)
+    for st in strides:
+        n = len(floors[st])
+        add_ratio(
+            report,
+            t,
+            "incremental",
+            s.name,
+            f"floor / incremental, patch 16 stride {st} ({n} images) (speed-up)",
+            f"floor s{st}",
+            f"incremental s{st}",
+            f">= {goal:g}" if goal else "",
+            (lambda m, g=goal: m >= g) if goal else None,
+        )
+        add_ratio(
+            report,
+            t,
+            "incremental",
+            s.name,
+            f"cw batched / incremental, stride {st} (speed-up)",
+            f"cw batched s{st}",
+            f"incremental s{st}",
+        )
+    add_ratio(
+        report,
+        t,
+        "incremental",
+        s.name,
+        "tf-explain / incremental, patch 16 stride 16 (speed-up)",
+        "tf-explain s16",
+        "incremental s16",
+    )
+    for st in strides:
         del floors[st]
 
 
@@ -579,7 +661,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--models", default=None, help=f"comma-separated from {','.join(MODELS)}")
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--sections", default="gradcam,occlusion,grid,maximize,widgets")
+    p.add_argument(
+        "--sections", default="gradcam,occlusion,grid,maximize,widgets,incremental"
+    )
     p.add_argument("--out", default=None, help="markdown file to write")
     args = p.parse_args(argv)
     models = (
@@ -624,8 +708,16 @@ def main(argv=None) -> int:
             ("gradcam", lambda s=subject: bench_gradcam(s, args.repeats, report)),
             ("occlusion", lambda s=subject: bench_occlusion(s, args.repeats, report)),
             ("maximize", lambda s=subject: bench_maximize(s, args.repeats, report, steps)),
+            (
+                "incremental",
+                lambda s=subject: bench_incremental(
+                    s, args.repeats, report, (16,) if args.quick else (8,)
+                ),
+            ),
         ):
-            if sec not in sections:
+            if sec not in sections or sec not in MODEL_SECTIONS.get(name, {sec}):
+                continue
+            if sec == "incremental" and name not in INCREMENTAL_GOALS:
                 continue
             if sec == "maximize" and name == "vgg16":
                 report.note("maximize vgg16: skipped (64 filters x 224 px VGG16 passes per step)")

@@ -33,6 +33,7 @@ _LAZY = {
     "saliency": "cnnwidgets.explain.saliency",
     "occlusion": "cnnwidgets.explain.occlusion",
     "occlude": "cnnwidgets.explain.occlusion",
+    "occlusion_plan": "cnnwidgets.explain.occlusion",
     "maximize": "cnnwidgets.explain.maximize",
     "filter_weights": "cnnwidgets.explain.filters",
     "reconstruct": "cnnwidgets.explain.deconvnet",

@@ -224,7 +224,7 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     # What the front end receives decodes to exactly ``view`` (fast lossless PNG).
     np.testing.assert_array_equal(render.from_png(w.image.value), w.view)
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(render.from_png(render.fast_png(noisy)), noisy)
+    np.testing.assert_array_equal(render.from_png(render.to_png(noisy)), noisy)
     path = w.save(tmp_path / "v.png")
     np.testing.assert_array_equal(render.from_png(path.read_bytes()), w.view)
     np.testing.assert_array_equal(np.asarray(shapes_model(x)), before)

@@ -178,7 +178,9 @@ def test_large_image_is_patched_lazily():
     sizes = _counting(probe)
     tracemalloc.start()
     try:
-        maps = cw.occlusion(probe, image, classes=[0, 1, 2], patch=64, stride=48)
+        maps = cw.occlusion(
+            probe, image, classes=[0, 1, 2], patch=64, stride=48, engine="batched"
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -194,7 +196,9 @@ def test_coarse_to_fine(shapes_probe, shapes_images):
     classes = [label, (label + 1) % 4]  # the shape shown and one that is absent
     probe = cw.Probe(shapes_probe.model)
     sizes = _counting(probe)
-    levels = list(occlusion_progressive(probe, image, classes=classes, patch=8, stride=4))
+    levels = list(
+        occlusion_progressive(probe, image, classes=classes, patch=8, stride=4, engine="batched")
+    )
     assert len(levels) >= 3
     assert [lv.final for lv in levels] == [False] * (len(levels) - 1) + [True]
     assert levels[0].done < levels[0].total / 8

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
+import cnnwidgets as cw
 from cnnwidgets import render
 
 
@@ -58,6 +61,29 @@ def test_overlay_blends_with_given_opacity():
     heat = np.ones((2, 2), np.float32)
     out = render.overlay(img, heat, alpha=0.5, cmap="gray")
     np.testing.assert_array_equal(out, np.full((4, 4, 3), 128, np.uint8))
+
+
+@pytest.mark.parametrize("level", [0, 1, 6])
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (9, 1, 3), (33, 50, 3)])
+def test_png_levels_decode_exactly_with_pillow(level, shape):
+    # Random bytes make the row differences wrap around modulo 256.
+    img = np.random.default_rng(sum(shape) + level).integers(0, 256, shape, dtype=np.uint8)
+    data = render.to_png(img, compress_level=level)
+    with Image.open(io.BytesIO(data)) as png:
+        png.verify()
+    with Image.open(io.BytesIO(data)) as png:
+        assert png.mode == "RGB" and png.size == (shape[1], shape[0])
+        np.testing.assert_array_equal(np.asarray(png), img)
+
+
+def test_fast_png_is_about_as_small_as_pillows():
+    photo = cw.assets.photo("chelsea", 128)
+    grid = render.tile(np.random.default_rng(0).random((16, 20, 20)))
+    for picture in (photo, grid):
+        fast = render.to_png(picture, compress_level=1)
+        buf = io.BytesIO()
+        Image.fromarray(render.to_rgb_uint8(picture)).save(buf, format="PNG", compress_level=1)
+        assert len(fast) <= 1.3 * len(buf.getvalue())
 
 
 def test_png_round_trip_and_rgb_conversion():

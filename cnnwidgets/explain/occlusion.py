@@ -16,6 +16,16 @@ The positions are ``range(0, H - patch + 1, stride)`` plus ``H - patch`` when
 the last stride falls short (the same across the width), so every pixel is
 covered and every patch lies fully inside the image.
 
+Two engines compute the patched images' probabilities (``engine=``):
+'batched' runs every patched copy through the whole model; 'incremental'
+(:mod:`cnnwidgets.probe.incremental`) computes the unpatched activations once and
+recomputes each layer only inside the window the patch can reach, equal to
+'batched' up to float rounding. 'auto' (the default) takes 'incremental'
+where every node of the model can be replayed and the estimated saving pays
+for its set-up; :func:`occlusion_plan` says which engine a call would use
+and why, and each call logs the engine it ran on the ``cnnwidgets.occlusion``
+logger (INFO).
+
 ``occlusion_progressive`` visits the same grid coarse to fine (every 2**k-th
 position first), yielding a complete preview map after each level; its last
 map equals :func:`occlusion` exactly, and no position is computed twice.
@@ -23,6 +33,7 @@ map equals :func:`occlusion` exactly, and no position is computed twice.
 
 from __future__ import annotations
 
+import logging
 import numbers
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -32,13 +43,16 @@ import numpy as np
 from cnnwidgets.cache import RESULTS, array_key
 from cnnwidgets.explain.common import check_int, gaussian_blur
 from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe.incremental import IncrementalModel, IncrementalPlan, NotIncremental, plan
 from cnnwidgets.progress import reporter
 
 __all__ = [
+    "ENGINES",
     "FILLS",
     "OcclusionLevel",
     "occlude",
     "occlusion",
+    "occlusion_plan",
     "occlusion_progressive",
     "patch_positions",
     "blur",
@@ -46,6 +60,16 @@ __all__ = [
 
 #: Named fills; a number, or one number per channel, also works.
 FILLS = ("mean", "zero", "blur")
+
+#: How the patched images are computed (see the module doc).
+ENGINES = ("auto", "incremental", "batched")
+
+#: Forward passes' worth of work the incremental engine's set-up costs (the
+#: unpatched pass, its self-check, compiling the whole-map tail); 'auto' wants
+#: the saving over the whole grid to exceed it.
+SETUP_PASSES = 8
+
+_LOG = logging.getLogger("cnnwidgets.occlusion")
 
 
 class OcclusionLevel(NamedTuple):
@@ -57,6 +81,7 @@ class OcclusionLevel(NamedTuple):
         done: patch positions computed so far, per image.
         total: patch positions of the full grid, per image.
         final: True for the last level, whose maps equal :func:`occlusion`.
+        engine: what computed the maps: 'incremental', 'batched' or 'cached'.
     """
 
     maps: np.ndarray
@@ -64,6 +89,7 @@ class OcclusionLevel(NamedTuple):
     done: int
     total: int
     final: bool
+    engine: str = "batched"
 
 
 # ------------------------------------------------------------------ checks
@@ -110,6 +136,64 @@ def _check_fill(fill: Any, channels: int) -> Any:
     if not np.isfinite(value).all():
         raise ValueError("fill must be finite")
     return value
+
+
+def _check_engine(engine: Any) -> str:
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; use one of {list(ENGINES)}")
+    return engine
+
+
+def _plan(probe: Probe, size: tuple[int, int], patch: int, positions: int, engine: str):
+    """The engine a call will use, as an :class:`IncrementalPlan`."""
+    if engine == "batched":
+        return IncrementalPlan("batched", "engine='batched' was asked for")
+    found = plan(probe, size, patch)
+    if engine == "incremental":
+        if found.speedup == 0.0:
+            raise ValueError(f"engine='incremental' cannot run here: {found.reason}; "
+                             "use engine='batched' or 'auto'")
+        return IncrementalPlan("incremental", "engine='incremental' was asked for",
+                               found.speedup, found.full_from)
+    saved = positions * (1.0 - 1.0 / found.speedup) if found.speedup > 0 else 0.0
+    if found.engine == "incremental" and saved < SETUP_PASSES:
+        return IncrementalPlan(
+            "batched",
+            f"{positions} patch positions save about {saved:.1f} forward passes, less than "
+            f"the incremental engine's set-up (~{SETUP_PASSES})",
+            found.speedup,
+            found.full_from,
+        )
+    return found
+
+
+def occlusion_plan(
+    model_or_probe: Any,
+    images: Any,
+    patch: int = 16,
+    stride: int = 8,
+    engine: str = "auto",
+) -> IncrementalPlan:
+    """Which engine :func:`occlusion` would use for these arguments, and why.
+
+    Returns:
+        :class:`cnnwidgets.probe.incremental.IncrementalPlan` with ``engine``
+        ('incremental' or 'batched'), ``reason`` (one sentence), ``speedup``
+        (estimated multiply-adds of plain passes over incremental ones for a
+        central patch; 0 when the incremental engine cannot run) and
+        ``full_from`` (nodes where a branch first runs whole). The incremental
+        engine also checks itself on each image before use and falls back to
+        'batched' under 'auto' if that check fails (logged).
+
+    Raises:
+        ValueError: bad patch / stride / engine, or engine='incremental' on a
+            model it cannot run on (the message says which node and why).
+    """
+    probe = as_probe(model_or_probe)
+    raw = probe.check_images(images)
+    h, w = raw.shape[1:3]
+    ys, xs = patch_positions(h, w, patch, stride)
+    return _plan(probe, (h, w), int(patch), len(ys) * len(xs), _check_engine(engine))
 
 
 def _fill_key(fill: Any) -> Any:
@@ -206,7 +290,9 @@ def occlude(image: np.ndarray, x: int, y: int, patch: int = 16, fill: Any = "mea
 class _Occluder:
     """Drops in probability for sets of patch positions of one image batch."""
 
-    def __init__(self, probe: Probe, raw, cls, patch, stride, fill, batch_size, total_calls):
+    def __init__(
+        self, probe: Probe, raw, cls, patch, stride, fill, batch_size, total_calls, engine="auto"
+    ):
         self.probe = probe
         self.raw = raw
         self.cls = cls
@@ -216,6 +302,11 @@ class _Occluder:
         self.base = probe.predict(raw)  # (N, Kall)
         self.source = _fill_source(raw, fill, patch)
         per_image = len(self.ys) * len(self.xs)
+        self.asked = engine
+        self.plan = _plan(probe, (h, w), patch, per_image, engine)
+        self.engine = self.plan.engine
+        self._incremental: tuple[int, IncrementalModel] | None = None
+        self.batch_size = batch_size
         if batch_size is not None:
             bs = check_int(batch_size, "batch_size", 1)
         else:
@@ -235,11 +326,12 @@ class _Occluder:
         p = self.patch
         for n in range(len(self.raw)):
             image = self.raw[n]
-            buf = np.repeat(image[None], min(self.batch, len(index_pairs)), axis=0)
+            predict, batch = self._predictor(n)
+            buf = np.repeat(image[None], min(batch, len(index_pairs)), axis=0)
             prev: list[tuple[int, int] | None] = [None] * len(buf)
             k_idx = self.cls[n]
-            for start in range(0, len(index_pairs), self.batch):
-                chunk = index_pairs[start : start + self.batch]
+            for start in range(0, len(index_pairs), batch):
+                chunk = index_pairs[start : start + batch]
                 for slot, (iy, ix) in enumerate(chunk):
                     if prev[slot] is not None:  # undo the last patch of this slot
                         py, px = prev[slot]
@@ -247,12 +339,43 @@ class _Occluder:
                     y, x = int(self.ys[iy]), int(self.xs[ix])
                     _paint(buf[slot], self.source[n], y, x, p)
                     prev[slot] = (y, x)
-                probs = self.probe.predict(buf[: len(chunk)], batch_size=len(chunk), cache=False)
+                probs = predict(buf[: len(chunk)])
                 drop = self.base[n, k_idx][None, :] - probs[:, k_idx]  # (m, K)
                 self.drops[n][:, chunk[:, 0], chunk[:, 1]] = drop.T
                 self.done += len(chunk)
                 self.report(self.done, self.total)
         self.done_mask[index_pairs[:, 0], index_pairs[:, 1]] = True
+
+    def _predictor(self, n: int):
+        """(function of patched raw images (M, H, W, C) -> probabilities (M, K), batch size)
+        for image n, on the engine of the plan."""
+        if self.engine == "incremental":
+            try:
+                if self._incremental is None or self._incremental[0] != n:
+                    self._incremental = None  # one image's cached activations at a time
+                    model = IncrementalModel(self.probe, self.raw[n], self.patch)
+                    self._incremental = (n, model)
+                model = self._incremental[1]
+                if self.batch_size is not None:
+                    batch = check_int(self.batch_size, "batch_size", 1)
+                else:
+                    per = max(1, model.bytes_per_image(self.patch))
+                    batch = int(np.clip(self.probe.memory_budget // per, 1, 64))
+                return model.predict, batch
+            except NotIncremental as exc:
+                if self.asked == "incremental":
+                    raise ValueError(
+                        f"engine='incremental' cannot run here: {exc}; use engine='batched' "
+                        "or 'auto'"
+                    ) from exc
+                _LOG.info("occlusion: incremental engine unavailable (%s); batched passes", exc)
+                self.engine = "batched"
+                self.plan = IncrementalPlan("batched", f"self-check failed: {exc}")
+
+        def batched(images: np.ndarray) -> np.ndarray:
+            return self.probe.predict(images, batch_size=len(images), cache=False)
+
+        return batched, self.batch
 
     def maps(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """(N, K, H, W) float32 map from the drops computed at grid rows x cols.
@@ -322,6 +445,7 @@ def occlusion(
     fill: Any = "mean",
     batch_size: int | None = None,
     progress: Any = None,
+    engine: str = "auto",
 ) -> np.ndarray:
     """Occlusion sensitivity maps at input resolution.
 
@@ -341,6 +465,10 @@ def occlusion(
             memory budget). Patched images are made lazily per batch.
         progress: None (a bar for large jobs), True, False or ``(done, total)`` that
             may raise :class:`cnnwidgets.Cancelled` to stop.
+        engine: 'auto' (default), 'incremental' (recompute only the window
+            each patch reaches; same maps up to float rounding) or 'batched'
+            (every patched copy through the whole model). See
+            :func:`occlusion_plan` for the choice 'auto' makes and why.
 
     Returns:
         (N, K, H, W) float32: at each pixel, the mean over the patches covering
@@ -348,11 +476,22 @@ def occlusion(
         classes come from the same forward passes. Results are cached.
 
     Raises:
-        ValueError: patch larger than the image, stride < 1, unknown fill, bad class.
+        ValueError: patch larger than the image, stride < 1, unknown fill, bad
+            class, unknown engine, or engine='incremental' on a model it cannot
+            run on.
     """
     final = None
     for level in occlusion_progressive(
-        model_or_probe, images, classes, patch, stride, fill, batch_size, progress, levels=1
+        model_or_probe,
+        images,
+        classes,
+        patch,
+        stride,
+        fill,
+        batch_size,
+        progress,
+        levels=1,
+        engine=engine,
     ):
         final = level.maps
     assert final is not None
@@ -369,6 +508,7 @@ def occlusion_progressive(
     batch_size: int | None = None,
     progress: Any = None,
     levels: int | None = None,
+    engine: str = "auto",
 ) -> Iterator[OcclusionLevel]:
     """Coarse-to-fine occlusion: yields complete, successively finer maps.
 
@@ -390,16 +530,18 @@ def occlusion_progressive(
     )
     if levels is not None:
         levels = check_int(levels, "levels", 1)
+    engine = _check_engine(engine)
     report = reporter(progress, "occlusion")
     hit = RESULTS.get(key)
     ys, xs = patch_positions(raw.shape[1], raw.shape[2], patch, stride)
     total = len(ys) * len(xs)
     if hit is not None:
         report(len(raw) * total, len(raw) * total)
-        yield OcclusionLevel(hit.copy(), stride, total, total, True)
+        yield OcclusionLevel(hit.copy(), stride, total, total, True, "cached")
         return
 
-    occ = _Occluder(probe, raw, cls, patch, stride, fill_, batch_size, report)
+    occ = _Occluder(probe, raw, cls, patch, stride, fill_, batch_size, report, engine)
+    _LOG.info("occlusion: %s engine (%s)", occ.engine, occ.plan.reason)
     report(0, occ.total)
     ny, nx = len(ys), len(xs)
     coarsest = 0
@@ -420,4 +562,6 @@ def occlusion_progressive(
         if k == 0:
             RESULTS.put(key, maps)
             maps = maps.copy()
-        yield OcclusionLevel(maps, level_stride, len(rows) * len(cols), total, k == 0)
+        yield OcclusionLevel(
+            maps, level_stride, len(rows) * len(cols), total, k == 0, occ.engine
+        )

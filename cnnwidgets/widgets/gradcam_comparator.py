@@ -431,7 +431,7 @@ class GradCAMComparator(ViewWidget):
         # As ViewWidget._show, with the faster lossless encoder for slider moves.
         picture = render.to_rgb_uint8(picture)
         self._view = picture
-        self.image.value = render.fast_png(picture)
+        self.image.value = render.to_png(picture)
 
     # ------------------------------------------------------------ observers
 
