@@ -426,7 +426,9 @@ def measure_control(
     for k in range(moves):
         key = f"{control.widget}.{control.name}.{k}"
         root.evaluate(ARM_JS, key)
-        if not move(lab, element, +1 if k % 2 == 0 else -1):
+        # Always onwards (back only at the end): a new value every move, so a
+        # move that needs the model is never answered from a cache.
+        if not move(lab, element, +1):
             result.note = "could not move"
             break
         got = page.evaluate(WAIT_JS, [key, 120_000])
