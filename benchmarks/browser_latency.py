@@ -359,11 +359,20 @@ def move(lab: LabPage, element, direction: int) -> bool:
         return True
     handle = element.locator(".noUi-handle").first
     before = handle.get_attribute("aria-valuenow")
+
+    def moved() -> bool:
+        for _ in range(20):  # the handle's aria value follows within a frame or two
+            if handle.get_attribute("aria-valuenow") != before:
+                return True
+            time.sleep(0.01)
+        return False
+
     handle.focus()
     handle.press("ArrowRight" if direction > 0 else "ArrowLeft")
-    if handle.get_attribute("aria-valuenow") == before:
+    if not moved():  # at the end of the range: back one step
         handle.press("ArrowLeft" if direction > 0 else "ArrowRight")
-    return handle.get_attribute("aria-valuenow") != before
+        return moved()
+    return True
 
 
 def settle(lab: LabPage, quiet: float = 0.3, limit: float = 120.0) -> None:
@@ -426,7 +435,9 @@ def measure_control(
     for k in range(moves):
         key = f"{control.widget}.{control.name}.{k}"
         root.evaluate(ARM_JS, key)
-        if not move(lab, element, +1 if k % 2 == 0 else -1):
+        # Always onwards (back only at the end): a new value every move, so a
+        # move that needs the model is never answered from a cache.
+        if not move(lab, element, +1):
             result.note = "could not move"
             break
         got = page.evaluate(WAIT_JS, [key, 120_000])
