@@ -150,6 +150,21 @@ for _cls in [_base.ViewWidget, *_base.ViewWidget.__subclasses__()]:
     if "_show" in _cls.__dict__:
         _wrap(_cls)
 
+import io as _io
+from PIL import Image as _Image
+from cnnwidgets import render as _render
+_FAST_PNG = _render.to_png
+
+def _pillow_png(image, compress_level=1):
+    buf = _io.BytesIO()
+    rgb = _render.to_rgb_uint8(image)
+    _Image.fromarray(rgb).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+def bench_png(which):
+    # Widgets call render.to_png through the module: swap the encoder there.
+    _render.to_png = _pillow_png if which == "pillow" else _FAST_PNG
+
 W = {}
 
 def bench_show(name, widget, controls):
@@ -283,6 +298,7 @@ class Result:
     input: list[float] = field(default_factory=list)  # ms, key press to the input event
     kernel: list[float] = field(default_factory=list)  # ms, update received to last redraw
     kernel_first: list[float] = field(default_factory=list)  # ms, ... to first redraw
+    variant: str = ""  # the PNG encoder of these moves (with --png-ab)
     fresh: str = ""  # the last-value-wins check after a burst
     note: str = ""
 
@@ -358,11 +374,16 @@ def move(lab: LabPage, element, direction: int) -> bool:
         box.press("Enter")
         return True
     handle = element.locator(".noUi-handle").first
-    before = handle.get_attribute("aria-valuenow")
+
+    def value() -> str | None:
+        # aria-valuenow is rounded to one decimal (0.45 reads 0.5); the text is not.
+        return handle.get_attribute("aria-valuetext") or handle.get_attribute("aria-valuenow")
+
+    before = value()
 
     def moved() -> bool:
         for _ in range(20):  # the handle's aria value follows within a frame or two
-            if handle.get_attribute("aria-valuenow") != before:
+            if value() != before:
                 return True
             time.sleep(0.01)
         return False
@@ -391,7 +412,15 @@ def settle(lab: LabPage, quiet: float = 0.3, limit: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def measure_model(browser, server: dict, model: str, moves: int, burst: int) -> list[Result]:
+def measure_model(
+    browser,
+    server: dict,
+    model: str,
+    moves: int,
+    burst: int,
+    variants: tuple[str, ...],
+    only: tuple[str, ...] = (),
+) -> list[Result]:
     name = f"latency_{model}.ipynb"
     notebook_for(model, server["dir"] / name)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -406,13 +435,17 @@ def measure_model(browser, server: dict, model: str, moves: int, burst: int) -> 
             raise RuntimeError(f"{model}: {lab.error_texts()}")
         controls = [c for c in CONTROLS if not c.only or model in c.only]
         for control in controls:
-            result = Result(model, control)
-            results.append(result)
+            if only and not any(o in f"{control.widget}.{control.name}" for o in only):
+                continue
+            rows = [Result(model, control, variant=v) for v in variants]
+            results += rows
             try:
-                measure_control(lab, result, controls, server["dir"], moves, burst)
+                measure_control(lab, rows, controls, server["dir"], moves, burst)
             except Exception as exc:  # one control that fails is reported, the rest run
-                result.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-            print(format_row(result), flush=True)
+                for row in rows:
+                    row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            for row in rows:
+                print(format_row(row), flush=True)
     finally:
         lab.shutdown_kernels()
         page.close()
@@ -420,51 +453,66 @@ def measure_model(browser, server: dict, model: str, moves: int, burst: int) -> 
 
 
 def measure_control(
-    lab: LabPage, result: Result, controls, folder: pathlib.Path, moves: int, burst: int
+    lab: LabPage, rows: list[Result], controls, folder: pathlib.Path, moves: int, burst: int
 ) -> None:
-    control, page = result.control, lab.page
+    """Time ``moves`` moves of one control; with several rows (PNG encoders), move k
+    runs with encoder k % len(rows), so they share the machine's state."""
+    control, page = rows[0].control, lab.page
     element, root = element_of(lab, control)
+    note = ""
     if element.count() == 0:
-        result.note = "control not found"
-        return
-    if not element.is_visible():
-        result.note = "hidden (nothing to choose)"
+        note = "control not found"
+    elif not element.is_visible():
+        note = "hidden (nothing to choose)"
+    if note:
+        for row in rows:
+            row.note = note
         return
     element.scroll_into_view_if_needed()
     settle(lab)
+    move(lab, element, +1)  # untimed: first-call costs (tracing, first encoder use) go here
+    settle(lab)
+    owner: list[Result] = []  # the row of each timed move
     for k in range(moves):
+        row = rows[k % len(rows)]
+        if row.variant:
+            kernel(lab, f"bench_png({row.variant!r})")
         key = f"{control.widget}.{control.name}.{k}"
         root.evaluate(ARM_JS, key)
         # Always onwards (back only at the end): a new value every move, so a
         # move that needs the model is never answered from a cache.
         if not move(lab, element, +1):
-            result.note = "could not move"
+            note = f"could not move after {k} moves"
             break
         got = page.evaluate(WAIT_JS, [key, 120_000])
         if got is None:
-            result.note = "no new picture within 120 s"
+            note = "no new picture within 120 s"
             break
         settle(lab)
         rec = page.evaluate(FINISH_JS, key)
         shown = [e for e in rec["events"] if e["shown"] is not None]
-        result.first.append(got["shown"])
-        result.felt.append(shown[-1]["shown"] if shown else got["shown"])
-        result.changed.append(rec["events"][-1]["changed"])
+        row.first.append(got["shown"])
+        row.felt.append(shown[-1]["shown"] if shown else got["shown"])
+        row.changed.append(rec["events"][-1]["changed"])
         if rec["input"] is not None:
-            result.input.append(rec["input"])
+            row.input.append(rec["input"])
+        owner.append(row)
     # The burst: quick moves one way without waiting; the last value must win.
     for _ in range(burst):
         move(lab, element, +1)
     settle(lab, quiet=1.0)
-    dump = folder / f"events_{result.model}.json"
+    dump = folder / f"events_{rows[0].model}.json"
     pairs = [(c.widget, c.name) for c in controls]
     kernel(lab, f"bench_dump({str(dump)!r}, {pairs!r})")
     settle(lab)
     info = json.loads(dump.read_text())
-    shown = root.evaluate(HASHES_JS)
-    want = info["pics"].get(control.widget)
-    result.fresh = "ok" if want in shown else "STALE"
-    result.kernel_first, result.kernel = kernel_times(info, control, len(result.felt))
+    fresh = "ok" if info["pics"].get(control.widget) in root.evaluate(HASHES_JS) else "STALE"
+    firsts, lasts = kernel_times(info, control, len(owner))
+    for row in rows:
+        row.note, row.fresh = note, fresh
+        mine = [k for k, r in enumerate(owner) if r is row and k < len(lasts)]
+        row.kernel_first = [firsts[k] for k in mine]
+        row.kernel = [lasts[k] for k in mine]
 
 
 def kernel_times(info: dict, control: Control, n: int) -> tuple[list[float], list[float]]:
@@ -500,7 +548,8 @@ def format_row(r: Result) -> str:
     cells = [_med(r.felt), f"{p90(r.felt):.0f}" if r.felt else "-", _med(r.first)]
     cells += [_med(r.changed), _med(r.input), _med(r.kernel)]
     text = " ".join(f"{c:>8}" for c in cells)
-    return f"{r.model:<12} {r.control.label:<26} {text}  {goal(r)} {r.fresh} {r.note}".rstrip()
+    label = r.control.label + (f" [{r.variant}]" if r.variant else "")
+    return f"{r.model:<12} {label:<26} {text}  {goal(r)} {r.fresh} {r.note}".rstrip()
 
 
 def goal(r: Result) -> str:
@@ -566,8 +615,9 @@ def markdown(info: dict, results: list[Result], args, wall: float) -> str:
     for r in results:
         cells = [_med(r.felt), f"{p90(r.felt):.0f}" if r.felt else "-", _med(r.first)]
         cells += [_med(r.changed), _med(r.input), _med(r.kernel)]
+        label = r.control.label + (f" [{r.variant}]" if r.variant else "")
         lines.append(
-            f"| {r.model} | {r.control.label} | {'yes' if r.control.model_pass else 'no'} | "
+            f"| {r.model} | {label} | {'yes' if r.control.model_pass else 'no'} | "
             + " | ".join(cells)
             + f" | {goal(r)} | {r.fresh} | {r.note} |"
         )
@@ -628,7 +678,15 @@ def main(argv=None) -> int:
     p.add_argument("--moves", type=int, default=8, help="timed moves per control")
     p.add_argument("--burst", type=int, default=4, help="quick moves of the freshness check")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
+    p.add_argument("--controls", default=None, help="e.g. comparator.opacity,browser (a filter)")
+    p.add_argument(
+        "--png-ab",
+        action="store_true",
+        help="alternate moves between render.to_png and Pillow's encoder (the lever's A/B)",
+    )
     args = p.parse_args(argv)
+    variants = ("render.to_png", "pillow") if args.png_ab else ("",)
+    only = tuple(args.controls.split(",")) if args.controls else ()
     fixtures = _lab_fixtures()
     chromium = fixtures.CHROMIUM
     if not chromium.exists():
@@ -650,7 +708,9 @@ def main(argv=None) -> int:
         try:
             for model in args.models.split(","):
                 try:
-                    results += measure_model(browser, server, model, args.moves, args.burst)
+                    results += measure_model(
+                        browser, server, model, args.moves, args.burst, variants, only
+                    )
                 except Exception as exc:  # a model that fails is reported, the rest run
                     print(f"{model}: failed: {type(exc).__name__}: {exc}", flush=True)
         finally:
