@@ -186,8 +186,8 @@ def occlusion_plan(
     Returns:
         :class:`cnnwidgets.incremental.IncrementalPlan` with ``engine``
         ('incremental' or 'batched'), ``reason`` (one sentence), ``speedup``
-        (estimated multiply-adds of plain passes over incremental ones for a
-        central patch; 0 when the incremental engine cannot run) and
+        (estimated time of plain passes over incremental ones for a central
+        patch; 0 when the incremental engine cannot run) and
         ``full_from`` (nodes where a branch first runs whole). The incremental
         engine also checks itself on each image before use and falls back to
         'batched' under 'auto' if that check fails (logged).
