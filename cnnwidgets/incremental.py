@@ -303,8 +303,7 @@ def _classify(probe: Probe, size: tuple[int, int]) -> tuple[list[_Node], int]:
         node.channels = channels
         kind = info.kind
         one_map = len(parents) == 1 and parent_hw[0] is not None and is_map
-        if kind in ("ops.Add", "ops.Subtract", "ops.Multiply", "ops.Divide", "ops.TrueDivide",
-                    "ops.Maximum", "ops.Minimum") and len(parents) != 2:
+        if kind in MERGE_OPS and len(parents) != 2:
             raise NotIncremental(
                 f"node {info.name!r} ({kind}) has a constant or repeated operand; its call "
                 "cannot be replayed from the catalog"
@@ -423,11 +422,8 @@ def _propagate(node: _Node, parents: Sequence[_Region], m: int) -> _Region:
         y0, y1 = ay.reach(p.y0, p.y1)
         x0, x1 = ax.reach(p.x0, p.x1)
         empty = (y0 >= y1) | (x0 >= x1)
-        z = np.zeros_like(y0)
-        return _Region(
-            np.where(empty, z, y0), np.where(empty, z, y1),
-            np.where(empty, z, x0), np.where(empty, z, x1),
-        ).boxed(node.hw)
+        y0, y1, x0, x1 = (np.where(empty, 0, v) for v in (y0, y1, x0, x1))
+        return _Region(y0, y1, x0, x1).boxed(node.hw)
     if node.mode == "pointwise":
         (p,) = parents
         r = _Region(p.y0, p.y1, p.x0, p.x1)
@@ -441,10 +437,7 @@ def _propagate(node: _Node, parents: Sequence[_Region], m: int) -> _Region:
     y1 = np.max([np.where(e, p.y1, 0) for p, e in live], axis=0)
     x1 = np.max([np.where(e, p.x1, 0) for p, e in live], axis=0)
     empty = y1 == 0
-    z = np.zeros_like(y0)
-    return _Region(
-        np.where(empty, z, y0), y1, np.where(empty, z, x0), x1
-    ).boxed(node.hw)
+    return _Region(np.where(empty, 0, y0), y1, np.where(empty, 0, x0), x1).boxed(node.hw)
 
 
 # ---------------------------------------------------------------------- plan
@@ -576,21 +569,26 @@ def _window_fn(node: _Node, count: tuple[np.ndarray, np.ndarray] | None) -> Call
         act = getattr(layer, "activation", None)
         return _as_array(act(y) if act is not None else y)
 
-    if kind == "Conv2D":
-        return lambda x, by, bx: finish(
-            ops.conv(x, layer.kernel, layer.strides, "valid", "channels_last",
-                     layer.dilation_rate)
-        )
-    if kind == "DepthwiseConv2D":
-        return lambda x, by, bx: finish(
-            ops.depthwise_conv(x, layer.kernel, layer.strides, "valid", "channels_last",
-                               layer.dilation_rate)
-        )
-    if kind == "SeparableConv2D":
-        return lambda x, by, bx: finish(
-            ops.separable_conv(x, layer.depthwise_kernel, layer.pointwise_kernel,
-                               layer.strides, "valid", "channels_last", layer.dilation_rate)
-        )
+    conv_ops: dict[str, Callable] = {
+        "Conv2D": lambda x: ops.conv(
+            x, layer.kernel, layer.strides, "valid", "channels_last", layer.dilation_rate
+        ),
+        "DepthwiseConv2D": lambda x: ops.depthwise_conv(
+            x, layer.kernel, layer.strides, "valid", "channels_last", layer.dilation_rate
+        ),
+        "SeparableConv2D": lambda x: ops.separable_conv(
+            x,
+            layer.depthwise_kernel,
+            layer.pointwise_kernel,
+            layer.strides,
+            "valid",
+            "channels_last",
+            layer.dilation_rate,
+        ),
+    }
+    if kind in conv_ops:
+        op = conv_ops[kind]
+        return lambda x, by, bx: finish(op(x))
     if kind == "MaxPooling2D":
         return lambda x, by, bx: _as_array(
             ops.max_pool(x, layer.pool_size, layer.strides, "valid", "channels_last")
@@ -599,8 +597,8 @@ def _window_fn(node: _Node, count: tuple[np.ndarray, np.ndarray] | None) -> Call
         k = float(np.prod(_pair(layer.pool_size)))
 
         def average(x, by, bx):
-            y = _as_array(ops.average_pool(x, layer.pool_size, layer.strides, "valid",
-                                           "channels_last"))
+            y = ops.average_pool(x, layer.pool_size, layer.strides, "valid", "channels_last")
+            y = _as_array(y)
             if count is None:
                 return y
             # 'same' averages over the real inputs only: sum over the window / their count.
