@@ -123,10 +123,16 @@ from IPython.display import display
 _EVENTS = []
 _handle_msg = ipywidgets.Widget._handle_msg
 
+_AB = {"id": None, "n": 0, "encoders": ()}
+
 def _timed_handle_msg(self, msg):
     data = msg["content"]["data"]
     if data.get("method") == "update":
-        _EVENTS.append(("recv", time.perf_counter(), self.model_id))
+        _EVENTS.append(("recv", time.perf_counter(), self.model_id, time.time()))
+        if self.model_id == _AB["id"]:  # A/B of the PNG encoders: one per update, in turn
+            _AB["n"] += 1
+            if _AB["n"] >= 0:
+                bench_png(_AB["encoders"][_AB["n"] % len(_AB["encoders"])])
     return _handle_msg(self, msg)
 
 # Before any widget exists: each binds this method to its comm when it opens.
@@ -142,13 +148,33 @@ def _wrap(cls):
     show = cls.__dict__["_show"]
     def _timed_show(self, picture):
         out = show(self, picture)
-        _EVENTS.append(("shown", time.perf_counter(), getattr(self, "_cwbench", "?")))
+        _EVENTS.append(("shown", time.perf_counter(), getattr(self, "_cwbench", "?"), time.time()))
         return out
     cls._show = _timed_show
 
 for _cls in [_base.ViewWidget, *_base.ViewWidget.__subclasses__()]:
     if "_show" in _cls.__dict__:
         _wrap(_cls)
+
+import io as _io
+from PIL import Image as _Image
+from cnnwidgets import render as _render
+_FAST_PNG = _render.to_png
+
+def _pillow_png(image, compress_level=1):
+    buf = _io.BytesIO()
+    rgb = _render.to_rgb_uint8(image)
+    _Image.fromarray(rgb).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+def bench_png(which):
+    # Widgets call render.to_png through the module: swap the encoder there.
+    _render.to_png = _pillow_png if which == "pillow" else _FAST_PNG
+
+def bench_ab(widget, control, encoders):
+    # From the control's second update on, alternate the encoders (the first is untimed).
+    bench_png(encoders[0])
+    _AB.update(id=getattr(W[widget], control).model_id, n=-2, encoders=tuple(encoders))
 
 W = {}
 
@@ -239,7 +265,7 @@ async (key) => {
   for (let i = 0; i < 100 && rec.events.some((e) => e.shown === null); i++) {
     await new Promise((r) => setTimeout(r, 50));
   }
-  return {input: rec.input, events: rec.events};
+  return {input: rec.input, events: rec.events, t0wall: performance.timeOrigin + rec.t0};
 }
 """
 
@@ -283,6 +309,10 @@ class Result:
     input: list[float] = field(default_factory=list)  # ms, key press to the input event
     kernel: list[float] = field(default_factory=list)  # ms, update received to last redraw
     kernel_first: list[float] = field(default_factory=list)  # ms, ... to first redraw
+    variant: str = ""  # the PNG encoder of these moves (with --png-ab)
+    # From the wall clock the page and the kernel share (same machine):
+    inbound: list[float] = field(default_factory=list)  # ms, key press to update received
+    outbound: list[float] = field(default_factory=list)  # ms, last redraw done to source set
     fresh: str = ""  # the last-value-wins check after a burst
     note: str = ""
 
@@ -358,21 +388,49 @@ def move(lab: LabPage, element, direction: int) -> bool:
         box.press("Enter")
         return True
     handle = element.locator(".noUi-handle").first
-    before = handle.get_attribute("aria-valuenow")
 
-    def moved() -> bool:
-        for _ in range(20):  # the handle's aria value follows within a frame or two
-            if handle.get_attribute("aria-valuenow") != before:
-                return True
-            time.sleep(0.01)
-        return False
+    def value() -> str | None:
+        # aria-valuenow is rounded to one decimal (0.45 reads 0.5); the text is not.
+        return handle.get_attribute("aria-valuetext") or handle.get_attribute("aria-valuenow")
 
+    def number(attr: str) -> float:
+        text = handle.get_attribute(attr) if attr != "value" else value()
+        return float(text) if text not in (None, "") else float("nan")
+
+    # Decide the direction before the key press: a press at the end of the range
+    # changes nothing and would start the clock early.
+    eps = 1e-9
+    if direction > 0 and number("value") >= number("aria-valuemax") - eps:
+        direction = -1
+    elif direction < 0 and number("value") <= number("aria-valuemin") + eps:
+        direction = +1
+    before = value()
     handle.focus()
     handle.press("ArrowRight" if direction > 0 else "ArrowLeft")
-    if not moved():  # at the end of the range: back one step
-        handle.press("ArrowLeft" if direction > 0 else "ArrowRight")
-        return moved()
-    return True
+    for _ in range(20):  # the handle's aria value follows within a frame or two
+        if value() != before:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def wait_picture(lab: LabPage, key: str, idle_for: float = 3.0, limit: float = 300.0):
+    """The first new picture's times, or None when the kernel has been idle for
+    ``idle_for`` seconds without one (the move did not change the picture)."""
+    deadline = time.monotonic() + limit
+    calm = None
+    while time.monotonic() < deadline:
+        got = lab.page.evaluate(WAIT_JS, [key, 250])
+        if got is not None:
+            return got
+        state = lab.state()
+        if state is not None and state["status"] == "idle":
+            calm = calm or time.monotonic()
+            if time.monotonic() - calm >= idle_for:
+                return None
+        else:
+            calm = None
+    return None
 
 
 def settle(lab: LabPage, quiet: float = 0.3, limit: float = 120.0) -> None:
@@ -391,7 +449,15 @@ def settle(lab: LabPage, quiet: float = 0.3, limit: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def measure_model(browser, server: dict, model: str, moves: int, burst: int) -> list[Result]:
+def measure_model(
+    browser,
+    server: dict,
+    model: str,
+    moves: int,
+    burst: int,
+    variants: tuple[str, ...],
+    only: tuple[str, ...] = (),
+) -> list[Result]:
     name = f"latency_{model}.ipynb"
     notebook_for(model, server["dir"] / name)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -406,13 +472,17 @@ def measure_model(browser, server: dict, model: str, moves: int, burst: int) -> 
             raise RuntimeError(f"{model}: {lab.error_texts()}")
         controls = [c for c in CONTROLS if not c.only or model in c.only]
         for control in controls:
-            result = Result(model, control)
-            results.append(result)
+            if only and not any(o in f"{control.widget}.{control.name}" for o in only):
+                continue
+            rows = [Result(model, control, variant=v) for v in variants]
+            results += rows
             try:
-                measure_control(lab, result, controls, server["dir"], moves, burst)
+                measure_control(lab, rows, controls, server["dir"], moves, burst)
             except Exception as exc:  # one control that fails is reported, the rest run
-                result.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-            print(format_row(result), flush=True)
+                for row in rows:
+                    row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            for row in rows:
+                print(format_row(row), flush=True)
     finally:
         lab.shutdown_kernels()
         page.close()
@@ -420,68 +490,95 @@ def measure_model(browser, server: dict, model: str, moves: int, burst: int) -> 
 
 
 def measure_control(
-    lab: LabPage, result: Result, controls, folder: pathlib.Path, moves: int, burst: int
+    lab: LabPage, rows: list[Result], controls, folder: pathlib.Path, moves: int, burst: int
 ) -> None:
-    control, page = result.control, lab.page
+    """Time ``moves`` moves of one control; with several rows (PNG encoders), move k
+    runs with encoder k % len(rows), so they share the machine's state."""
+    control, page = rows[0].control, lab.page
     element, root = element_of(lab, control)
+    note = ""
     if element.count() == 0:
-        result.note = "control not found"
-        return
-    if not element.is_visible():
-        result.note = "hidden (nothing to choose)"
+        note = "control not found"
+    elif not element.is_visible():
+        note = "hidden (nothing to choose)"
+    if note:
+        for row in rows:
+            row.note = note
         return
     element.scroll_into_view_if_needed()
+    variants = [row.variant for row in rows if row.variant]
+    if variants:
+        kernel(lab, f"bench_ab({control.widget!r}, {control.name!r}, {variants!r})")
     settle(lab)
+    move(lab, element, +1)  # untimed: first-call costs (tracing, first encoder use) go here
+    settle(lab)
+    owner: list[Result] = []  # the row of each timed move
+    walls: list[tuple[float, float]] = []  # per move: key press, final source set (ms)
     for k in range(moves):
+        row = rows[k % len(rows)]
         key = f"{control.widget}.{control.name}.{k}"
         root.evaluate(ARM_JS, key)
         # Always onwards (back only at the end): a new value every move, so a
         # move that needs the model is never answered from a cache.
         if not move(lab, element, +1):
-            result.note = "could not move"
+            note = f"could not move after {k} moves"
             break
-        got = page.evaluate(WAIT_JS, [key, 120_000])
+        got = wait_picture(lab, key)
         if got is None:
-            result.note = "no new picture within 120 s"
+            note = "the picture did not change"
             break
         settle(lab)
         rec = page.evaluate(FINISH_JS, key)
         shown = [e for e in rec["events"] if e["shown"] is not None]
-        result.first.append(got["shown"])
-        result.felt.append(shown[-1]["shown"] if shown else got["shown"])
-        result.changed.append(rec["events"][-1]["changed"])
+        row.first.append(got["shown"])
+        row.felt.append(shown[-1]["shown"] if shown else got["shown"])
+        row.changed.append(rec["events"][-1]["changed"])
+        walls.append((rec["t0wall"], rec["t0wall"] + rec["events"][-1]["changed"]))
         if rec["input"] is not None:
-            result.input.append(rec["input"])
+            row.input.append(rec["input"])
+        owner.append(row)
     # The burst: quick moves one way without waiting; the last value must win.
     for _ in range(burst):
         move(lab, element, +1)
     settle(lab, quiet=1.0)
-    dump = folder / f"events_{result.model}.json"
+    dump = folder / f"events_{rows[0].model}.json"
     pairs = [(c.widget, c.name) for c in controls]
     kernel(lab, f"bench_dump({str(dump)!r}, {pairs!r})")
     settle(lab)
     info = json.loads(dump.read_text())
-    shown = root.evaluate(HASHES_JS)
-    want = info["pics"].get(control.widget)
-    result.fresh = "ok" if want in shown else "STALE"
-    result.kernel_first, result.kernel = kernel_times(info, control, len(result.felt))
+    fresh = "ok" if info["pics"].get(control.widget) in root.evaluate(HASHES_JS) else "STALE"
+    timings = kernel_times(info, control, len(owner))
+    for row in rows:
+        row.note, row.fresh = note, fresh
+        for k, (first, last, recv_wall, shown_wall) in enumerate(timings):
+            if owner[k] is row:
+                row.kernel_first.append(first)
+                row.kernel.append(last)
+                row.inbound.append(recv_wall - walls[k][0])
+                row.outbound.append(walls[k][1] - shown_wall)
 
 
-def kernel_times(info: dict, control: Control, n: int) -> tuple[list[float], list[float]]:
-    """ms from the k-th update of the control (k < n) to the widget's first and to
-    its last redraw before the control's next update."""
+def kernel_times(info: dict, control: Control, n: int) -> list[tuple[float, ...]]:
+    """Per update k < n of the control: ms to the widget's first and last redraw
+    before the control's next update, and the wall-clock ms of the update's
+    arrival and of that last redraw."""
     model_id = info["ids"].get(f"{control.widget}.{control.name}")
     events = info["events"]
-    recv = [t for kind, t, who in events if kind == "recv" and who == model_id]
-    shows = sorted(t for kind, t, who in events if kind == "shown" and who == control.widget)
-    first, last = [], []
-    for k, t in enumerate(recv[:n]):
-        end = recv[k + 1] if k + 1 < len(recv) else float("inf")
-        mine = [s for s in shows if t <= s < end]
-        if mine:
-            first.append(1000.0 * (mine[0] - t))
-            last.append(1000.0 * (mine[-1] - t))
-    return first, last
+    recv = [(t, wall) for kind, t, who, wall in events if kind == "recv" and who == model_id]
+    shows = sorted(
+        (t, wall) for kind, t, who, wall in events if kind == "shown" and who == control.widget
+    )
+    out = []
+    # recv[0] is the untimed first move.
+    for k, (t, wall) in enumerate(recv[1 : n + 1], start=1):
+        end = recv[k + 1][0] if k + 1 < len(recv) else float("inf")
+        mine = [(s, w) for s, w in shows if t <= s < end]
+        if not mine:
+            break
+        out.append(
+            (1000.0 * (mine[0][0] - t), 1000.0 * (mine[-1][0] - t), 1000 * wall, 1000 * mine[-1][1])
+        )
+    return out
 
 
 # ----------------------------------------------------------------- reporting
@@ -498,9 +595,10 @@ def _med(xs: list[float]) -> str:
 
 def format_row(r: Result) -> str:
     cells = [_med(r.felt), f"{p90(r.felt):.0f}" if r.felt else "-", _med(r.first)]
-    cells += [_med(r.changed), _med(r.input), _med(r.kernel)]
+    cells += [_med(r.changed), _med(r.input), _med(r.inbound), _med(r.kernel), _med(r.outbound)]
     text = " ".join(f"{c:>8}" for c in cells)
-    return f"{r.model:<12} {r.control.label:<26} {text}  {goal(r)} {r.fresh} {r.note}".rstrip()
+    label = r.control.label + (f" [{r.variant}]" if r.variant else "")
+    return f"{r.model:<12} {label:<26} {text}  {goal(r)} {r.fresh} {r.note}".rstrip()
 
 
 def goal(r: Result) -> str:
@@ -553,21 +651,26 @@ def markdown(info: dict, results: list[Result], args, wall: float) -> str:
         "In ms, medians over the moves. felt: key press (or click) to the move's final picture",
         "decoded and painted (p90 beside it); first: to the first new picture painted; src",
         "set: to the final picture's source set in the page (before decoding); input: to the",
-        "control's input / change event; kernel: the control's update message received in",
-        "the kernel to the widget's last redraw for that move. Goals (issue 15): no model",
+        "control's input / change event; in: to the update message's arrival in the kernel;",
+        "kernel: from there to the widget's last redraw for that move; out: from that redraw",
+        "to the final picture's source set in the page (in and out from the wall clock the",
+        "page and the kernel share). Goals (issue 15): no model",
         "pass, felt median <= 50 and p90 <= 100; with model passes, felt median <= kernel",
         "median + 50. fresh: after a burst of quick moves, the picture shown is the kernel's",
         "current one (last value wins).",
         "",
-        "| model | control | model pass | felt | felt p90 | first | src set | input | kernel |"
-        " goal | fresh | note |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| model | control | model pass | felt | felt p90 | first | src set | input | in |"
+        " kernel | out | goal | fresh | note |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+        " --- |",
     ]
     for r in results:
         cells = [_med(r.felt), f"{p90(r.felt):.0f}" if r.felt else "-", _med(r.first)]
-        cells += [_med(r.changed), _med(r.input), _med(r.kernel)]
+        cells += [_med(r.changed), _med(r.input), _med(r.inbound), _med(r.kernel)]
+        cells.append(_med(r.outbound))
+        label = r.control.label + (f" [{r.variant}]" if r.variant else "")
         lines.append(
-            f"| {r.model} | {r.control.label} | {'yes' if r.control.model_pass else 'no'} | "
+            f"| {r.model} | {label} | {'yes' if r.control.model_pass else 'no'} | "
             + " | ".join(cells)
             + f" | {goal(r)} | {r.fresh} | {r.note} |"
         )
@@ -628,7 +731,15 @@ def main(argv=None) -> int:
     p.add_argument("--moves", type=int, default=8, help="timed moves per control")
     p.add_argument("--burst", type=int, default=4, help="quick moves of the freshness check")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
+    p.add_argument("--controls", default=None, help="e.g. comparator.opacity,browser (a filter)")
+    p.add_argument(
+        "--png-ab",
+        action="store_true",
+        help="alternate moves between render.to_png and Pillow's encoder (the lever's A/B)",
+    )
     args = p.parse_args(argv)
+    variants = ("render.to_png", "pillow") if args.png_ab else ("",)
+    only = tuple(args.controls.split(",")) if args.controls else ()
     fixtures = _lab_fixtures()
     chromium = fixtures.CHROMIUM
     if not chromium.exists():
@@ -640,7 +751,7 @@ def main(argv=None) -> int:
     info = machine()
     for k, v in info.items():
         print(f"{k}: {v}")
-    heads = ("felt", "p90", "first", "src set", "input", "kernel")
+    heads = ("felt", "p90", "first", "src set", "input", "in", "kernel", "out")
     print(f"\n{'model':<12} {'control (ms)':<26} " + " ".join(f"{h:>8}" for h in heads))
     results: list[Result] = []
     with lab_server(fixtures) as server, sync_playwright() as pw:
@@ -650,7 +761,9 @@ def main(argv=None) -> int:
         try:
             for model in args.models.split(","):
                 try:
-                    results += measure_model(browser, server, model, args.moves, args.burst)
+                    results += measure_model(
+                        browser, server, model, args.moves, args.burst, variants, only
+                    )
                 except Exception as exc:  # a model that fails is reported, the rest run
                     print(f"{model}: failed: {type(exc).__name__}: {exc}", flush=True)
         finally:

@@ -356,8 +356,8 @@ def bench_incremental(s: Subject, repeats: int, report: Report, strides: tuple[i
     floors = {st: peers.patched_images(s.image, 16, st) for st in strides}
     plan = cw.occlusion_plan(s.probe, s.image, patch=16, stride=min(strides))
     report.note(
-        f"incremental {s.name}: plan {plan.engine}, estimated {plan.speedup:.2f}x fewer "
-        f"multiply-adds; branches run whole from {list(plan.full_from)[:4]}"
+        f"incremental {s.name}: plan {plan.engine}, estimated {plan.speedup:.2f}x faster "
+        f"({plan.reason}); branches run whole from {list(plan.full_from)[:4]}"
     )
 
     def occ(engine: str, st: int) -> Callable[[int], object]:

@@ -22,7 +22,8 @@ Two engines compute the patched images' probabilities (``engine=``):
 recomputes each layer only inside the window the patch can reach, equal to
 'batched' up to float rounding. 'auto' (the default) takes 'incremental'
 where every node of the model can be replayed and the estimated saving pays
-for its set-up; :func:`occlusion_plan` says which engine a call would use
+for its fixed costs (models of >= 1 G multiply-adds per image, enough patch
+positions); :func:`occlusion_plan` says which engine a call would use
 and why, and each call logs the engine it ran on the ``cnnwidgets.occlusion``
 logger (INFO).
 
@@ -151,10 +152,13 @@ def _plan(probe: Probe, size: tuple[int, int], patch: int, positions: int, engin
     found = plan(probe, size, patch)
     if engine == "incremental":
         if found.speedup == 0.0:
-            raise ValueError(f"engine='incremental' cannot run here: {found.reason}; "
-                             "use engine='batched' or 'auto'")
-        return IncrementalPlan("incremental", "engine='incremental' was asked for",
-                               found.speedup, found.full_from)
+            raise ValueError(
+                f"engine='incremental' cannot run here: {found.reason}; "
+                "use engine='batched' or 'auto'"
+            )
+        return IncrementalPlan(
+            "incremental", "engine='incremental' was asked for", found.speedup, found.full_from
+        )
     saved = positions * (1.0 - 1.0 / found.speedup) if found.speedup > 0 else 0.0
     if found.engine == "incremental" and saved < SETUP_PASSES:
         return IncrementalPlan(
@@ -179,8 +183,8 @@ def occlusion_plan(
     Returns:
         :class:`cnnwidgets.probe.incremental.IncrementalPlan` with ``engine``
         ('incremental' or 'batched'), ``reason`` (one sentence), ``speedup``
-        (estimated multiply-adds of plain passes over incremental ones for a
-        central patch; 0 when the incremental engine cannot run) and
+        (estimated time of plain passes over incremental ones for a central
+        patch; 0 when the incremental engine cannot run) and
         ``full_from`` (nodes where a branch first runs whole). The incremental
         engine also checks itself on each image before use and falls back to
         'batched' under 'auto' if that check fails (logged).
