@@ -10,6 +10,7 @@ import pytest
 import cnnwidgets as cw
 from cnnwidgets import render
 from cnnwidgets.explain.filters import filter_weights, kernel_pictures
+from cnnwidgets.widgets.base import BLANK_PNG
 from cnnwidgets.widgets.filter_gallery import _CAPTION, FilterGallery
 
 FAST = dict(steps=8, size=64, chunk=4, per_page=8, tile=24)
@@ -53,7 +54,9 @@ def test_click_selects_a_tile_and_shows_top_patches(shapes_probe, shapes_images)
     # A mouse click in the front end: bqplot reports data coordinates, which
     # are view pixels with y pointing up; the tile of row 0, column 2 is picked.
     mark = g.picture.mark
-    assert mark.image.value == g.image.value  # the clickable figure shows ``view``
+    # The clickable figure shows ``view``, and only it carries the PNG.
+    np.testing.assert_array_equal(render.from_png(g.picture.png), g.view)
+    assert g.image.value == BLANK_PNG
     h = g.view.shape[0]
     data = {"click_x": 2 * 25 + 5, "click_y": h - (_CAPTION + 5)}
     mark._handle_custom_msgs(mark, {"event": "element_click", "data": data}, [])

@@ -18,6 +18,7 @@ import pytest
 from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
+from cnnwidgets import render
 from cnnwidgets.explain import cam
 
 
@@ -162,3 +163,31 @@ def test_every_constructor_forwards_layout(shapes_model):
         assert widget.layout.width == "640px", type(widget).__name__
         widget.wait()
         widget.close()
+
+
+def test_a_clickable_picture_swaps_two_images_and_sends_each_png_once():
+    """Every show() must point the bqplot mark at a different image widget (the
+    front end redraws only then) without opening a widget per move, and the
+    widget's own hidden ``image`` must not carry a second copy of the PNG."""
+    from cnnwidgets.widgets.base import ClickablePicture
+
+    picture = ClickablePicture(lambda y, x: None)
+    before = _registered()
+    shown = []
+    for k in range(6):
+        png = render.to_png(np.full((3, 4 + k, 3), 10 * k, np.uint8))
+        picture.show(png, 3, 4 + k)
+        assert picture.png == png
+        shown.append(picture.mark.image)
+    assert _registered() == before
+    assert all(a is not b for a, b in zip(shown, shown[1:]))
+    assert picture.mark.x.tolist() == [0.0, 9.0]
+
+
+def test_widgets_with_a_clickable_figure_do_not_fill_their_hidden_image(shapes_model):
+    from cnnwidgets.widgets.base import BLANK_PNG
+
+    browser = cw.ActivationBrowser(shapes_model, np.zeros((1, 64, 64, 3), np.uint8)).wait()
+    assert browser.image.value == BLANK_PNG
+    np.testing.assert_array_equal(render.from_png(browser.picture.png), browser.view)
+    browser.close()

@@ -22,6 +22,9 @@ from cnnwidgets import render
 from cnnwidgets.probe import Probe
 from cnnwidgets.progress import Cancelled
 
+#: A white pixel: what an image widget holds before its first picture.
+BLANK_PNG = render.to_png(np.full((1, 1, 3), 255, np.uint8))
+
 
 class ViewWidget(widgets.VBox):
     """An ipywidgets.VBox whose main picture is an (H, W, 3) uint8 array.
@@ -38,7 +41,11 @@ class ViewWidget(widgets.VBox):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._view: np.ndarray | None = None
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        # Starts as a white pixel, never empty: an empty PNG is a broken picture
+        # in saved widget state. Widgets with a clickable figure never fill it.
+        self.image = widgets.Image(
+            value=BLANK_PNG, format="png", layout=widgets.Layout(max_width="100%")
+        )
         self._job: BackgroundJob | None = None
         self._worker: JobWorker | None = None
         self._guard_depth = 0
@@ -69,9 +76,13 @@ class ViewWidget(widgets.VBox):
     def _show(self, picture: np.ndarray) -> None:
         picture = render.to_rgb_uint8(picture)
         self._view = picture
-        self.image.value = render.to_png(picture)
+        png = render.to_png(picture)
+        # The PNG crosses the websocket once: into the clickable figure when the
+        # widget has one (its ``image`` is then not displayed), else into ``image``.
         if self.picture is not None:
-            self.picture.show(self.image.value, *picture.shape[:2])
+            self.picture.show(png, *picture.shape[:2])
+        else:
+            self.image.value = png
 
     def save(self, path: str | pathlib.Path) -> pathlib.Path:
         """Write ``view`` as a PNG file; returns the path."""
@@ -174,7 +185,7 @@ def _owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:
         elif isinstance(value, dict):
             stack.extend(value.values())
         elif isinstance(value, ClickablePicture):
-            stack.append(value.figure)
+            stack.extend((value.figure, *value._buffers))
         elif isinstance(value, widgets.Widget) and id(value) not in seen:
             seen.add(id(value))
             out.append(value)
@@ -352,12 +363,17 @@ class ClickablePicture:
         self._height = 0.0
         self._xs = bq.LinearScale(min=0.0, max=1.0)
         self._ys = bq.LinearScale(min=0.0, max=1.0)
-        # A valid 1x1 PNG until the first show(): an empty image widget would
-        # be a broken picture in saved widget state.
-        blank = render.to_png(np.full((1, 1, 3), 255, np.uint8))
-        self.mark = bq.Image(
-            image=widgets.Image(value=blank, format="png"), scales={"x": self._xs, "y": self._ys}
+        # Two image widgets, shown in turn: bqplot's front end redraws an Image
+        # mark when the mark points at a different image widget, not when the
+        # shown widget's value changes. The new PNG goes into the hidden one,
+        # then the mark switches to it, so an update is one PNG and a
+        # reference, with no widget opened or closed per move. A valid 1x1 PNG
+        # until the first show(): an empty image would break saved widget state.
+        self._buffers = (
+            widgets.Image(value=BLANK_PNG, format="png"),
+            widgets.Image(value=BLANK_PNG, format="png"),
         )
+        self.mark = bq.Image(image=self._buffers[0], scales={"x": self._xs, "y": self._ys})
         self.mark.on_element_click(self._clicked)
         self.figure = bq.Figure(
             marks=[self.mark],
@@ -366,25 +382,25 @@ class ClickablePicture:
             fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
         )
 
+    @property
+    def png(self) -> bytes:
+        """The PNG bytes shown now."""
+        return self.mark.image.value
+
     def show(self, png: bytes, height: int, width: int) -> None:
         """Show PNG bytes of a (height, width) picture; clicks map to its pixels."""
-        # bqplot's front end redraws an Image mark when the mark points at a
-        # different image widget, not when that widget's value changes: hand it
-        # a fresh one and close the old.
-        old = self.mark.image
-        self.mark.image = widgets.Image(value=png, format="png")
-        if old is not None:
-            old.layout.close()  # closing a widget leaves its Layout registered
-            old.close()
+        hidden = self._buffers[1] if self.mark.image is self._buffers[0] else self._buffers[0]
+        hidden.value = png
         h, w = float(height), float(width)
         self._height = h
-        with self.figure.hold_sync(), self.mark.hold_sync():
-            self._xs.min, self._xs.max = 0.0, w
-            self._ys.min, self._ys.max = 0.0, h
-            self.mark.x, self.mark.y = [0.0, w], [0.0, h]
         if self._size:
             scale = self._size / max(height, width)
             height, width = round(height * scale), round(width * scale)
+        with self.figure.hold_sync(), self.mark.hold_sync():
+            self.mark.image = hidden
+            self._xs.min, self._xs.max = 0.0, w
+            self._ys.min, self._ys.max = 0.0, h
+            self.mark.x, self.mark.y = [0.0, w], [0.0, h]
         self.figure.layout.width, self.figure.layout.height = f"{width}px", f"{height}px"
 
     def _clicked(self, mark: Any, content: dict) -> None:

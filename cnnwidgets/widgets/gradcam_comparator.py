@@ -427,12 +427,6 @@ class GradCAMComparator(ViewWidget):
             self.status.value = "<br>".join(dict.fromkeys(problems))
             self._show(render.panel_grid(rows, self._binary_title()))
 
-    def _show(self, picture: np.ndarray) -> None:
-        # As ViewWidget._show, with the faster lossless encoder for slider moves.
-        picture = render.to_rgb_uint8(picture)
-        self._view = picture
-        self.image.value = render.to_png(picture)
-
     # ------------------------------------------------------------ observers
 
     def _refresh_if_stale(self) -> bool:
