@@ -13,7 +13,7 @@ Enter in a number box, a click on a toggle button. For each move it records,
 in the page, the time from the first keydown / pointerdown (a dropdown's
 input event) to the move's final picture decoded and painted (a new picture
 source, decoded, then the next frame), and in the kernel the time from the
-control's update message to the end of the widget's last redraw (``_show``)
+control's update message to the end of the widget's last redraw (``_drawn``)
 for that move, so the split between model work and moving / drawing
 pictures is visible.
 
@@ -144,17 +144,15 @@ from cnnwidgets.widgets import base as _base
 for _name in ("activation_browser", "filter_gallery", "gradcam_comparator", "occlusion_scrubber"):
     __import__(f"cnnwidgets.widgets.{_name}")
 
-def _wrap(cls):
-    show = cls.__dict__["_show"]
-    def _timed_show(self, picture):
-        out = show(self, picture)
-        _EVENTS.append(("shown", time.perf_counter(), getattr(self, "_cwbench", "?"), time.time()))
-        return out
-    cls._show = _timed_show
+# Every redraw ends in ViewWidget._drawn (after _show, or after a widget that
+# draws in parts has sent them).
+_drawn = _base.ViewWidget._drawn
 
-for _cls in [_base.ViewWidget, *_base.ViewWidget.__subclasses__()]:
-    if "_show" in _cls.__dict__:
-        _wrap(_cls)
+def _timed_drawn(self):
+    _drawn(self)
+    _EVENTS.append(("shown", time.perf_counter(), getattr(self, "_cwbench", "?"), time.time()))
+
+_base.ViewWidget._drawn = _timed_drawn
 
 import io as _io
 from PIL import Image as _Image
@@ -186,16 +184,24 @@ def bench_show(name, widget, controls):
     display(widget)
     widget.wait(timeout=900)
 
-def _picture_bytes(widget):
-    if widget.picture is not None:
-        return widget.picture.mark.image.value
-    return widget.image.value
+def _shown_pngs(widget):
+    # Every picture the widget displays: its children's images and its figures' marks.
+    out, stack = [], [widget]
+    while stack:
+        w = stack.pop()
+        if isinstance(w, ipywidgets.Image):
+            out.append(bytes(w.value))
+        stack.extend(getattr(w, "children", ()))
+        stack.extend(getattr(w, "marks", ()))
+        if w.__class__.__module__.startswith("bqplot") and getattr(w, "image", None) is not None:
+            stack.append(w.image)
+    return out
 
 def bench_dump(path, controls):
     ids = {f"{n}.{c}": getattr(W[n], c).model_id for n, c in controls if n in W}
     for w in W.values():
         w.wait(timeout=900)
-    pics = {n: hashlib.sha256(_picture_bytes(w)).hexdigest() for n, w in W.items()}
+    pics = {n: [hashlib.sha256(p).hexdigest() for p in _shown_pngs(w)] for n, w in W.items()}
     with open(path, "w") as f:
         json.dump({"events": _EVENTS, "ids": ids, "pics": pics}, f)
 """
@@ -546,7 +552,8 @@ def measure_control(
     kernel(lab, f"bench_dump({str(dump)!r}, {pairs!r})")
     settle(lab)
     info = json.loads(dump.read_text())
-    fresh = "ok" if info["pics"].get(control.widget) in root.evaluate(HASHES_JS) else "STALE"
+    page = set(root.evaluate(HASHES_JS))
+    fresh = "ok" if set(info["pics"].get(control.widget, ["none"])) <= page else "STALE"
     timings = kernel_times(info, control, len(owner))
     for row in rows:
         row.note, row.fresh = note, fresh

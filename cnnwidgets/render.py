@@ -160,6 +160,26 @@ def tile(
     return canvas[: rows * (h + pad) - pad, : cols * (w + pad) - pad]
 
 
+def shrink_maps(maps: np.ndarray, factor: int) -> np.ndarray:
+    """Average (N, h, w) maps over ``factor`` x ``factor`` blocks: (N, ceil(h/f),
+    ceil(w/f)) float32. Edge blocks that the maps do not fill are averaged over
+    the pixels they hold, so a constant map stays that constant."""
+    maps = np.asarray(maps, np.float32)
+    f = int(factor)
+    if f < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    if f == 1:
+        return maps
+    n, h, w = maps.shape
+    hh, ww = -(-h // f), -(-w // f)
+    padded = np.zeros((n, hh * f, ww * f), np.float32)
+    padded[:, :h, :w] = maps
+    counts = np.zeros((hh * f, ww * f), np.float32)
+    counts[:h, :w] = 1.0
+    sums = padded.reshape(n, hh, f, ww, f).sum(axis=(2, 4))
+    return sums / counts.reshape(hh, f, ww, f).sum(axis=(1, 3))
+
+
 def tile_at(y: float, x: float, tile_hw: tuple[int, int], cols: int, pad: int = 1) -> int:
     """Index of the tile under pixel (y, x) of a grid made by :func:`tile`, or -1."""
     th, tw = tile_hw
@@ -443,8 +463,12 @@ def labelled_colorbar(vmin: float, vmax: float, cmap: str, label: str) -> np.nda
     return caption(colorbar(vmin, vmax, cmap), label)
 
 
+#: The colour of selection marks: a ring drawn here, or an outline drawn by the front end.
+SELECTION = (230, 30, 30)
+
+
 def ring(
-    picture: np.ndarray, box: tuple[int, int, int, int], pad: int, colour=(230, 30, 30)
+    picture: np.ndarray, box: tuple[int, int, int, int], pad: int, colour=SELECTION
 ) -> np.ndarray:
     """Colour the ``pad`` pixels around a box (top, left, bottom, right) on a
     copy, leaving the box itself untouched (a selection mark between tiles)."""

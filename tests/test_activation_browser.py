@@ -234,3 +234,65 @@ def test_paging_a_2048_channel_layer(tmp_path):
     np.testing.assert_array_equal(render.from_png(path.read_bytes()), b.view)
     png = base64.b64decode(b._repr_mimebundle_()["image/png"])
     np.testing.assert_array_equal(render.from_png(png), b.view)
+
+
+def _shown_parts(browser):
+    title = render.from_png(browser.title_image.value)
+    grid = render.from_png(browser.picture.png)
+    side = render.from_png(browser.side_image.value)
+    return title, grid, side
+
+
+def test_view_is_the_three_parts_shown_and_a_channel_move_sends_no_grid(shapes_model):
+    """The front end gets the title line, the grid and the side panel as three
+    pictures; ``view`` must be exactly them laid out, with the selection ring
+    where the front end draws its outline. Moving the channel must not send
+    the grid again (that is what keeps the move cheap)."""
+    images = cw.assets.make_shapes(1, seed=3)[0]
+    b = cw.ActivationBrowser(shapes_model, images, layer="block2_conv1").wait()
+    for channel in (0, 5, 11):
+        grid_widget = b.picture.mark.image
+        b.channel.value = channel
+        b.wait()
+        if channel:
+            assert b.picture.mark.image is grid_widget  # the grid was not re-sent
+        title, grid, side = _shown_parts(b)
+        view = b.view
+        h, w = grid.shape[:2]
+        gap = view.shape[1] - w - side.shape[1]
+        assert gap >= 0 and title.shape[1] == view.shape[1]
+        np.testing.assert_array_equal(view[: title.shape[0]], title)
+        below = view[title.shape[0] :]
+        np.testing.assert_array_equal(below[: side.shape[0], w + gap :], side)
+        # The grid as sent, plus the ring around the selected tile.
+        want = render.ring(grid, b.grid.box_of(channel), b.grid.pad)
+        np.testing.assert_array_equal(below[:h, :w], want)
+        # The front end's outline goes around that same tile (bqplot y points up).
+        top, left, bottom, right = b.grid.box_of(channel)
+        xs, ys = b.picture.box.x, b.picture.box.y
+        assert b.picture.box.visible
+        assert min(xs) < left and max(xs) > right - 1
+        assert min(h - np.asarray(ys)) < top and max(h - np.asarray(ys)) > bottom - 1
+    b.close()
+
+
+def test_a_big_layer_grid_is_averaged_down_to_the_grid_side():
+    """64 maps of 96 x 96 make an 8 x 8 grid of 775 px; with grid_side=400 the
+    tiles are 2 x 2 block means of the maps (checked against numpy)."""
+    inputs = keras.Input((96, 96, 3))
+    x = keras.layers.Conv2D(64, 3, padding="same", name="wide")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    images = random_images(1, 96, seed=4)
+    b = cw.ActivationBrowser(model, images, grid_side=400).wait()
+    assert b.grid.tile_hw == (48, 48)
+    assert max(b.grid.picture.shape[:2]) <= 400
+    acts = cw.Probe(model).activations(images, ["wide"])["wide"][0]
+    means = acts.reshape(48, 2, 48, 2, 64).mean(axis=(1, 3))
+    np.testing.assert_array_equal(_tile_in_view(b, 7), _expected_tile(means[..., 7], 1))
+    full = cw.ActivationBrowser(model, images, grid_side=None).wait()
+    assert full.grid.tile_hw == (96, 96)
+    with pytest.raises(ValueError, match="grid_side"):
+        cw.ActivationBrowser(model, images, grid_side=8)
+    b.close()
+    full.close()

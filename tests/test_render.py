@@ -140,3 +140,14 @@ def test_kernel_pictures_map_zero_to_grey_and_extremes_to_black_white():
         render.kernel_pictures(np.zeros((3, 3, 2, 4)), rgb=True)
     with pytest.raises(ValueError, match="'layer' or 'filter'"):
         render.kernel_pictures(k, scale="all")
+
+
+def test_shrink_maps_averages_blocks_and_partial_edge_blocks():
+    maps = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
+    out = render.shrink_maps(maps, 3)
+    assert out.shape == (2, 2, 3)
+    assert out[1, 0, 0] == maps[1, :3, :3].mean()
+    assert out[0, 1, 2] == maps[0, 3:, 6:].mean()  # a 2 x 1 edge block
+    np.testing.assert_array_equal(render.shrink_maps(np.full((1, 5, 7), 4.5), 2), 4.5)
+    with pytest.raises(ValueError, match="factor"):
+        render.shrink_maps(maps, 0)

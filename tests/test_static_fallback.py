@@ -37,7 +37,7 @@ STATE_MIME = "application/vnd.jupyter.widget-state+json"
 
 SETUP = textwrap.dedent(
     """\
-    import os
+    import base64, json, os
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import ipywidgets as widgets
     import numpy as np
@@ -65,9 +65,26 @@ SETUP = textwrap.dedent(
             self._show(picture.astype(np.uint8))
 
 
+    def shown_pngs(widget):
+        # The PNGs of every image the widget displays (children, figures' marks).
+        out, stack = [], [widget]
+        while stack:
+            w = stack.pop()
+            if isinstance(w, widgets.Image):
+                out.append(bytes(w.value))
+            stack.extend(getattr(w, "children", ()))
+            stack.extend(getattr(w, "marks", ()))
+            image = getattr(w, "image", None)
+            if w.__class__.__module__.startswith("bqplot") and image is not None:
+                stack.append(image)
+        return out
+
+
     def show(name, widget):
         widget.wait() if hasattr(widget, "wait") else None
         np.save(f"view_{name}.npy", widget.view)
+        with open(f"shown_{name}.json", "w") as f:
+            json.dump([base64.b64encode(p).decode() for p in shown_pngs(widget)], f)
         display(widget)
     """
 )
@@ -226,4 +243,13 @@ def test_html_with_widget_state_embeds_the_view(executed, name):
         for buffer in model.get("buffers", []):
             if buffer.get("path") == ["value"]:
                 images.append(decode_png(buffer["data"]))
-    assert any(same(p, view) for p in images), f"{name}: no Image model in the state shows the view"
+    if any(same(p, view) for p in images):
+        return
+    # A widget that shows its view in parts (the activation browser: title,
+    # grid, side panel) must have every displayed part in the saved state.
+    shown = json.loads((folder / f"shown_{name}.json").read_text())
+    parts = [decode_png(p) for p in shown]
+    assert len(parts) > 1, f"{name}: no Image model in the state shows the view"
+    for part in parts:
+        assert part.shape[0] <= view.shape[0] and part.shape[1] <= view.shape[1]
+        assert any(same(p, part) for p in images), f"{name}: a shown part is not in the state"

@@ -187,7 +187,7 @@ def test_a_clickable_picture_swaps_two_images_and_sends_each_png_once():
 def test_widgets_with_a_clickable_figure_do_not_fill_their_hidden_image(shapes_model):
     from cnnwidgets.widgets.base import BLANK_PNG
 
-    browser = cw.ActivationBrowser(shapes_model, np.zeros((1, 64, 64, 3), np.uint8)).wait()
-    assert browser.image.value == BLANK_PNG
-    np.testing.assert_array_equal(render.from_png(browser.picture.png), browser.view)
-    browser.close()
+    gallery = cw.FilterGallery(shapes_model).wait()
+    assert gallery.image.value == BLANK_PNG
+    np.testing.assert_array_equal(render.from_png(gallery.picture.png), gallery.view)
+    gallery.close()

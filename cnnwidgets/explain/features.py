@@ -196,6 +196,22 @@ def _page_channels(c: int, order: np.ndarray | None, page: int, per_page: int) -
     return order[page * per_page : (page + 1) * per_page]
 
 
+def _shrink_factor(
+    hw: tuple[int, int], grid: tuple[int, int], pad: int, max_side: int | None
+) -> int:
+    """The smallest integer f with the (rows, cols) grid of ceil(hw / f) tiles
+    within ``max_side`` pixels (1 without a limit or when it already fits)."""
+    if max_side is None:
+        return 1
+    f = 1
+    while f < max(hw):
+        th, tw = -(-hw[0] // f), -(-hw[1] // f)
+        if max(grid[0] * (th + pad) - pad, grid[1] * (tw + pad) - pad) <= max_side:
+            break
+        f += 1
+    return f
+
+
 def layer_picture(
     acts: np.ndarray,
     order: np.ndarray | None = None,
@@ -207,6 +223,7 @@ def layer_picture(
     upscale: int | None = None,
     min_tile: int = 24,
     pad: int = 1,
+    max_side: int | None = None,
 ) -> LayerPicture:
     """All channels of one image's layer output as ONE picture.
 
@@ -227,6 +244,11 @@ def layer_picture(
         upscale: integer enlargement of each tile (default: tiles at least
             ``min_tile`` pixels on their longer side).
         pad: separator width in pixels.
+        max_side: the longest side the grid may have, in pixels (default no
+            limit). Maps too big for it are averaged over f x f blocks (the
+            smallest integer f that fits; see :func:`cnnwidgets.render.shrink_maps`):
+            64 maps of 224 x 224 make a 1799-px grid, 4 MB of PNG per redraw,
+            more than a notebook shows. ``tile_hw`` gives the tile size drawn.
 
     Returns:
         a :class:`LayerPicture`; tile k (row k // cols, column k % cols)
@@ -243,13 +265,17 @@ def layer_picture(
     channels = _page_channels(c, order, page, per_page)
     maps = np.moveaxis(a[:, :, channels], -1, 0)  # (n, h, w)
     up = upscale or render.enlarge_factor((h, w), min_tile)
+    rows, ncols = render.grid_shape(len(channels), cols)
+    down = _shrink_factor((h, w), (rows, ncols), pad, max_side) if up == 1 else 1
+    if down > 1:
+        maps = render.shrink_maps(maps, down)
+        h, w = maps.shape[1:]
     if scale == "channel":
         vmin, vmax = 0.0, 1.0
         grid = render.value_grid(maps, cols=cols, pad=pad, cmap=cmap, upscale=up)
     else:
         vmin, vmax = float(a.min()), float(a.max())
         grid = render.value_grid(maps, vmin, vmax, cols=cols, pad=pad, cmap=cmap, upscale=up)
-    _, ncols = render.grid_shape(len(channels), cols)
     return LayerPicture(grid, channels, "grid", (h * up, w * up), ncols, pad, vmin, vmax, scale)
 
 

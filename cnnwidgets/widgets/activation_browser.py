@@ -26,6 +26,13 @@ from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
 
 CAPTION_HEIGHT = 16
 HIST_BINS = 32
+#: The grid's longest side in pixels: about what a notebook shows beside the
+#: enlarged channel. Bigger maps are averaged down to fit (the selected channel
+#: is always drawn at full resolution); VGG16's block1 grid goes from 1799 px
+#: (4 MB of PNG per redraw) to 607 px.
+GRID_SIDE = 768
+#: Pixels between the grid and the side panel.
+SIDE_GAP = 6
 
 
 def layer_choices(probe: Probe) -> list[tuple[str, str]]:
@@ -52,6 +59,8 @@ class ActivationBrowser(ViewWidget):
             before the model (pictures are drawn from the raw pixels).
         per_page: tiles per page for wide layers.
         cmap: colour map of the tiles.
+        grid_side: the grid's longest side in pixels; maps too big for it
+            are averaged over blocks (None: every map at full size).
 
     Controls (public, drive them as a user would): ``layer`` (Dropdown),
     ``image_index`` (shown for several images), ``sort`` ('index', 'mean',
@@ -72,12 +81,16 @@ class ActivationBrowser(ViewWidget):
         preprocess: Callable | None = None,
         per_page: int = features.DEFAULT_PER_PAGE,
         cmap: str = "viridis",
+        grid_side: int | None = GRID_SIDE,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         self.images = self.probe.check_images(images)  # (N, H, W, C) float32 raw pixels
         self.per_page = int(per_page)
+        if grid_side is not None and int(grid_side) < 32:
+            raise ValueError(f"grid_side must be at least 32 pixels (or None), got {grid_side}")
+        self.grid_side = None if grid_side is None else int(grid_side)
         start = self._check_arguments(layer, per_page, cmap)
         self._draw_lock = threading.RLock()
         self._compute_lock = threading.Lock()
@@ -85,6 +98,8 @@ class ActivationBrowser(ViewWidget):
         self._grids: dict[tuple, features.LayerPicture] = {}
         self.grid: features.LayerPicture | None = None  # the grid in ``view`` now
         self.grid_origin: tuple[int, int] = (CAPTION_HEIGHT, 0)  # its top-left in ``view``
+        self._parts: dict[str, Any] = {}  # what is shown now, for ``view``
+        self._shown: dict[str, Any] = {}  # the keys of the parts sent to the front end
         self._build_controls(start)
         self._build_histogram()
         self._set_layer_limits(start)
@@ -136,8 +151,13 @@ class ActivationBrowser(ViewWidget):
         self.stats = widgets.HTML()
         self.status = widgets.HTML()
 
-        self.picture = ClickablePicture(self.select_at)
+        # The figure shows the grid, which sits below the title line in ``view``.
+        self.picture = ClickablePicture(lambda y, x: self.select_at(y + CAPTION_HEIGHT, x))
         self.figure = self.picture.figure
+        self.title_image = widgets.Image(format="png")
+        self.side_image = widgets.Image(
+            format="png", layout=widgets.Layout(margin=f"0 0 0 {SIDE_GAP}px")
+        )
 
     def _build_histogram(self) -> None:
         # Both ranges are set on every update: a scale left to follow the data
@@ -179,7 +199,16 @@ class ActivationBrowser(ViewWidget):
             widgets.HBox([self.sort, self.sort_class, self.scale]),
             widgets.HBox([self.channel, self.page, self.stats]),
             self.status,
-            self.figure,
+            widgets.VBox(
+                [
+                    self.title_image,
+                    widgets.HBox(
+                        [self.figure, self.side_image],
+                        layout=widgets.Layout(align_items="flex-start"),
+                    ),
+                ],
+                layout=widgets.Layout(grid_gap="0px"),
+            ),
             self.histogram,
         ]
 
@@ -245,14 +274,15 @@ class ActivationBrowser(ViewWidget):
         self._draw()
 
     def _on_channel(self, change) -> None:
-        data = self._data.get(self._key())
+        key = self._key()
+        data = self._data.get(key)
         if data is not None:
             pos = int(np.flatnonzero(data["order"] == self.channel.value)[0])
             page = features.page_of(pos, self.per_page)
             if page != self.page.value and page <= self.page.max:
                 self.page.value = page  # draws
                 return
-        self._draw()
+        self._draw(key)
 
     def select_at(self, y: float, x: float) -> int:
         """Select the channel whose tile is under pixel (y, x) of ``view``.
@@ -295,6 +325,7 @@ class ActivationBrowser(ViewWidget):
             "stats": features.channel_stats(acts),
             "weights": weights,
             "note": note,
+            "histogram": np.histogram(acts, bins=HIST_BINS),  # the layer's, drawn on every move
         }
         if len(self._data) > 32:
             self._data.pop(next(iter(self._data)))
@@ -303,55 +334,89 @@ class ActivationBrowser(ViewWidget):
 
     # ------------------------------------------------------------ drawing
 
-    def _draw(self) -> None:
-        """Draw the current controls' state, if its data is ready (else a job will)."""
+    def _draw(self, key: tuple | None = None) -> None:
+        """Draw the current controls' state, if its data is ready (else a job will).
+
+        The picture goes out in three parts, each sent only when it changed:
+        the title line, the grid (in the clickable figure, with the selected
+        tile outlined by the front end) and the side (colour bar and the
+        enlarged channel). Moving the channel sends the side and four corners;
+        ``view`` is the three put together, with the outline drawn in."""
         with self._draw_lock:
-            key = self._key()
+            key = key or self._key()
             data = self._data.get(key)
         if data is None:  # new weights, or not computed yet: a job draws when done
             self._ensure_data()
             return
         with self._draw_lock:
-            acts, order = data["acts"], data["order"]
+            acts = data["acts"]
             c = acts.shape[-1]
             channel = int(np.clip(self.channel.value, 0, c - 1))
             page = int(np.clip(self.page.value, 0, features.num_pages(c, self.per_page) - 1))
-            scale = self.scale.value
-            gkey = key + (scale, page)
-            grid = self._grids.get(gkey)
-            if grid is None:
+            gkey = key + (self.scale.value, page)
+            if gkey not in self._grids:
                 grid = features.layer_picture(
-                    acts, order, scale=scale, page=page, per_page=self.per_page, cmap=self.cmap
+                    acts,
+                    data["order"],
+                    scale=self.scale.value,
+                    page=page,
+                    per_page=self.per_page,
+                    cmap=self.cmap,
+                    max_side=self.grid_side,
                 )
-                self._grids[gkey] = grid
+                self._grids[gkey] = (grid, render.to_png(grid.picture))
+            grid, grid_png = self._grids[gkey]
+            label = "per tile" if grid.scale == "channel" else "shared"
+            side_key = gkey + (channel,)
+            if self._shown.get("side") != side_key:
+                side = render.hstack(
+                    [
+                        render.labelled_colorbar(grid.vmin, grid.vmax, self.cmap, label),
+                        self._channel_panel(data, grid, channel),
+                    ],
+                    pad=SIDE_GAP,
+                )
+                self._parts["side"] = side
+                self.side_image.value = render.to_png(side)
+            title = self._title(grid, page)
+            width = grid.picture.shape[1] + SIDE_GAP + self._parts["side"].shape[1]
+            if self._shown.get("title") != (title, width):
+                band = render.caption(np.zeros((0, width, 3), np.uint8), title, CAPTION_HEIGHT)
+                self.title_image.value = render.to_png(band)
+            if self._shown.get("grid") != gkey:
+                self.picture.show(grid_png, *grid.picture.shape[:2])
+            self.picture.outline(grid.box_of(channel), gap=grid.pad)
+            self._shown = {"side": side_key, "title": (title, width), "grid": gkey}
+            self._parts.update(title=title, grid=grid, channel=channel)
             self.grid = grid
-            self._show(self._compose(data, grid, channel, page))
+            self.grid_origin = (CAPTION_HEIGHT, 0)
+            self._view = None  # composed when read
             self._update_side(data, channel)
             self.status.value = html.escape(data["note"])
+            self._drawn()
 
-    def _compose(
-        self, data: dict, grid: features.LayerPicture, channel: int, page: int
-    ) -> np.ndarray:
-        acts = data["acts"]
-        info = self.probe.layer_info(self.layer.value)
-        c = acts.shape[-1]
+    def _compose_view(self) -> np.ndarray | None:
+        parts = self._parts
+        if "grid" not in parts:
+            return None
+        grid = parts["grid"]
         picture = grid.picture
-        box = grid.box_of(channel)
-        if box is not None:  # mark the selected tile in the separators around it
+        box = grid.box_of(parts["channel"])
+        if box is not None:
             picture = render.ring(picture, box, grid.pad)
-        label = "per tile" if grid.scale == "channel" else "shared"
-        bar = render.labelled_colorbar(grid.vmin, grid.vmax, self.cmap, label)
-        parts = [picture, bar, self._channel_panel(data, grid, channel)]
+        body = render.hstack([picture, parts["side"]], pad=SIDE_GAP)
+        return render.caption(body, parts["title"], height=CAPTION_HEIGHT)
+
+    def _title(self, grid: features.LayerPicture, page: int) -> str:
+        info = self.probe.layer_info(self.layer.value)
+        pages = features.num_pages(int(info.output_shape[-1]), self.per_page)
         sort = self.sort.value
         if sort == "gradcam":
             sort += f" ({self.probe.class_names[self.sort_class.value]})"
-        pages = features.num_pages(c, self.per_page)
-        title = (
+        return (
             f"{info.name} {tuple(info.output_shape[1:])}  image {self.image_index.value}  "
             f"sort {sort}  scale {grid.scale}" + (f"  page {page + 1}/{pages}" if pages > 1 else "")
         )
-        self.grid_origin = (CAPTION_HEIGHT, 0)
-        return render.caption(render.hstack(parts, pad=6), title, height=CAPTION_HEIGHT)
 
     def _channel_panel(self, data: dict, grid: features.LayerPicture, channel: int) -> np.ndarray:
         """The chosen channel enlarged to input resolution, alone and over the image."""
@@ -385,7 +450,7 @@ class ActivationBrowser(ViewWidget):
             f"<b>channel {channel}</b>: mean {stats['mean'][channel]:.4g}, "
             f"max {stats['max'][channel]:.4g}, zeros {100 * stats['zero_fraction'][channel]:.1f} %"
         )
-        layer_counts, edges = np.histogram(acts, bins=HIST_BINS)
+        layer_counts, edges = data["histogram"]
         chan_counts, _ = np.histogram(acts[..., channel], bins=edges)
         centers = (edges[:-1] + edges[1:]) / 2
         fractions = np.stack(

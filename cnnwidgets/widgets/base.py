@@ -22,6 +22,9 @@ from cnnwidgets import render
 from cnnwidgets.probe import Probe
 from cnnwidgets.progress import Cancelled
 
+#: The colour of selection marks (the ring around the selected tile).
+SELECTION_COLOUR = "#{:02x}{:02x}{:02x}".format(*render.SELECTION)
+
 #: A white pixel: what an image widget holds before its first picture.
 BLANK_PNG = render.to_png(np.full((1, 1, 3), 255, np.uint8))
 
@@ -70,8 +73,16 @@ class ViewWidget(widgets.VBox):
     def view(self) -> np.ndarray:
         """(H, W, 3) uint8: exactly what the widget shows right now."""
         if self._view is None:
+            self._view = self._compose_view()
+        if self._view is None:
             raise RuntimeError("the widget has not drawn anything yet")
         return self._view
+
+    def _compose_view(self) -> np.ndarray | None:
+        """``view`` of a widget that shows its picture in parts (each part sent
+        only when it changed): the parts put together as they are laid out.
+        Called on demand, when ``view`` is read after a redraw."""
+        return None
 
     def _show(self, picture: np.ndarray) -> None:
         picture = render.to_rgb_uint8(picture)
@@ -83,6 +94,10 @@ class ViewWidget(widgets.VBox):
             self.picture.show(png, *picture.shape[:2])
         else:
             self.image.value = png
+        self._drawn()
+
+    def _drawn(self) -> None:
+        """Called when a redraw has gone out to the front end (benchmarks time it)."""
 
     def save(self, path: str | pathlib.Path) -> pathlib.Path:
         """Write ``view`` as a PNG file; returns the path."""
@@ -97,8 +112,8 @@ class ViewWidget(widgets.VBox):
         if isinstance(data, tuple):
             data = data[0]
         data = dict(data)
-        if self._view is not None:
-            data["image/png"] = base64.b64encode(render.to_png(self._view, 6)).decode("ascii")
+        with contextlib.suppress(RuntimeError):  # nothing drawn yet: no picture
+            data["image/png"] = base64.b64encode(render.to_png(self.view, 6)).decode("ascii")
         return data
 
     # -------------------------------------------------------------- jobs
@@ -375,8 +390,18 @@ class ClickablePicture:
         )
         self.mark = bq.Image(image=self._buffers[0], scales={"x": self._xs, "y": self._ys})
         self.mark.on_element_click(self._clicked)
+        # A selection outline drawn by the browser over the picture, so moving
+        # the selection sends four corners, not the picture again.
+        self.box = bq.Lines(
+            x=[0.0],
+            y=[0.0],
+            scales={"x": self._xs, "y": self._ys},
+            colors=[SELECTION_COLOUR],
+            stroke_width=2,
+            visible=False,
+        )
         self.figure = bq.Figure(
-            marks=[self.mark],
+            marks=[self.mark, self.box],
             padding_x=0,
             padding_y=0,
             fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
@@ -402,6 +427,19 @@ class ClickablePicture:
             self._ys.min, self._ys.max = 0.0, h
             self.mark.x, self.mark.y = [0.0, w], [0.0, h]
         self.figure.layout.width, self.figure.layout.height = f"{width}px", f"{height}px"
+
+    def outline(self, box: tuple[int, int, int, int] | None, gap: float = 1.0) -> None:
+        """Outline ``box`` = (top, left, bottom, right) in picture pixels (y
+        down), ``gap`` pixels outside it; None hides the outline."""
+        if box is None:
+            self.box.visible = False
+            return
+        t, l_, b, r = (float(v) for v in box)
+        t, l_, b, r = t - gap / 2, l_ - gap / 2, b + gap / 2, r + gap / 2
+        ys = [self._height - v for v in (t, t, b, b, t)]
+        with self.box.hold_sync():
+            self.box.x, self.box.y = [l_, r, r, l_, l_], ys
+            self.box.visible = True
 
     def _clicked(self, mark: Any, content: dict) -> None:
         """bqplot sends data coordinates, which here are pixels with y pointing up."""
