@@ -155,3 +155,25 @@ def test_gallery_redraws_kernels_from_new_weights():
     assert not np.array_equal(gallery.view, before)
     gallery.close()
     reference.close()
+
+
+def test_weights_held_reads_once_per_model_and_only_on_its_thread():
+    """Inside weights_held() the version is read once per model on this thread;
+    outside, and on other threads, every call reads the weights again."""
+    import threading
+
+    from cnnwidgets.probe import version
+
+    model = tiny_cnn(seed=5)
+    before = version.weights_version(model)
+    seen = {}
+    with version.weights_held():
+        assert version.weights_version(model) == before
+        first = model.layers[1].kernel
+        first.assign(first.numpy() + 1.0)  # a change the block promised not to make
+        assert version.weights_version(model) == before  # held: not read again
+        worker = threading.Thread(target=lambda: seen.update(v=version.weights_version(model)))
+        worker.start()
+        worker.join()
+    assert seen["v"] != before  # another thread reads the weights
+    assert version.weights_version(model) == seen["v"] != before  # after the block too

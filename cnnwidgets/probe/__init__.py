@@ -18,7 +18,7 @@ from cnnwidgets.probe.core import (
 )
 from cnnwidgets.probe.head import Head
 from cnnwidgets.probe.trace import LayerInfo
-from cnnwidgets.probe.version import weights_digest, weights_version
+from cnnwidgets.probe.version import weights_digest, weights_held, weights_version
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -29,5 +29,6 @@ __all__ = [
     "check_batch_size",
     "quiet_retracing",
     "weights_digest",
+    "weights_held",
     "weights_version",
 ]

@@ -21,16 +21,16 @@ import numpy as np
 
 from cnnwidgets import render
 from cnnwidgets.explain import features
-from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe import Probe, as_probe, weights_held
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
 
 CAPTION_HEIGHT = 16
 HIST_BINS = 32
-#: The grid's longest side in pixels: about what a notebook shows beside the
-#: enlarged channel. Bigger maps are averaged down to fit (the selected channel
-#: is always drawn at full resolution); VGG16's block1 grid goes from 1799 px
-#: (4 MB of PNG per redraw) to 607 px.
-GRID_SIDE = 768
+#: The grid's longest side in pixels: it fits a notebook beside the enlarged
+#: channel. Bigger maps are averaged down to fit (the selected channel is always
+#: drawn at full resolution); VGG16's block1 grid goes from 1799 px (3 MB of PNG
+#: per redraw) to 455 px (tiles of 56 px).
+GRID_SIDE = 512
 #: Pixels between the grid and the side panel.
 SIDE_GAP = 6
 
@@ -274,6 +274,10 @@ class ActivationBrowser(ViewWidget):
         self._draw()
 
     def _on_channel(self, change) -> None:
+        with weights_held():
+            self._select_channel()
+
+    def _select_channel(self) -> None:
         key = self._key()
         data = self._data.get(key)
         if data is not None:

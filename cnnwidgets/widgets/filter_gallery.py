@@ -28,7 +28,7 @@ from cnnwidgets.explain.filters import (
     top_patches,
 )
 from cnnwidgets.explain.maximize import filter_activations, maximize
-from cnnwidgets.probe import as_probe
+from cnnwidgets.probe import as_probe, weights_held
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
 
 MODES = ("weights", "maximize", "classes")
@@ -369,6 +369,10 @@ class FilterGallery(ViewWidget):
         return render.resize_image(img, (side, side))
 
     def _redraw(self) -> None:
+        with weights_held():  # one version read for all the tiles of the page
+            self._redraw_page()
+
+    def _redraw_page(self) -> None:
         tiles, labels = self._tiles()
         cols = min(len(tiles), int(np.ceil(np.sqrt(self.per_page))))
         self._grid_cols = cols

@@ -22,7 +22,7 @@ import traitlets
 from cnnwidgets import render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
 from cnnwidgets.explain.saliency import SALIENCY_METHODS, saliency
-from cnnwidgets.probe import as_probe
+from cnnwidgets.probe import as_probe, weights_held
 from cnnwidgets.widgets.base import ViewWidget, layer_options
 
 #: Colour maps offered by the ``cmap`` control.
@@ -438,10 +438,11 @@ class GradCAMComparator(ViewWidget):
         return True
 
     def _on_rank(self, change) -> None:
-        if self._refresh_if_stale():
-            return
-        self._update_labels()
-        self._render()
+        with weights_held():  # the staleness check and the cached lookups: one read
+            if self._refresh_if_stale():
+                return
+            self._update_labels()
+            self._render()
 
     def _on_pinned(self, change) -> None:
         if self._refresh_if_stale():
@@ -455,9 +456,10 @@ class GradCAMComparator(ViewWidget):
         self._recompute()
 
     def _on_redraw(self, change) -> None:
-        if self._refresh_if_stale():
-            return
-        self._render()
+        with weights_held():
+            if self._refresh_if_stale():
+                return
+            self._render()
 
 
 def _saliency_maps(probe, raw, classes, method, layer, progress) -> np.ndarray:
