@@ -296,3 +296,27 @@ def test_a_big_layer_grid_is_averaged_down_to_the_grid_side():
         cw.ActivationBrowser(model, images, grid_side=8)
     b.close()
     full.close()
+
+
+def test_after_one_new_layer_every_layer_is_shown_without_a_model_pass(shapes_model):
+    """The first layer change runs one pass for every layer of the image; later
+    changes build no submodel and show the same numbers as a direct pass."""
+    probe = cw.Probe(shapes_model)
+    images = cw.assets.make_shapes(2, seed=8)[0]
+    b = cw.ActivationBrowser(probe, images).wait()
+    built = []
+    submodel = probe.submodel
+    probe.submodel = lambda paths: built.append(paths) or submodel(paths)
+    paths = [p for _, p in b.layer.options]
+    others = [p for p in paths if p != b.layer.value]
+    b.layer.value = others[0]
+    b.wait()
+    assert len(built) == 1 and set(built[0]) == set(paths)
+    for path in others[1:4]:
+        b.layer.value = path
+        b.wait()
+        want = cw.Probe(shapes_model).activations(images[:1], [path])[path][0]
+        got = b._data[b._key()]["acts"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(built) == 1
+    b.close()

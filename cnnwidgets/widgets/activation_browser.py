@@ -31,6 +31,9 @@ HIST_BINS = 32
 #: drawn at full resolution); VGG16's block1 grid goes from 1799 px (3 MB of PNG
 #: per redraw) to 455 px (tiles of 56 px).
 GRID_SIDE = 512
+#: The most one image's outputs of every layer may take for the browser to ask
+#: for them in one pass (VGG16 at 224 px: 60 MB; bigger models go layer by layer).
+EVERY_LAYER_BYTES = 256 * 2**20
 #: Pixels between the grid and the side panel.
 SIDE_GAP = 6
 
@@ -104,6 +107,7 @@ class ActivationBrowser(ViewWidget):
         self._build_histogram()
         self._set_layer_limits(start)
         self._compute(self._key())  # the first picture is drawn before returning
+        self._every_layer = self._every_layer_paths()  # for the next layer change
         self._draw()
         self._wire()
         self._lay_out()
@@ -302,12 +306,30 @@ class ActivationBrowser(ViewWidget):
 
     # ------------------------------------------------------------ compute
 
+    def _every_layer_paths(self) -> tuple[str, ...]:
+        """Every browsable layer, when one image's outputs of all of them fit
+        in :data:`EVERY_LAYER_BYTES`; else () (one layer per pass)."""
+        paths = tuple(p for _, p in self._options)
+        sizes = [np.prod(self.probe.layer_info(p).output_shape[1:]) for p in paths]
+        return paths if 4 * float(np.sum(sizes)) <= EVERY_LAYER_BYTES else ()
+
+    def _layer_activations(self, layer: str, index: int) -> np.ndarray:
+        """One image's outputs of ``layer``, float32 (h, w, C) or (C,).
+
+        Tracing a submodel for a layer costs more than running it (MobileNetV2:
+        about a second per layer), so after the first picture a layer the
+        browser has not shown brings every layer's outputs for the image in
+        one pass, kept in the results cache: later layer changes only draw."""
+        paths = self._every_layer if layer in getattr(self, "_every_layer", ()) else (layer,)
+        image = self.images[index : index + 1]
+        return self.probe.activations(image, paths)[layer][0]
+
     def _compute(self, key: tuple) -> None:
         """Activations (and Grad-CAM channel weights) for one (layer, image, sort, class)."""
         if key in self._data:
             return
         layer, index, sort, cls, _ = key
-        acts = self.probe.activations(self.images, [layer])[layer][index]  # (h, w, C) or (C,)
+        acts = self._layer_activations(layer, index)  # (h, w, C) or (C,)
         note = ""
         weights = None
         if sort == "gradcam":
