@@ -18,6 +18,7 @@ from typing import Any
 import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
+import traitlets
 
 from cnnwidgets import render
 from cnnwidgets.explain import features
@@ -73,7 +74,16 @@ class ActivationBrowser(ViewWidget):
     histogram of the layer's activations (grey) and the channel's (orange).
     Changing the layer, image or sort computes in the background (call
     :meth:`wait` before reading ``view`` in a script); the rest redraws at once.
+    ``selected_layer`` and ``selected_channel`` mirror the layer and channel
+    controls as traits, to observe or link.
     """
+
+    selected_layer = traitlets.Unicode(
+        help="Path of the layer shown (a short name is accepted); set or link it to change it."
+    )
+    selected_channel = traitlets.Int(
+        0, help="The selected channel: its tile is ringed and it is drawn enlarged beside the grid."
+    )
 
     def __init__(
         self,
@@ -110,7 +120,23 @@ class ActivationBrowser(ViewWidget):
         self._every_layer = self._every_layer_paths()  # for the next layer change
         self._draw()
         self._wire()
+        self._mirror(self.layer, "selected_layer")
+        self._mirror(self.channel, "selected_channel")
         self._lay_out()
+
+    @traitlets.validate("selected_layer")
+    def _valid_layer(self, proposal) -> str:
+        return self._check_layer(proposal["value"])  # the path, or a ValueError naming some
+
+    @traitlets.validate("selected_channel")
+    def _valid_channel(self, proposal) -> int:
+        channel = int(proposal["value"])
+        if not 0 <= channel <= self.channel.max:
+            raise ValueError(
+                f"channel {channel} is outside {self.layer.value!r}, which has channels "
+                f"0..{self.channel.max}"
+            )
+        return channel
 
     def _check_arguments(self, layer: Any, per_page: int, cmap: str) -> str:
         """Check per_page, cmap and layer; keep the layer choices; the starting layer path."""

@@ -52,6 +52,7 @@ class ViewWidget(widgets.VBox):
         self._job: BackgroundJob | None = None
         self._worker: JobWorker | None = None
         self._guard_depth = 0
+        self._links: list[widgets.link] = []
         self.picture: ClickablePicture | None = None
 
     @contextlib.contextmanager
@@ -68,6 +69,13 @@ class ViewWidget(widgets.VBox):
     @property
     def _controls_being_set(self) -> bool:
         return self._guard_depth > 0
+
+    def _mirror(self, control: widgets.Widget, trait: str) -> None:
+        """Keep the widget's ``trait`` and ``control.value`` equal both ways, so
+        the state can be observed and linked (``widgets.link((a, 'selected_class'),
+        (b, 'selected_class'))``) without knowing which control holds it. The
+        trait's validator checks a value set from code before the control sees it."""
+        self._links.append(widgets.link((control, "value"), (self, trait)))
 
     @property
     def view(self) -> np.ndarray:
@@ -182,6 +190,9 @@ class ViewWidget(widgets.VBox):
         registered with the kernel."""
         if self._worker is not None:
             self._worker.stop()
+        links, self._links = self._links, []  # close() runs again from __del__
+        for link in links:
+            link.unlink()
         for child in _owned_widgets(self):
             child.close()
         super().close()

@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+import traitlets
 
 from cnnwidgets import render
 from cnnwidgets.explain import features
@@ -69,8 +70,16 @@ class FilterGallery(ViewWidget):
     Public controls: ``layer`` (Dropdown of conv layers), ``mode``
     (ToggleButtons), ``page`` (IntSlider), ``filter`` (BoundedIntText, the
     selected filter / class); clicking a tile selects it, as ``click(y, x)``
-    does for a view pixel.
+    does for a view pixel. ``selected_layer`` and ``selected_filter`` mirror
+    the layer and filter controls as traits, to observe or link.
     """
+
+    selected_layer = traitlets.Unicode(
+        help="Path of the conv layer shown (a short name is accepted); set or link it."
+    )
+    selected_filter = traitlets.Int(
+        0, help="The selected filter (or class in 'classes' mode), drawn enlarged."
+    )
 
     def __init__(
         self,
@@ -108,6 +117,23 @@ class FilterGallery(ViewWidget):
         self._lay_out()
         self._wire()
         self._on_source()
+        self._mirror(self.layer, "selected_layer")
+        self._mirror(self.filter, "selected_filter")
+
+    @traitlets.validate("selected_layer")
+    def _valid_layer(self, proposal) -> str:
+        path = self.probe.resolve(proposal["value"])
+        if path not in [p for _, p in self.layer.options]:
+            filter_weights(self.probe, path)  # a ValueError listing the conv layers
+        return path
+
+    @traitlets.validate("selected_filter")
+    def _valid_filter(self, proposal) -> int:
+        f = int(proposal["value"])
+        if not 0 <= f < self.count:
+            what = "classes" if self.mode.value == "classes" else f"filters of {self.layer.value!r}"
+            raise ValueError(f"filter {f} is out of range: the {what} are 0..{self.count - 1}")
+        return f
 
     def _check_source(
         self, mode: str, layer: Any, dataset_examples: Any

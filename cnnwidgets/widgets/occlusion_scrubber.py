@@ -16,6 +16,7 @@ from typing import Any
 import bqplot
 import ipywidgets as widgets
 import numpy as np
+import traitlets
 
 from cnnwidgets import render
 from cnnwidgets.explain.occlusion import (
@@ -67,7 +68,13 @@ class OcclusionScrubber(ViewWidget):
 
     ``view`` is the occluded image | the sensitivity overlay with the patch
     outlined, both captioned; ``wait()`` blocks until the map is complete.
+    ``selected_class`` mirrors ``class_`` as a trait: link it to a
+    :class:`GradCAMComparator`'s to follow the class its slider shows.
     """
+
+    selected_class = traitlets.Int(
+        0, help="Index of the class followed (one of the class menu's); set or link it."
+    )
 
     def __init__(
         self,
@@ -102,6 +109,7 @@ class OcclusionScrubber(ViewWidget):
         self._build_bars()
         self._lay_out()
         self._wire()
+        self._mirror(self.class_, "selected_class")
         self._update_live()
         self._start_map()
 
@@ -200,6 +208,18 @@ class OcclusionScrubber(ViewWidget):
         self.stride.observe(self._on_map_params, names="value")
         self.fill.observe(self._on_fill, names="value")
         self.class_.observe(self._on_class, names="value")
+
+    @traitlets.validate("selected_class")
+    def _valid_class(self, proposal) -> int:
+        cls = int(proposal["value"])
+        offered = [v for _, v in self.class_.options]
+        if cls not in offered:
+            names = [self.probe.class_names[c] for c in offered[:10]]
+            raise ValueError(
+                f"class {cls} is not in the scrubber's class menu; it offers {offered[:10]} "
+                f"({names}); pass classes=[...] to offer others"
+            )
+        return cls
 
     # ------------------------------------------------------------ controls
 
