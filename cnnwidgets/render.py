@@ -412,10 +412,16 @@ def heatmap_panel(
     return caption(enlarge(pic, factor), text)
 
 
-def panel_grid(panels: Sequence[Sequence[np.ndarray]], title: str | None = None) -> np.ndarray:
-    """Rows of panels stacked into one picture, with an optional title line."""
-    grid = vstack([hstack(row, pad=6) for row in panels], pad=6)
-    return caption(grid, title, height=18) if title else grid
+def panel_grid(
+    panels: Sequence[Sequence[np.ndarray]],
+    title: str | None = None,
+    pad: int = 6,
+    title_height: int = 18,
+) -> np.ndarray:
+    """Rows of panels stacked into one picture, ``pad`` pixels apart, with an
+    optional title line."""
+    grid = vstack([hstack(row, pad=pad) for row in panels], pad=pad)
+    return caption(grid, title, height=title_height) if title else grid
 
 
 def heatmap_grid(

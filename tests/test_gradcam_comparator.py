@@ -221,8 +221,11 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     )
     assert w.class_slider.max == 3 and len(w.bars.x) == 3
     assert "image/png" in w._repr_mimebundle_()
-    # What the front end receives decodes to exactly ``view`` (fast lossless PNG).
-    np.testing.assert_array_equal(render.from_png(w.image.value), w.view)
+    # What the front end receives (one picture per panel, two columns) decodes
+    # to exactly ``view`` (lossless PNG).
+    cells = [render.from_png(c.value) for c in w.panels.children]
+    assert len(cells) == 4 and w.panels.layout.grid_template_columns.count("max-content") == 2
+    np.testing.assert_array_equal(render.panel_grid([cells[:2], cells[2:]]), w.view)
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     np.testing.assert_array_equal(render.from_png(render.to_png(noisy)), noisy)
     path = w.save(tmp_path / "v.png")
@@ -258,3 +261,32 @@ def test_selected_class_is_a_linkable_trait(shapes_probe, pair):
     with pytest.raises(Exception, match="not on the slider"):
         widget.selected_class = 99
     widget.close()
+
+
+def test_a_slider_move_sends_only_the_slider_panels(shapes_model):
+    """The pinned panels stay where they are; moving back to a class shown
+    before sends its cached panel again and nothing is redrawn."""
+    image = cw.assets.make_shapes(1, seed=2)[0][0]
+    w = GradCAMComparator(shapes_model, image, methods=("gradcam", "gradcam++"), top=3).wait()
+    pinned_cells = [w.panels.children[0], w.panels.children[2]]
+    sent = []
+    for cell in w.panels.children:
+        cell.observe(lambda change, cell=cell: sent.append(cell), "value")
+    before = [c.value for c in pinned_cells]
+    start = w.class_slider.value
+    other = 3 if start != 3 else 1
+    w.class_slider.value = other
+    w.wait()
+    assert set(map(id, sent)) == {id(w.panels.children[1]), id(w.panels.children[3])}
+    assert [c.value for c in pinned_cells] == before
+    first = w.view.copy()
+    w.class_slider.value = start
+    w.class_slider.value = other
+    w.wait()
+    np.testing.assert_array_equal(w.view, first)
+    # The opacity changes every panel: all four cells are sent again.
+    sent.clear()
+    w.opacity.value = 0.2
+    w.wait()
+    assert len(set(map(id, sent))) == 4
+    w.close()

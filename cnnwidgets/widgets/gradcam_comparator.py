@@ -23,13 +23,16 @@ from cnnwidgets import render
 from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
 from cnnwidgets.explain.saliency import SALIENCY_METHODS, saliency
 from cnnwidgets.probe import as_probe, weights_held
-from cnnwidgets.widgets.base import ViewWidget, layer_options
+from cnnwidgets.widgets.base import BLANK_PNG, ViewWidget, layer_options
 
 #: Colour maps offered by the ``cmap`` control.
 CMAPS: tuple[str, ...] = ("jet", "viridis", "magma", "inferno", "turbo", "gray")
 
 #: Smallest side (pixels) a panel is drawn at; small inputs are enlarged.
 PANEL_SIZE = 192
+#: Pixels between panels, and the height of the title line (binary heads).
+PANEL_GAP = 6
+TITLE_HEIGHT = 18
 
 __all__ = ["GradCAMComparator"]
 
@@ -81,7 +84,11 @@ class GradCAMComparator(ViewWidget):
         self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, class) -> (H, W)
         self._errors: dict[str, str] = {}
         self._scaled: dict[tuple, np.ndarray] = {}
-        self._panels: dict[tuple, np.ndarray] = {}  # drawn panels of the current style
+        # Drawn panels of the current style: (picture, its PNG).
+        self._panels: dict[tuple, tuple[np.ndarray, bytes]] = {}
+        self._cells: list[widgets.Image] = []  # one per panel shown, reused
+        self._cell_pngs: list[bytes | None] = []  # the PNG each cell holds
+        self._parts: tuple | None = None  # (rows of panels, title) shown now
         self._panels_style: tuple | None = None
         self._set_image_state(image)
         self._build_controls(method_values, methods, layer_path)
@@ -140,6 +147,14 @@ class GradCAMComparator(ViewWidget):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="computing")
         self.status = widgets.HTML()
         self.note = widgets.HTML()
+        # Each panel is a picture of its own, sent when it changes: a slider
+        # move sends the slider's panels only, or none when they were shown before.
+        self.panels = widgets.GridBox(
+            layout=widgets.Layout(grid_gap=f"{PANEL_GAP}px", justify_content="flex-start")
+        )
+        self.title_image = widgets.Image(
+            value=BLANK_PNG, format="png", layout=widgets.Layout(display="none")
+        )
 
     def _lay_out(self) -> None:
         self.children = [
@@ -149,7 +164,7 @@ class GradCAMComparator(ViewWidget):
             self.progress,
             self.status,
             self.note,
-            self.image,
+            widgets.VBox([self.title_image, self.panels]),
             self.figure,
         ]
 
@@ -411,8 +426,7 @@ class GradCAMComparator(ViewWidget):
                         problems.append(f"{m}: {self._errors[m]}")
                     text = self._caption(m, c, what)
                     pkey = (key, text, heat is None)
-                    panel = self._panels.get(pkey)
-                    if panel is None:
+                    if pkey not in self._panels:
                         panel = render.heatmap_panel(
                             self._picture,
                             blank if heat is None else heat,
@@ -421,11 +435,44 @@ class GradCAMComparator(ViewWidget):
                             self.cmap.value,
                             factor,
                         )
-                        self._panels[pkey] = panel
-                    row.append(panel)
+                        self._panels[pkey] = (panel, render.to_png(panel))
+                    row.append(pkey)
                 rows.append(row)
             self.status.value = "<br>".join(dict.fromkeys(problems))
-            self._show(render.panel_grid(rows, self._binary_title()))
+            self._send_panels(rows)
+
+    def _send_panels(self, rows: list[list[tuple]]) -> None:
+        """Put each panel in its cell, sending only cells whose panel changed."""
+        keys = [k for row in rows for k in row]
+        while len(self._cells) < len(keys):
+            self._cells.append(widgets.Image(format="png"))
+            self._cell_pngs.append(None)
+        for i, key in enumerate(keys):
+            png = self._panels[key][1]
+            # Identity, not equality: a panel redrawn in a new style is a new object.
+            if self._cell_pngs[i] is not png:
+                self._cells[i].value = png
+                self._cell_pngs[i] = png
+        cols = len(rows[0])
+        title = self._binary_title()
+        if self._parts is None or self._parts[1] != title or len(self.panels.children) != len(keys):
+            with self.panels.hold_sync():
+                self.panels.layout.grid_template_columns = " ".join(["max-content"] * cols)
+                self.panels.children = self._cells[: len(keys)]
+            if title:
+                width = cols * self._panels[keys[0]][0].shape[1] + (cols - 1) * PANEL_GAP
+                band = render.caption(np.zeros((0, width, 3), np.uint8), title, TITLE_HEIGHT)
+                self.title_image.value = render.to_png(band)
+            self.title_image.layout.display = None if title else "none"
+        self._parts = ([[self._panels[k][0] for k in row] for row in rows], title)
+        self._view = None  # composed when read
+        self._drawn()
+
+    def _compose_view(self) -> np.ndarray | None:
+        if self._parts is None:
+            return None
+        rows, title = self._parts
+        return render.panel_grid(rows, title, pad=PANEL_GAP, title_height=TITLE_HEIGHT)
 
     # ------------------------------------------------------------ observers
 
