@@ -29,7 +29,6 @@ from cnnwidgets.cache import RESULTS
 from cnnwidgets.probe import Probe, as_probe, check_batch_size
 from cnnwidgets.progress import reporter
 
-PARAMS = ("pixel", "fourier")
 #: Default step sizes: per-pixel RMS step ('pixel'), Adam's rate ('fourier').
 DEFAULT_LR = {"pixel": 0.02, "fourier": 0.1}
 _SCALES = 1.0 + (np.arange(11) - 5) / 50.0
@@ -209,10 +208,11 @@ def maximize(
         order of ``filters``. Results are cached per filter by (layer, filter,
         size, steps, seed, param, lr, jitter).
     """
+    from cnnwidgets.gradients.ascent import check_param  # TensorFlow is loaded on first use
+
     probe = as_probe(model_or_probe)
     path, target = target_of(probe, layer)
-    if param not in PARAMS:
-        raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
+    check_param(param)
     size = _check_number(size, "size", 8, integer=True)
     steps = _check_number(steps, "steps", 1, integer=True)
     seed = _check_number(seed, "seed", 0, integer=True)

@@ -31,7 +31,16 @@ import tensorflow as tf  # noqa: E402
 from cnnwidgets.gradients import compiled  # noqa: E402
 from cnnwidgets.probe import Probe  # noqa: E402
 
+#: How the optimized images are parameterized: the pixels themselves, or a
+#: scaled Fourier spectrum (Lucid's decorrelated space).
 PARAMS = ("pixel", "fourier")
+
+
+def check_param(param: str) -> str:
+    """``param`` if it names a parameterization in :data:`PARAMS`, else a ValueError."""
+    if param not in PARAMS:
+        raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
+    return param
 
 #: Square root of the colour correlation of ImageNet (Lucid's constant),
 #: columns scaled so the largest has unit norm.
@@ -211,8 +220,7 @@ def ascend(
     Returns:
         images (B, H, W, C) float32 in [0, 1] and the objective on them (B,) float32.
     """
-    if param not in PARAMS:
-        raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
+    check_param(param)
     c = int(init.shape[-1] if param == "pixel" else init.shape[1])
     run, evaluate = _step_fn(probe, layer, target, param, tuple(hw), c)
     if preprocess is None:

@@ -42,90 +42,16 @@ import keras
 import numpy as np
 
 from cnnwidgets.probe import Probe, quiet_retracing
+from cnnwidgets.probe.kinds import (
+    LIST_OPS,
+    MERGE_LAYERS,
+    MERGE_OPS,
+    POINTWISE_LAYERS,
+    POINTWISE_OPS,
+    WINDOW_LAYERS,
+)
 
 __all__ = ["IncrementalModel", "IncrementalPlan", "NotIncremental", "plan"]
-
-#: Layers computed position by position (no window growth): called on the window as they are.
-POINTWISE_LAYERS = frozenset(
-    {
-        "Activation",
-        "ReLU",
-        "LeakyReLU",
-        "ELU",
-        "Softmax",
-        "PReLU",
-        "BatchNormalization",
-        "LayerNormalization",
-        "UnitNormalization",
-        "Rescaling",
-        "Normalization",
-        "Dropout",
-        "SpatialDropout2D",
-        "GaussianNoise",
-        "GaussianDropout",
-        "AlphaDropout",
-        "Identity",
-        "ActivityRegularization",
-    }
-)
-
-#: keras.ops nodes of one tensor computed element by element.
-POINTWISE_OPS = frozenset(
-    "ops." + n
-    for n in (
-        "Relu",
-        "Relu6",
-        "Sigmoid",
-        "Softplus",
-        "Softsign",
-        "Silu",
-        "LeakyRelu",
-        "HardSigmoid",
-        "HardSilu",
-        "Elu",
-        "Selu",
-        "Gelu",
-        "Celu",
-        "Tanh",
-        "Abs",
-        "Absolute",
-        "Exp",
-        "Log",
-        "Sqrt",
-        "Square",
-        "Negative",
-        "Clip",
-        "Softmax",
-        "LogSoftmax",
-    )
-)
-
-#: Layers merging same-shaped maps element by element (they take a list).
-MERGE_LAYERS = frozenset(
-    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
-)
-
-#: keras.ops nodes merging two same-shaped maps element by element.
-MERGE_OPS = frozenset(
-    "ops." + n
-    for n in ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Divide", "TrueDivide")
-)
-
-#: keras.ops nodes that take their inputs as one list.
-LIST_OPS = frozenset({"ops.Concatenate"})
-
-#: Layers with a sliding window and a window rule here.
-WINDOW_LAYERS = frozenset(
-    {
-        "Conv2D",
-        "DepthwiseConv2D",
-        "SeparableConv2D",
-        "MaxPooling2D",
-        "AveragePooling2D",
-        "ZeroPadding2D",
-        "Cropping2D",
-    }
-)
 
 #: The plan's cost model, in multiply-adds per output value a node writes, on top of
 #: its multiply-adds: what a plain (compiled, whole-map) pass spends on memory, and

@@ -69,6 +69,89 @@ IDENTITY_AT_INFERENCE = frozenset(
 #: Layers allowed between global pooling and the Dense layer of a plain CAM head.
 CAM_PASSTHROUGH = frozenset({"Dropout", "Activation", "Softmax"})
 
+#: Layers computed position by position (incremental occlusion calls them on a
+#: window as they are).
+POINTWISE_LAYERS = frozenset(
+    {
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "Softmax",
+        "PReLU",
+        "BatchNormalization",
+        "LayerNormalization",
+        "UnitNormalization",
+        "Rescaling",
+        "Normalization",
+        "Dropout",
+        "SpatialDropout2D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "Identity",
+        "ActivityRegularization",
+    }
+)
+
+#: keras.ops nodes of one tensor computed element by element.
+POINTWISE_OPS = frozenset(
+    OPS_PREFIX + n
+    for n in (
+        "Relu",
+        "Relu6",
+        "Sigmoid",
+        "Softplus",
+        "Softsign",
+        "Silu",
+        "LeakyRelu",
+        "HardSigmoid",
+        "HardSilu",
+        "Elu",
+        "Selu",
+        "Gelu",
+        "Celu",
+        "Tanh",
+        "Abs",
+        "Absolute",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Square",
+        "Negative",
+        "Clip",
+        "Softmax",
+        "LogSoftmax",
+    )
+)
+
+#: Layers merging same-shaped maps element by element (they take a list).
+MERGE_LAYERS = frozenset(
+    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+)
+
+#: keras.ops nodes merging two same-shaped maps element by element.
+MERGE_OPS = frozenset(
+    OPS_PREFIX + n
+    for n in ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Divide", "TrueDivide")
+)
+
+#: keras.ops nodes that take their inputs as one list.
+LIST_OPS = frozenset({"ops.Concatenate"})
+
+#: Layers with a sliding window whose window rule incremental occlusion knows.
+WINDOW_LAYERS = frozenset(
+    {
+        "Conv2D",
+        "DepthwiseConv2D",
+        "SeparableConv2D",
+        "MaxPooling2D",
+        "AveragePooling2D",
+        "ZeroPadding2D",
+        "Cropping2D",
+    }
+)
+
 #: keras.ops node classes that are output activations (class name -> activation).
 _OP_ACTIVATIONS = {"Softmax": "softmax", "Sigmoid": "sigmoid", "LogSoftmax": "log_softmax"}
 
