@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets.dataset.sources import Chunk
-from cnnwidgets.dataset.store import DatasetStore, images_digest, weights_digest
+from cnnwidgets.dataset.store import DatasetStore, weights_digest
 from cnnwidgets.probe import Probe
 
 __all__ = ["ChunkExplainer", "require_ray", "run"]
@@ -113,15 +113,11 @@ def run(
     """Explain the unfinished chunks of ``stream`` on Ray actors, writing into
     ``store``; returns the number of images. See the module docstring."""
     ray = require_ray()
-    done = store.done_chunks()
     todo: dict[int, Any] = {}
     starts: dict[int, tuple[int, np.ndarray]] = {}
     total = 0
-    for ch in stream:
-        digest = images_digest(ch.images)
-        if ch.index < len(done) and done[ch.index]:
-            store.check_digest(ch.index, digest)
-        else:
+    for ch, digest in store.resume(stream):
+        if digest is not None:
             # The object store holds (and may spill) the chunks; the driver only one.
             todo[ch.index] = ray.put(ch)
             starts[ch.index] = (ch.start, digest)

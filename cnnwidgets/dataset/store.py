@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import pathlib
 import shutil
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -221,6 +222,20 @@ class DatasetStore:
         if "done" not in self._group:
             return np.zeros(0, bool)
         return np.asarray(self._group["done"][:], bool)
+
+    def resume(self, chunks: Iterable[Any]) -> Iterator[tuple[Any, np.ndarray | None]]:
+        """Each chunk (a :class:`~cnnwidgets.dataset.sources.Chunk`) with the
+        (16,) uint8 digest of its images to write it under, or None when the
+        store has it finished already: then its images were checked to be the
+        ones it was made from (:class:`StoreMismatchError` if not)."""
+        done = self.done_chunks()
+        for ch in chunks:
+            digest = images_digest(ch.images)
+            if ch.index < len(done) and done[ch.index]:
+                self.check_digest(ch.index, digest)
+                yield ch, None
+            else:
+                yield ch, digest
 
     def check_digest(self, index: int, digest: np.ndarray) -> None:
         """Raise StoreMismatchError if finished chunk ``index`` held other images."""

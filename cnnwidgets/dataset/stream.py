@@ -22,7 +22,7 @@ import numpy as np
 import cnnwidgets
 from cnnwidgets.dataset import sources
 from cnnwidgets.dataset.scores import box_masks, cross_entropy, energy_inside
-from cnnwidgets.dataset.store import DatasetStore, images_digest
+from cnnwidgets.dataset.store import DatasetStore
 from cnnwidgets.explain.cam import CAM_METHODS, cam_layer, gradcam
 from cnnwidgets.probe import Probe, as_probe, weights_digest
 from cnnwidgets.progress import reporter
@@ -309,13 +309,9 @@ def explain_dataset(
 
 
 def _run_local(probe, spec, stream, store, report, count) -> int:
-    done = store.done_chunks()
     seen = 0
-    for ch in stream:
-        digest = images_digest(ch.images)
-        if ch.index < len(done) and done[ch.index]:
-            store.check_digest(ch.index, digest)
-        else:
+    for ch, digest in store.resume(stream):
+        if digest is not None:  # not finished in an earlier run
             store.write_chunk(ch.index, ch.start, explain_chunk(probe, spec, ch), digest)
         seen = ch.start + len(ch)
         report(seen, count if count is not None else seen + store.meta["chunk"])
