@@ -41,6 +41,7 @@ from cnnwidgets.explain.common import (
     check_method,
     check_normalize,
     normalize_maps,
+    prepare,
 )
 from cnnwidgets.probe import Probe, as_probe, check_batch_size, kinds
 from cnnwidgets.progress import reporter
@@ -320,15 +321,18 @@ def _check_method(method: Any) -> str:
 
 def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
     method = _check_method(method)
-    probe = as_probe(model_or_probe)
-    raw = probe.check_images(images)
-    if layer is None:
-        layer = cam_layer(probe) if method == "cam" else probe.last_conv_layer
-    path = probe.resolve_4d(layer)
-    if method == "cam":
-        _cam_head(probe, path)  # validates the head and the layer before any trace
-    cls = probe.resolve_classes(classes, raw)
-    return _Request(probe, raw, probe.model_inputs(raw), path, cls, method)
+
+    def target_layer(probe: Probe, raw: np.ndarray) -> str:
+        chosen = layer
+        if chosen is None:
+            chosen = cam_layer(probe) if method == "cam" else probe.last_conv_layer
+        path = probe.resolve_4d(chosen)
+        if method == "cam":
+            _cam_head(probe, path)  # validates the head and the layer before any trace
+        return path
+
+    req = prepare(model_or_probe, images, classes, checks=target_layer)
+    return _Request(req.probe, req.raw, req.x, req.checked, req.classes, method)
 
 
 def _raw_maps(

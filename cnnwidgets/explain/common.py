@@ -4,7 +4,7 @@ arguments, scaling maps and blurring pictures. One implementation of each."""
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,21 +19,33 @@ NORMALIZE_MODES: tuple = ("map", "image", None)
 @dataclass(frozen=True)
 class Prepared:
     """A validated request: the probe, the raw images (N, H, W, C) float32,
-    the classes (N, K) int64 and the model inputs (N, H, W, C) float32."""
+    the classes (N, K) int64, the model inputs (N, H, W, C) float32 and what
+    the request's own ``checks`` returned (None without them)."""
 
     probe: Probe
     raw: np.ndarray
     classes: np.ndarray
     x: np.ndarray
+    checked: Any = None
 
 
-def prepare(model_or_probe: Any, images: Any, classes: Any = None) -> Prepared:
-    """The opening steps of every class explanation, in one place: a Probe,
-    checked raw images, resolved classes and preprocessed model inputs."""
+def prepare(
+    model_or_probe: Any,
+    images: Any,
+    classes: Any = None,
+    checks: Callable[[Probe, np.ndarray], Any] | None = None,
+) -> Prepared:
+    """The opening steps of every class explanation, in one order: a Probe,
+    checked raw images, the request's own ``checks(probe, raw)`` (a layer, a
+    patch size: whatever needs the model or the image size), then the classes
+    and the preprocessed model inputs. Classes come last because resolving
+    the default (top-1) class costs a forward pass, which a bad argument
+    should not."""
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
+    checked = None if checks is None else checks(probe, raw)
     cls = probe.resolve_classes(classes, raw)
-    return Prepared(probe, raw, cls, probe.model_inputs(raw))
+    return Prepared(probe, raw, cls, probe.model_inputs(raw), checked)
 
 
 def check_int(value: Any, name: str, low: int) -> int:

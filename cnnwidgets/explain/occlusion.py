@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cnnwidgets.cache import RESULTS, array_key
-from cnnwidgets.explain.common import check_int, gaussian_blur
+from cnnwidgets.explain.common import check_int, gaussian_blur, prepare
 from cnnwidgets.probe import Probe, as_probe
 from cnnwidgets.probe.incremental import IncrementalModel, IncrementalPlan, NotIncremental, plan
 from cnnwidgets.progress import reporter
@@ -423,11 +423,13 @@ def _interp(starts: np.ndarray, subset: np.ndarray) -> np.ndarray:
 
 
 def _prepare(model_or_probe, images, classes, patch, stride, fill):
-    probe = as_probe(model_or_probe)
-    raw = probe.check_images(images)
-    patch, stride = _check_geometry(patch, stride, raw.shape[1], raw.shape[2])
-    fill_ = _check_fill(fill, raw.shape[3])
-    cls = probe.resolve_classes(classes, raw)
+    def geometry(probe: Probe, raw: np.ndarray) -> tuple[int, int, Any]:
+        h, w, c = raw.shape[1:]
+        return (*_check_geometry(patch, stride, h, w), _check_fill(fill, c))
+
+    req = prepare(model_or_probe, images, classes, checks=geometry)
+    probe, raw, cls = req.probe, req.raw, req.classes
+    patch, stride, fill_ = req.checked
     key = probe.result_key(
         "occlusion",
         array_key(raw),

@@ -61,7 +61,7 @@ from cnnwidgets.explain.common import (
     prepare,
 )
 from cnnwidgets.explain.common import gaussian_blur as common_blur
-from cnnwidgets.probe import Probe, as_probe, check_batch_size
+from cnnwidgets.probe import Probe, check_batch_size
 from cnnwidgets.progress import reporter
 
 #: Names accepted by ``method``, in the order a method picker shows them.
@@ -389,12 +389,13 @@ def attributions(
     method = _check_method(method)
     _check_params(n_samples, noise, steps, batch_size, None)
     _check_baseline(baseline)
-    probe = as_probe(model_or_probe)
-    raw = probe.check_images(images)
-    cls = probe.resolve_classes(classes, raw)
-    if method == "guided-gradcam" and layer is not None:
-        probe.resolve_4d(layer)  # a bad layer fails before any gradient work
-    x = probe.model_inputs(raw)
+
+    def layer_fits(probe: Probe, raw: np.ndarray) -> None:
+        if method == "guided-gradcam" and layer is not None:
+            probe.resolve_4d(layer)  # a bad layer fails before any model pass
+
+    req = prepare(model_or_probe, images, classes, checks=layer_fits)
+    probe, raw, cls, x = req.probe, req.raw, req.classes, req.x
     report = reporter(progress, method)
     info: dict = {"classes": cls, "method": method}
 
