@@ -29,12 +29,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import importlib.util
 import json
 import os
 import pathlib
 import platform
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -48,18 +46,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BROWSER_TESTS = ROOT / "tests" / "browser"
 sys.path.insert(0, str(BROWSER_TESTS))
 
-from labdriver import LabPage  # noqa: E402
-
-
-def _lab_fixtures():
-    """tests/browser/conftest.py as a module: its chromium flags, Lab settings and
-    server helpers (its pytest fixtures are not used)."""
-    path = BROWSER_TESTS / "conftest.py"
-    spec = importlib.util.spec_from_file_location("cw_browser_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from labdriver import CHROMIUM, CHROMIUM_ARGS, LabPage, running_lab  # noqa: E402
 
 # ----------------------------------------------------------- the controls
 
@@ -685,50 +672,14 @@ def markdown(info: dict, results: list[Result], args, wall: float) -> str:
 
 
 @contextlib.contextmanager
-def lab_server(fixtures):
+def lab_server():
     """JupyterLab 4 on a temporary notebook folder, as the browser test starts it."""
     work = pathlib.Path(tempfile.mkdtemp(prefix="cw-latency-"))
-    nb_dir = work / "notebooks"
-    nb_dir.mkdir()
-    settings = work / "user-settings"
-    for plugin, values in fixtures.LAB_SETTINGS.items():
-        path = settings / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-    log = work / "jupyterlab.log"
-    port, token = fixtures.free_port(), secrets.token_hex(16)
-    env = dict(os.environ)
-    env.update(
-        TF_CPP_MIN_LOG_LEVEL="3",
-        JUPYTER_RUNTIME_DIR=str(work / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-    )
-    cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-        "--port-retries=0", f"--IdentityProvider.token={token}", "--ServerApp.ip=127.0.0.1",
-        f"--notebook-dir={nb_dir}", "--ServerApp.terminals_enabled=False",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={settings}",
-        f"--LabApp.workspaces_dir={work / 'workspaces'}", "--LabApp.extension_manager=readonly",
-    ]  # fmt: skip
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
-    base = f"http://127.0.0.1:{port}"
+    (work / "notebooks").mkdir()
     try:
-        fixtures.wait_for_status(base, token, proc, log)
-        yield {"base": base, "token": token, "dir": nb_dir}
+        with running_lab(work, work / "jupyterlab.log") as server:
+            yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -747,8 +698,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     variants = ("render.to_png", "pillow") if args.png_ab else ("",)
     only = tuple(args.controls.split(",")) if args.controls else ()
-    fixtures = _lab_fixtures()
-    chromium = fixtures.CHROMIUM
+    chromium = CHROMIUM
     if not chromium.exists():
         print(f"{chromium} is missing: `make chromium` (apt-get install chromium)")
         return 2
@@ -761,9 +711,9 @@ def main(argv=None) -> int:
     heads = ("felt", "p90", "first", "src set", "input", "in", "kernel", "out")
     print(f"\n{'model':<12} {'control (ms)':<26} " + " ".join(f"{h:>8}" for h in heads))
     results: list[Result] = []
-    with lab_server(fixtures) as server, sync_playwright() as pw:
+    with lab_server() as server, sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=str(chromium), headless=True, args=fixtures.CHROMIUM_ARGS
+            executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS
         )
         try:
             for model in args.models.split(","):
