@@ -290,3 +290,21 @@ def test_a_slider_move_sends_only_the_slider_panels(shapes_model):
     w.wait()
     assert len(set(map(id, sent))) == 4
     w.close()
+
+
+def test_an_all_zero_map_says_so_in_its_caption():
+    """With every head weight negative, each class's Grad-CAM weights are
+    negative on non-negative activations, so every map is ReLU(<0) = 0: the
+    panel must say that, not show a bare photo as if it were a map."""
+    from tiny_models import random_images, tiny_cnn
+
+    model = tiny_cnn(head="linear", units=3, seed=2)
+    kernel = model.get_layer("head").kernel
+    kernel.assign(-np.abs(kernel.numpy()) - 0.1)
+    image = random_images(1, 16, seed=1)[0]
+    maps = cw.gradcam(model, image[None], classes=[0, 1, 2], layer="conv2", normalize=None)
+    assert not maps.any()  # the premise, from the plain function
+    w = GradCAMComparator(model, image, layer="conv2", top=3).wait()
+    captions = [text for _key, text, _missing in w._panels]  # the panels drawn so far
+    assert len(captions) == 2 and all(t.endswith("| map all zero") for t in captions)
+    w.close()

@@ -425,6 +425,10 @@ class GradCAMComparator(ViewWidget):
                     if heat is None and m in self._errors:
                         problems.append(f"{m}: {self._errors[m]}")
                     text = self._caption(m, c, what)
+                    if heat is not None and not heat.any():
+                        # Not "no evidence here" but "no positive evidence anywhere":
+                        # say so, or the bare photo reads as a map.
+                        text += " | map all zero"
                     pkey = (key, text, heat is None)
                     if pkey not in self._panels:
                         panel = render.heatmap_panel(
