@@ -36,13 +36,13 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
             ]
         )
     maps = np.stack(maps)  # (M, 2, H, W)
-    if mode == "image":
-        # One scale for the image: every class the widget offers, every method shown.
-        every = [
-            gradcam(probe, image, classes=list(range(probe.num_classes)), method=m, normalize=None)
-            for m in methods
-        ]
-        maps = maps / max(e.max() for e in every)
+    if mode == "method":
+        # One scale per method (row): every class the widget offers, that method only.
+        for i, m in enumerate(methods):
+            every = gradcam(
+                probe, image, classes=list(range(probe.num_classes)), method=m, normalize=None
+            )
+            maps[i] = maps[i] / every.max()
     else:
         maps = normalize_maps(maps, mode)
     return render.heatmap_grid(image, maps, caps, opacity=opacity, cmap=cmap)
@@ -82,7 +82,7 @@ def test_slider_costs_no_model_pass(widget, shapes_probe, monkeypatch):
         views.append(widget.view.copy())
     widget.opacity.value = 0.7
     widget.cmap.value = "viridis"
-    widget.normalize.value = "image"
+    widget.normalize.value = "method"
     assert calls == []
     assert not np.array_equal(views[0], views[1])
 
@@ -127,14 +127,14 @@ def test_methods_layer_pinned_and_scale(widget, shapes_probe, pair):
             ["gradcam", "gradcam++"],
         ),
     )
-    widget.normalize.value = "image"
+    widget.normalize.value = "method"
     ref = expected_view(
         shapes_probe,
         pair[0],
         widget.pinned.value,
         widget.selected_class,
         ["gradcam", "gradcam++"],
-        mode="image",
+        mode="method",
     )
     diff = np.abs(widget.view.astype(int) - ref.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding of the shared scale
@@ -234,7 +234,7 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
 
 
 def test_bad_arguments(shapes_probe, pair):
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match="unknown map method"):
         GradCAMComparator(shapes_probe, pair[0], methods=("gradcam", "nope"))
     with pytest.raises(ValueError, match="one image"):
         GradCAMComparator(shapes_probe, pair[:2])
@@ -308,3 +308,30 @@ def test_an_all_zero_map_says_so_in_its_caption():
     captions = [text for _key, text, _missing in w._panels]  # the panels drawn so far
     assert len(captions) == 2 and all(t.endswith("| map all zero") for t in captions)
     w.close()
+
+
+def test_every_panel_follows_the_layer_as_a_fresh_widget_would(shapes_model, pair):
+    """Guided Grad-CAM depends on the CAM layer too: after a layer change every
+    panel equals the panel of a widget built at the new layer (it was stale)."""
+    methods = ("gradcam", "guided-gradcam")
+    w = GradCAMComparator(shapes_model, pair[0], methods=methods, top=3).wait()
+    before = w.view.copy()
+    w.layer.value = "block2_conv2"
+    w.wait()
+    fresh = GradCAMComparator(
+        shapes_model, pair[0], methods=methods, layer="block2_conv2", top=3
+    ).wait()
+    np.testing.assert_array_equal(w.view, fresh.view)
+    # and the guided Grad-CAM row did change (it is not the same picture twice)
+    half = before.shape[0] // 2
+    assert not np.array_equal(before[half:], w.view[half:])
+    for widget in (w, fresh):
+        widget.close()
+
+
+def test_aliases_are_accepted_as_everywhere_else(shapes_model, pair):
+    w = GradCAMComparator(shapes_model, pair[0], methods=("Grad-CAM++", "IG"), top=2).wait()
+    assert w.methods.value == ("gradcam++", "integrated")
+    w.close()
+    with pytest.raises(ValueError, match="unknown map method"):
+        GradCAMComparator(shapes_model, pair[0], methods=("gradcam", "nope"))

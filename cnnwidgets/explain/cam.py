@@ -38,6 +38,7 @@ import numpy as np
 from cnnwidgets.cache import array_key
 from cnnwidgets.explain.common import (
     NORMALIZE_MODES,
+    MethodInfo,
     check_method,
     check_normalize,
     normalize_maps,
@@ -49,9 +50,17 @@ from cnnwidgets.progress import reporter
 #: Names accepted by ``method``.
 CAM_METHODS: tuple[str, ...] = ()  # filled by @cam_method below, in registration order
 
+#: What each CAM method needs (see :class:`~cnnwidgets.explain.common.MethodInfo`).
+METHOD_INFO: dict[str, MethodInfo] = {}
+
+#: Other spellings accepted by ``method`` (after dropping case, '-', '_', ' ').
+ALIASES: dict[str, str] = {"gradcamplusplus": "gradcam++"}
+
 
 __all__ = [
+    "ALIASES",
     "CAM_METHODS",
+    "METHOD_INFO",
     "NORMALIZE_MODES",
     "cam_layer",
     "channel_weights",
@@ -151,12 +160,12 @@ class _Context:
     def acts(self) -> np.ndarray:
         """(N, h, w, C) float32 activations of ``layer``."""
         if self._acts is None:
-            if _METHODS[self.method].needs_gradients:
+            if METHOD_INFO[self.method].needs_gradients:
                 self._backward()
             else:
                 sub = self.probe.submodel([self.layer])
-                # Score-CAM reports its masked passes instead (see _scorecam_weights).
-                per_batch = None if self.method == "scorecam" else self.progress
+                # A method with passes of its own reports those instead.
+                per_batch = None if METHOD_INFO[self.method].own_passes else self.progress
                 (acts,) = self.probe.run(sub, self.x, self.batch_size, per_batch)
                 self._acts = acts.astype(np.float32)
         return self._acts
@@ -169,29 +178,23 @@ class _Context:
         return self._grads
 
 
-@dataclass(frozen=True)
-class CamMethod:
-    """A registered CAM method: how it weights the channels, and whether those
-    weights need the gradients (then one forward and K backward passes are
-    shared with the activations)."""
-
-    weights: Callable[[_Context], np.ndarray]
-    needs_gradients: bool
+_WEIGHTS: dict[str, Callable[[_Context], np.ndarray]] = {}
 
 
-_METHODS: dict[str, CamMethod] = {}
-
-
-def cam_method(name: str, needs_gradients: bool) -> Callable:
+def cam_method(name: str, needs_gradients: bool, own_passes: bool = False) -> Callable:
     """Register a channel-weighting function as the CAM method ``name``.
 
     The function takes the :class:`_Context` (activations, gradients, classes)
-    and returns weights (N, K, C) or (N, K, h, w, C); everything else is shared."""
+    and returns weights (N, K, C) or (N, K, h, w, C); everything else is shared.
+    ``needs_gradients``: the weights read ``ctx.grads`` (then one forward and
+    K backward passes are shared with the activations). ``own_passes``: it
+    runs model passes of its own and reports their progress itself."""
 
     def register(weights: Callable[[_Context], np.ndarray]) -> Callable:
         global CAM_METHODS
-        _METHODS[name] = CamMethod(weights, needs_gradients)
-        CAM_METHODS = tuple(_METHODS)
+        _WEIGHTS[name] = weights
+        METHOD_INFO[name] = MethodInfo(name, "cam", True, needs_gradients, own_passes)
+        CAM_METHODS = tuple(_WEIGHTS)
         return weights
 
     return register
@@ -218,7 +221,7 @@ def _layercam_weights(ctx: _Context) -> np.ndarray:
     return np.maximum(ctx.grads, 0.0)
 
 
-@cam_method("scorecam", needs_gradients=False)
+@cam_method("scorecam", needs_gradients=False, own_passes=True)
 def _scorecam_weights(ctx: _Context) -> np.ndarray:
     probe, acts = ctx.probe, ctx.acts
     n, _, _, c = acts.shape
@@ -314,8 +317,7 @@ def _cam_head(probe: Probe, layer: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_method(method: Any) -> str:
-    aliases = {"gradcamplusplus": "gradcam++"}
-    return check_method(method, CAM_METHODS, aliases, "CAM")
+    return check_method(method, CAM_METHODS, ALIASES, "CAM")
 
 
 
@@ -347,14 +349,14 @@ def _raw_maps(
 
     def compute() -> np.ndarray:
         ctx = _Context(req, progress, batch_size)
-        return _weighted_sum(ctx.acts, _METHODS[req.method].weights(ctx))
+        return _weighted_sum(ctx.acts, _WEIGHTS[req.method](ctx))
 
     if cache:
         key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
         maps = req.probe.cached("cam", key, compute)
     else:
         maps = compute()
-    if req.method != "scorecam":  # Score-CAM counts masked inputs, not images
+    if not METHOD_INFO[req.method].own_passes:  # those count their passes, not images
         progress(n, n)
     return maps
 
@@ -389,7 +391,7 @@ def channel_weights(
     """
     req = _prepare(model_or_probe, images, classes, layer, method)
     ctx = _Context(req, reporter(False, ""))
-    w = _METHODS[req.method].weights(ctx)
+    w = _WEIGHTS[req.method](ctx)
     if w.ndim == 5:
         w = w.mean(axis=(2, 3))
     return np.nan_to_num(w).astype(np.float32)

@@ -48,6 +48,28 @@ def prepare(
     return Prepared(probe, raw, cls, probe.model_inputs(raw), checked)
 
 
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a map method needs, so that callers handling many methods (the
+    comparator, dataset streams, benchmarks) never branch on method names.
+
+    ``family``: 'cam' (maps from a layer's channels, :func:`cnnwidgets.gradcam`)
+    or 'saliency' (maps from input gradients, :func:`cnnwidgets.saliency`).
+    ``uses_layer``: its maps depend on the chosen 4-D layer, so anything
+    cached for it is keyed by the layer too. ``needs_gradients``: it runs
+    backward passes. ``own_passes``: beyond one forward (and backward) pass
+    per image it runs batches of model passes of its own (masked, noisy or
+    interpolated inputs), reported by its progress. ``params``: the extra
+    keyword arguments it reads."""
+
+    name: str
+    family: str
+    uses_layer: bool
+    needs_gradients: bool
+    own_passes: bool = False
+    params: tuple[str, ...] = ()
+
+
 def check_int(value: Any, name: str, low: int) -> int:
     """``value`` as an int >= ``low`` (numpy integers welcome, bools refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -66,7 +88,7 @@ def check_method(method: Any, choices: Sequence[str], aliases: Mapping[str, str]
         return m
     key = m.replace("_", "").replace("-", "").replace(" ", "")
     for name in choices:
-        if key == name.replace("-", "").replace("+", ""):
+        if key == name.replace("-", ""):
             return name
     if key in aliases:
         return aliases[key]

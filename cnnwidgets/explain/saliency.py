@@ -55,6 +55,7 @@ import numpy as np
 
 from cnnwidgets.explain.common import (
     NORMALIZE_MODES,
+    MethodInfo,
     check_method,
     check_normalize,
     normalize_maps,
@@ -78,7 +79,21 @@ SALIENCY_METHODS: tuple[str, ...] = (
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")
 
 
-_ALIASES = {
+#: What each saliency method needs (see :class:`~cnnwidgets.explain.common.MethodInfo`).
+METHOD_INFO: dict[str, MethodInfo] = {
+    "vanilla": MethodInfo("vanilla", "saliency", False, True),
+    "smoothgrad": MethodInfo(
+        "smoothgrad", "saliency", False, True, True, ("n_samples", "noise", "seed")
+    ),
+    "integrated": MethodInfo("integrated", "saliency", False, True, True, ("steps", "baseline")),
+    "guided": MethodInfo("guided", "saliency", False, True),
+    "deconvnet": MethodInfo("deconvnet", "saliency", False, True),
+    # Guided backpropagation times a Grad-CAM map: it depends on the CAM layer.
+    "guided-gradcam": MethodInfo("guided-gradcam", "saliency", True, True, False, ("layer",)),
+}
+
+#: Other spellings accepted by ``method`` (after dropping case, '-', '_', ' ').
+ALIASES = {
     "gradient": "vanilla",
     "gradients": "vanilla",
     "integratedgradients": "integrated",
@@ -90,7 +105,9 @@ _ALIASES = {
 }
 
 __all__ = [
+    "ALIASES",
     "BASELINES",
+    "METHOD_INFO",
     "NORMALIZE_MODES",
     "SALIENCY_METHODS",
     "attributions",
@@ -106,7 +123,7 @@ __all__ = [
 
 
 def _check_method(method: Any) -> str:
-    return check_method(method, SALIENCY_METHODS, _ALIASES, "saliency")
+    return check_method(method, SALIENCY_METHODS, ALIASES, "saliency")
 
 
 def _check_params(n_samples: Any, noise: Any, steps: Any, batch_size: Any, normalize: Any) -> None:
@@ -378,13 +395,29 @@ def attributions(
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Signed per-channel attributions of a saliency method, before reduction.
 
-    Same arguments as :func:`saliency`. Returns (N, K, H, W, C) float32:
-    gradients of the class logit w.r.t. the model input (vanilla, guided,
-    deconvnet), their mean over noisy copies (smoothgrad), Integrated
-    Gradients attributions (integrated) or guided backpropagation times the
-    upsampled Grad-CAM map (guided-gradcam). With ``return_info=True`` also a
-    dict with ``classes`` (N, K) int64, ``method`` and, for integrated, the
-    completeness report of :func:`integrated_gradients`.
+    Args:
+        model_or_probe, images, classes, method: as in :func:`saliency`.
+        n_samples: smoothgrad: noisy copies per image.
+        noise: smoothgrad: noise standard deviation as a fraction of each
+            input's range (max - min of the model input); 0 gives vanilla.
+        steps: integrated: trapezoid intervals along the path.
+        baseline: integrated: ``"black"``, ``"mean"``, ``"blur"``, a number or
+            raw pixels (see :func:`make_baseline`).
+        layer: guided-gradcam: the Grad-CAM layer (default: last conv layer).
+        batch_size: model inputs per gradient batch; default from the probe's
+            memory budget. Results do not depend on it.
+        progress: None (a bar for large jobs), True, False or ``(done, total)``;
+            raising :class:`~cnnwidgets.Cancelled` from it stops the work.
+        seed: smoothgrad noise seed.
+        return_info: also return a dict with ``classes`` (N, K) int64,
+            ``method`` and, for integrated, the completeness report of
+            :func:`integrated_gradients`.
+
+    Returns:
+        (N, K, H, W, C) float32: gradients of the class logit w.r.t. the model
+        input (vanilla, guided, deconvnet), their mean over noisy copies
+        (smoothgrad), Integrated Gradients attributions (integrated) or guided
+        backpropagation times the upsampled Grad-CAM map (guided-gradcam).
     """
     method = _check_method(method)
     _check_params(n_samples, noise, steps, batch_size, None)
@@ -444,15 +477,9 @@ def saliency(
     classes: Any = None,
     method: str = "vanilla",
     normalize: str | None = "map",
-    n_samples: int = 25,
-    noise: float = 0.15,
-    steps: int = 64,
-    baseline: Any = "black",
-    layer: Any = None,
-    batch_size: int | None = None,
-    progress: Any = None,
-    seed: int = 0,
+    *,
     return_info: bool = False,
+    **options: Any,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Saliency maps of a Keras CNN: where the class score is sensitive to the pixels.
 
@@ -467,42 +494,22 @@ def saliency(
         normalize: ``"map"`` (each map to [0, 1]), ``"image"`` (one scale for
             the K maps of an image) or None (raw magnitudes, logit units per
             model-input unit; for integrated, logit units).
-        n_samples: smoothgrad: noisy copies per image.
-        noise: smoothgrad: noise standard deviation as a fraction of each
-            input's range (max - min of the model input); 0 gives vanilla.
-        steps: integrated: trapezoid intervals along the path.
-        baseline: integrated: ``"black"``, ``"mean"``, ``"blur"``, a number or
-            raw pixels (see :func:`make_baseline`).
-        layer: guided-gradcam: the Grad-CAM layer (default: last conv layer).
-        batch_size: model inputs per gradient batch; default from the probe's
-            memory budget. Results do not depend on it.
-        progress: None (a bar for large jobs), True, False or ``(done, total)``; raising
-            :class:`~cnnwidgets.Cancelled` from it stops the work.
-        seed: smoothgrad noise seed.
         return_info: also return a dict with ``classes`` (N, K) int64,
             ``method`` and, for integrated, ``completeness`` (see
             :func:`integrated_gradients`).
+        **options: the method's options, as in :func:`attributions` (one list,
+            one place): ``n_samples``, ``noise``, ``seed`` (smoothgrad),
+            ``steps``, ``baseline`` (integrated), ``layer`` (guided-gradcam),
+            ``batch_size`` and ``progress`` (all).
 
     Returns:
         (N, K, H, W) float32, >= 0, never NaN (zero where gradients vanish),
         and the info dict when ``return_info``.
     """
     method = _check_method(method)
-    _check_params(n_samples, noise, steps, batch_size, normalize)
+    check_normalize(normalize)
     attr, info = attributions(
-        model_or_probe,
-        images,
-        classes,
-        method,
-        n_samples=n_samples,
-        noise=noise,
-        steps=steps,
-        baseline=baseline,
-        layer=layer,
-        batch_size=batch_size,
-        progress=progress,
-        seed=seed,
-        return_info=True,
+        model_or_probe, images, classes, method, return_info=True, **options
     )
     maps = normalize_maps(reduce_attributions(attr, method), normalize)
     return (maps, info) if return_info else maps

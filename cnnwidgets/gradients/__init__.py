@@ -12,7 +12,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -55,8 +55,32 @@ RELU_OVERRIDES = {
 
 def compiled(probe: Probe, key: tuple, build: Callable[[], Callable]) -> Callable:
     """A compiled function kept with the probe (it reads the weights at run
-    time, so it never goes stale and dies with the probe)."""
+    time, so it never goes stale and dies with the probe).
+
+    ``key`` must name everything that shapes the graph (layer, number of
+    classes, input signature): the function is built and traced once per key."""
     return probe.cached("compiled", key, build, versioned=False)
+
+
+def traced_once(fn: Callable, signature: Sequence[tf.TensorSpec]) -> Callable:
+    """``fn`` compiled with a fixed input signature (batch axis free), so it is
+    traced exactly once whatever the batch sizes.
+
+    TensorFlow's retracing detector keys on the Python code object, so every
+    compiled function built from one closure (one per probe, layer and class
+    count) counts as "the same function traced again" and it logs a warning
+    after a few models or layers. Each of ours is built once per key and
+    traced once, which is what the detector asks for, so its warning is
+    switched off for these functions alone."""
+    out = tf.function(fn, input_signature=list(signature))
+    if hasattr(out, "_omit_frequent_tracing_warning"):
+        out._omit_frequent_tracing_warning = True
+    return out
+
+
+def input_signature(x: np.ndarray) -> tuple[int | None, ...]:
+    """The compiled functions' input shape: any batch size, the images' own H, W, C."""
+    return (None,) + tuple(int(d) for d in x.shape[1:])
 
 
 def _selected(scores, classes):
@@ -64,24 +88,37 @@ def _selected(scores, classes):
     return tf.gather(scores, classes, batch_dims=1)
 
 
-def _layer_grad_fn(probe: Probe, layer: str, k: int) -> Callable:
+def _layer_grad_fn(probe: Probe, layer: str, k: int, shape: tuple) -> Callable:
     def build():
         sub = probe.submodel([layer], scores=True)
 
-        @tf.function(reduce_retracing=True)
         def fn(x, classes):
             with tf.GradientTape(persistent=True) as tape:
+                # Watch the input: a layer whose output depends on no variable
+                # (Rescaling, an input-side keras.ops node) is otherwise not
+                # recorded, and its gradient comes back as None.
+                tape.watch(x)
                 act, scores = sub(x, training=False)
                 picked = _selected(scores, classes)
                 targets = [picked[:, j] for j in range(k)]
             # One backward pass per class through the layers above `layer` only;
             # the forward pass is shared by all K classes.
-            grads = [tape.gradient(t, act) for t in targets]
+            grads = [_zero_if_none(tape.gradient(t, act), act) for t in targets]
             return act, tf.stack(grads, axis=1), picked
 
-        return fn
+        return traced_once(fn, _specs(shape, k))
 
-    return compiled(probe, ("layer", layer, k), build)
+    return compiled(probe, ("layer", layer, k, shape), build)
+
+
+def _specs(shape: tuple, k: int) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+    return tf.TensorSpec(shape, tf.float32), tf.TensorSpec((None, k), tf.int32)
+
+
+def _zero_if_none(grad, like):
+    # A score that does not depend on the tensor at all has a zero gradient,
+    # which TensorFlow reports as None.
+    return tf.zeros_like(like) if grad is None else grad
 
 
 def layer_gradients(
@@ -108,7 +145,7 @@ def layer_gradients(
     """
     classes = np.asarray(classes, np.int32)
     k = classes.shape[1]
-    fn = _layer_grad_fn(probe, probe.resolve(layer), k)
+    fn = _layer_grad_fn(probe, probe.resolve(layer), k, input_signature(x))
     bs = batch_size or max(1, probe.batch_size(per_sample_factor=2.0 + k))
     acts, grads, scores = [], [], []
     for s in range(0, len(x), bs):
@@ -121,35 +158,33 @@ def layer_gradients(
     return np.concatenate(acts), np.concatenate(grads), np.concatenate(scores)
 
 
-def _input_grad_fn(probe: Probe, k: int, rule: str | None) -> Callable:
+def _input_grad_fn(probe: Probe, k: int, rule: str | None, shape: tuple) -> Callable:
     def build():
         model = probe.scores_model
         if rule is None:
 
-            @tf.function(reduce_retracing=True)
             def fn(x, classes):
                 with tf.GradientTape(persistent=True) as tape:
                     tape.watch(x)
                     picked = _selected(model(x, training=False)[0], classes)
                     targets = [picked[:, j] for j in range(k)]
-                grads = [tape.gradient(t, x) for t in targets]
+                grads = [_zero_if_none(tape.gradient(t, x), x) for t in targets]
                 return tf.stack(grads, axis=1), picked
 
         else:
             overrides = RELU_OVERRIDES[rule]
 
-            @tf.function(reduce_retracing=True)
             def fn(x, classes):
                 # gradient_override_map swaps the ReLU backward rule for ops built
                 # here only; the user's layers and their gradients are untouched.
                 with tf.compat.v1.get_default_graph().gradient_override_map(overrides):
                     picked = _selected(model(x, training=False)[0], classes)
-                grads = [tf.gradients(picked[:, j], x)[0] for j in range(k)]
+                grads = [_zero_if_none(tf.gradients(picked[:, j], x)[0], x) for j in range(k)]
                 return tf.stack(grads, axis=1), picked
 
-        return fn
+        return traced_once(fn, _specs(shape, k))
 
-    return compiled(probe, ("input", k, rule), build)
+    return compiled(probe, ("input", k, rule, shape), build)
 
 
 def input_gradients(
@@ -175,7 +210,7 @@ def input_gradients(
         raise ValueError(f"relu_rule must be None or one of {RELU_RULES}, got {relu_rule!r}")
     classes = np.asarray(classes, np.int32)
     k = classes.shape[1]
-    fn = _input_grad_fn(probe, k, relu_rule)
+    fn = _input_grad_fn(probe, k, relu_rule, input_signature(x))
     bs = batch_size or max(1, probe.batch_size(per_sample_factor=2.0 + k))
     grads, scores = [], []
     for s in range(0, len(x), bs):

@@ -14,16 +14,23 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from cnnwidgets.gradients import RELU_OVERRIDES, RELU_RULES, compiled
+from cnnwidgets.gradients import (
+    RELU_OVERRIDES,
+    RELU_RULES,
+    compiled,
+    input_signature,
+    traced_once,
+)
 from cnnwidgets.probe import Probe
 
 
-def _projection_fn(probe: Probe, layer: str, keep: str, rule: str | None) -> Callable:
+def _projection_fn(
+    probe: Probe, layer: str, keep: str, rule: str | None, shape: tuple
+) -> Callable:
     def build():
         sub = probe.submodel([layer])
         overrides = RELU_OVERRIDES.get(rule, {}) if rule else {}
 
-        @tf.function(reduce_retracing=True)
         def fn(x, channel):
             # The override map applies only to ops created inside this function:
             # the user's model and its own gradients are untouched.
@@ -35,11 +42,13 @@ def _projection_fn(probe: Probe, layer: str, keep: str, rule: str | None) -> Cal
                     target = tf.reduce_max(flat, axis=1)
                 else:
                     target = tf.reduce_mean(flat, axis=1)
-            return tf.gradients(tf.reduce_sum(target), x)[0]
+            grad = tf.gradients(tf.reduce_sum(target), x)[0]
+            return tf.zeros_like(x) if grad is None else grad
 
-        return fn
+        specs = (tf.TensorSpec(shape, tf.float32), tf.TensorSpec((), tf.int32))
+        return traced_once(fn, specs)
 
-    return compiled(probe, ("projection", layer, keep, rule), build)
+    return compiled(probe, ("projection", layer, keep, rule, shape), build)
 
 
 def channel_input_gradients(
@@ -69,7 +78,7 @@ def channel_input_gradients(
         raise ValueError(f"relu_rule must be None or one of {RELU_RULES}, got {relu_rule!r}")
     if keep not in ("map", "max"):
         raise ValueError(f"keep must be 'map' or 'max', got {keep!r}")
-    fn = _projection_fn(probe, probe.resolve(layer), keep, relu_rule)
+    fn = _projection_fn(probe, probe.resolve(layer), keep, relu_rule, input_signature(x))
     bs = batch_size or max(1, probe.batch_size(per_sample_factor=3.0))
     out = []
     for s in range(0, len(x), bs):

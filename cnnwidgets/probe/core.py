@@ -19,6 +19,7 @@ from cnnwidgets.probe import kinds
 from cnnwidgets.probe.head import find_head, not_a_classifier, probabilities
 from cnnwidgets.probe.images import check_images, check_preprocessed
 from cnnwidgets.probe.randomize import leaf_layers, randomized_twin
+from cnnwidgets.probe.sizes import shape_fits, size_error, smallest_side
 from cnnwidgets.probe.trace import GraphTrace, LayerInfo
 from cnnwidgets.probe.version import weights_version
 
@@ -331,8 +332,26 @@ class Probe:
         """Validate raw images and return them as float32 (N, H, W, C).
 
         Accepts (H, W), (H, W, C) or (N, H, W, C); grayscale images are
-        repeated to three channels for an RGB model."""
-        return check_images(images, self.input_shape)
+        repeated to three channels for an RGB model. A model with free height
+        and width refuses images too small for its layers, saying the
+        smallest size it takes."""
+        raw = check_images(images, self.input_shape)
+        if None in self.input_shape[1:3]:
+            self._check_size(raw.shape[1], raw.shape[2], raw.shape[3])
+        return raw
+
+    def _check_size(self, height: int, width: int, channels: int) -> None:
+        def fits(h: int, w: int) -> bool:
+            key = (h, w, channels)
+            return self.cached("size", key, lambda: shape_fits(self.model, *key), versioned=False)
+
+        if fits(height, width):
+            return
+        # The size is to blame only if some larger size works; otherwise the
+        # model's own error says more than a guess would.
+        side = smallest_side(lambda s: fits(s, s), start=min(height, width))
+        if side is not None:
+            raise ValueError(size_error(self.model.name, height, width, side))
 
     def model_inputs(self, raw: np.ndarray) -> np.ndarray:
         """Apply ``preprocess`` to a copy of validated raw images: (N, H, W, C) float32."""

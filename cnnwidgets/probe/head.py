@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import keras
 import numpy as np
 
 from cnnwidgets.probe import kinds
+from cnnwidgets.probe.callsite import warn_user
 from cnnwidgets.probe.trace import GraphTrace
 
 
@@ -89,19 +89,17 @@ def find_head(trace: GraphTrace, model_name: str, names_given: bool) -> tuple[He
     elif act in ("linear", None) and node is not None and type(node).__name__ != "Lambda":
         if units == 1:
             if not names_given:
-                warnings.warn(
+                warn_user(
                     f"model {model_name!r} ends in one linear unit; cnnwidgets reads it as the "
                     "logit of a binary classifier (classes [negative, positive] = [-z, z]). If it "
                     "is a regression output, the maps show what raises the predicted value. Pass "
-                    "class_names=[negative, positive] to say it is a classifier and silence this.",
-                    stacklevel=4,
+                    "class_names=[negative, positive] to say it is a classifier and silence this."
                 )
             return Head("binary", 2, final, "linear"), binary_scores(trace.output)
         return Head("linear", units, final, "linear"), trace.output
-    warnings.warn(
+    warn_user(
         f"could not find the logits under the output node {final!r}; class scores are "
-        "log-probabilities, which makes gradients of one class depend on the others",
-        stacklevel=4,
+        "log-probabilities, which makes gradients of one class depend on the others"
     )
     scores = keras.ops.log(keras.ops.clip(trace.output, 1e-12, 1.0))
     return Head("logprob", units, final, act), scores

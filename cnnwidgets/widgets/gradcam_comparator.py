@@ -20,8 +20,8 @@ import numpy as np
 import traitlets
 
 from cnnwidgets import render
-from cnnwidgets.explain.cam import CAM_METHODS, gradcam, normalize_maps
-from cnnwidgets.explain.saliency import SALIENCY_METHODS, saliency
+from cnnwidgets.explain import methods as map_methods
+from cnnwidgets.explain.common import normalize_maps
 from cnnwidgets.probe import as_probe, weights_held
 from cnnwidgets.widgets.base import BLANK_PNG, ViewWidget, layer_options
 
@@ -104,13 +104,12 @@ class GradCAMComparator(ViewWidget):
         """(method choices, chosen methods, layer path); raises on a bad argument."""
         if not isinstance(top, (int, np.integer)) or top < 1:
             raise ValueError(f"top must be a positive int, got {top!r}")
-        self._saliency = SALIENCY_METHODS
-        method_values = list(CAM_METHODS) + [m for m in self._saliency if m not in CAM_METHODS]
+        method_values = list(map_methods.MAP_METHODS)
         if isinstance(methods, str):
             methods = (methods,)
-        bad = [m for m in methods if m not in method_values]
-        if bad or not methods:
-            raise ValueError(f"unknown methods {bad}; choose from {tuple(method_values)}")
+        if not methods:
+            raise ValueError(f"give at least one method; choose from {tuple(method_values)}")
+        methods = tuple(dict.fromkeys(map_methods.resolve(m) for m in methods))
         default_layer = self.probe.last_conv_layer if layer is None else layer
         return method_values, tuple(methods), self.probe.resolve_4d(default_layer)
 
@@ -140,7 +139,7 @@ class GradCAMComparator(ViewWidget):
         )
         self.cmap = widgets.Dropdown(options=list(CMAPS), value="jet", description="colours")
         self.normalize = widgets.Dropdown(
-            options=[("each map", "map"), ("one scale per image", "image"), ("raw", None)],
+            options=[("each map", "map"), ("one scale per method", "method"), ("raw", None)],
             value="map",
             description="scale",
         )
@@ -314,8 +313,13 @@ class GradCAMComparator(ViewWidget):
                 todo.append((m, need))
         return todo
 
-    def _key(self, method: str, cls: int) -> tuple:
-        layer = self.layer.value if method in CAM_METHODS else None
+    def _key(self, method: str, cls: int, layer: str | None = None) -> tuple:
+        """The store's key of a map: the layer is part of it for every method
+        whose maps depend on the layer (the CAM family, guided Grad-CAM)."""
+        if not map_methods.METHODS[method].uses_layer:
+            layer = None
+        elif layer is None:
+            layer = self.layer.value
         return (layer, method, int(cls))
 
     def _compute(self, todo, layer: str, progress) -> dict:
@@ -328,18 +332,15 @@ class GradCAMComparator(ViewWidget):
                 progress(i * 100 + int(100 * done / max(total, 1)), n * 100)
 
             try:
-                if method in CAM_METHODS:
-                    maps = gradcam(
-                        self.probe,
-                        self._raw,
-                        classes=classes,
-                        layer=layer,
-                        method=method,
-                        normalize=None,
-                        progress=part,
-                    )
-                else:
-                    maps = _saliency_maps(self.probe, self._raw, classes, method, layer, part)
+                maps = map_methods.explain(
+                    self.probe,
+                    self._raw,
+                    classes,
+                    method,
+                    layer=layer,
+                    normalize=None,
+                    progress=part,
+                )
                 out[method] = (classes, np.maximum(np.nan_to_num(maps[0]), 0.0))
             except (ValueError, TypeError) as exc:
                 out[method] = str(exc)
@@ -363,9 +364,8 @@ class GradCAMComparator(ViewWidget):
                         self._errors[method] = value
                         continue
                     classes, maps = value
-                    key_layer = layer if method in CAM_METHODS else None
                     for c, m in zip(classes, maps):
-                        self._store[(key_layer, method, int(c))] = m
+                        self._store[self._key(method, c, layer)] = m
                 self._scaled.clear()
                 self._panels.clear()
             self._render()
@@ -378,26 +378,29 @@ class GradCAMComparator(ViewWidget):
     # ------------------------------------------------------------ drawing
 
     def _display_maps(self) -> dict[tuple, np.ndarray]:
-        """Maps scaled by the ``normalize`` control, for all stored classes of the view."""
+        """Maps scaled by the ``normalize`` control, for all stored classes of the view:
+        'map' scales each map to its own maximum, 'method' gives each method (a
+        row) one scale over its classes, None shows raw values clipped to [0, 1].
+        Methods never share a scale: their units differ (logit gradients,
+        probabilities, pixels), so one would blank the others."""
         mode = self.normalize.value
         layer = self.layer.value
         key = (mode, layer, tuple(self.methods.value), self.pinned.value)
         if key not in self._scaled:
             self._panels.clear()  # new scales: drawn panels are stale
-            keys = [
-                self._key(m, c)
-                for m in self.methods.value
-                for c in dict.fromkeys(self.ranked + [self.pinned.value])
-            ]
-            keys = [k for k in keys if k in self._store]
-            if not keys:
-                self._scaled[key] = {}
-            else:
-                stack = np.stack([self._store[k] for k in keys])[None]  # (1, M*K, H, W)
-                scaled = normalize_maps(stack, mode)[0]
+            scaled: dict[tuple, np.ndarray] = {}
+            classes = list(dict.fromkeys(self.ranked + [self.pinned.value]))
+            for m in self.methods.value:
+                keys = [k for k in (self._key(m, c) for c in classes) if k in self._store]
+                if not keys:
+                    continue
+                stack = np.stack([self._store[k] for k in keys])[None]  # (1, K, H, W)
                 if mode is None:
-                    scaled = np.clip(scaled, 0.0, 1.0)
-                self._scaled[key] = dict(zip(keys, scaled))
+                    maps = np.clip(normalize_maps(stack, None), 0.0, 1.0)[0]
+                else:
+                    maps = normalize_maps(stack, "map" if mode == "map" else "image")[0]
+                scaled.update(zip(keys, maps))
+            self._scaled[key] = scaled
         return self._scaled[key]
 
     def _caption(self, method: str, cls: int, what: str) -> str:
@@ -512,10 +515,3 @@ class GradCAMComparator(ViewWidget):
                 return
             self._render()
 
-
-def _saliency_maps(probe, raw, classes, method, layer, progress) -> np.ndarray:
-    """(1, K, H, W) maps from :func:`cnnwidgets.explain.saliency.saliency`, raw scale."""
-    kwargs: dict[str, Any] = {"layer": layer} if "gradcam" in method else {}
-    maps = saliency(probe, raw, classes=classes, method=method, normalize=None,
-                    progress=progress, **kwargs)
-    return np.asarray(maps, np.float32)
