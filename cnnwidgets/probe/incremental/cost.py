@@ -33,6 +33,7 @@ __all__ = [
     "WINDOW_VALUE_COST",
     "Estimate",
     "IncrementalPlan",
+    "central_patch",
     "choose_engine",
     "estimate",
     "node_cost",
