@@ -8,6 +8,7 @@ import pytest
 
 import cnnwidgets as cw
 from cnnwidgets.explain.filters import filter_weights, kernel_layers, kernel_pictures, top_patches
+from cnnwidgets.explain.receptive_field import receptive_field
 
 
 def test_filter_weights_is_a_copy_of_the_kernel(shapes_model, shapes_probe):
@@ -91,3 +92,25 @@ def test_top_patches_are_crops_around_the_strongest_unit(shapes_probe, shapes_im
     assert values[0] == pytest.approx(act.max())
     t, l, b, r = boxes[0]
     assert 0 <= t < b <= 64 and 0 <= l < r <= 64
+
+
+def test_top_patches_fall_back_where_the_receptive_field_is_not_defined():
+    """After an UpSampling2D a unit has no receptive field (receptive_field raises
+    ValueError): top_patches still crops, around the input pixels under the unit
+    (one unit = input size / map size pixels, three such cells wide)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.UpSampling2D(2)(x)  # 32 x 32: half a pixel per unit
+    x = keras.layers.Conv2D(5, 3, padding="same", name="after_up")(x)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    probe = cw.Probe(keras.Model(inp, out))
+    with pytest.raises(ValueError, match="not defined"):
+        receptive_field(probe, "after_up")
+    images = np.random.default_rng(0).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+    crops, values, boxes = top_patches(probe, "after_up", images, 2, k=3)
+    assert crops.shape == (3, 8, 8, 3) and crops.dtype == np.uint8
+    act = probe.activations(images, "after_up")["after_up"][..., 2]  # (3, 32, 32)
+    for i, (t, l, b, r) in zip(np.argsort(-act.reshape(3, -1).max(axis=1)), boxes):
+        y, x_ = np.unravel_index(act[i].argmax(), act[i].shape)
+        assert 0 <= t <= y // 2 < b <= 16 and 0 <= l <= x_ // 2 < r <= 16

@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cnnwidgets.probe import Probe, as_probe, kinds
+from cnnwidgets.probe import Probe, as_probe, geometry, kinds
 
 #: Projection methods of :func:`reconstruct`.
 METHODS = ("deconvnet", "gradient")
@@ -126,29 +126,19 @@ def deconvnet_path(probe: Probe, layer: str) -> list[tuple[str, str]]:
 
 
 def _pool_args(layer: Any) -> tuple[tuple[int, int], tuple[int, int], str]:
-    pool = tuple(int(p) for p in layer.pool_size)
-    strides = tuple(int(s) for s in (layer.strides or pool))
-    return pool, strides, layer.padding
-
-
-def _same_pads(n: int, k: int, s: int) -> tuple[int, int, int]:
-    """TF 'same' padding: (output size, pad before, pad after) of one axis."""
-    out = -(-n // s)
-    total = max((out - 1) * s + k - n, 0)
-    return out, total // 2, total - total // 2
+    window = geometry.sliding_window(layer)
+    return window.kernel, window.strides, window.padding
 
 
 def _pool_geometry(shape, pool, strides, padding):
+    """(oh, ow, (top, bottom), (left, right)) of a pool over an (N, H, W, C) input:
+    'same' pads as TensorFlow does (:mod:`cnnwidgets.probe.geometry`), anything
+    else is 'valid'."""
     _, h, w, _ = shape
-    if padding == "same":
-        oh, t, b = _same_pads(h, pool[0], strides[0])
-        ow, l_, r = _same_pads(w, pool[1], strides[1])
-    else:
-        oh, ow = (h - pool[0]) // strides[0] + 1, (w - pool[1]) // strides[1] + 1
-        t = l_ = 0
-        b = max((oh - 1) * strides[0] + pool[0] - h, 0)
-        r = max((ow - 1) * strides[1] + pool[1] - w, 0)
-    return oh, ow, (t, b), (l_, r)
+    mode = "same" if padding == "same" else "valid"
+    rows = geometry.axis_padding(h, pool[0], strides[0], mode)
+    cols = geometry.axis_padding(w, pool[1], strides[1], mode)
+    return rows.out, cols.out, (rows.before, rows.after), (cols.before, cols.after)
 
 
 def max_pool_switches(
@@ -227,8 +217,8 @@ def _conv_transpose(y: np.ndarray, layer: Any, input_shape: tuple[int, ...]) -> 
     is then cropped by the forward 'same' padding (or zero-filled where no
     'valid' window reached), so the result has exactly ``input_shape``."""
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float32)  # (kh, kw, cin, cout)
-    strides = tuple(int(s) for s in layer.strides)
-    dilation = tuple(int(d) for d in layer.dilation_rate)
+    window = geometry.sliding_window(layer)
+    strides, dilation = window.strides, window.dilation
     full = keras.ops.convert_to_numpy(
         keras.ops.conv_transpose(
             keras.ops.convert_to_tensor(y),
@@ -240,11 +230,10 @@ def _conv_transpose(y: np.ndarray, layer: Any, input_shape: tuple[int, ...]) -> 
         )
     )
     _, h, w, _ = input_shape
-    pads = []
-    for axis, n in ((0, h), (1, w)):
-        k = dilation[axis] * (kernel.shape[axis] - 1) + 1
-        before = _same_pads(n, k, strides[axis])[1] if layer.padding == "same" else 0
-        pads.append(before)
+    pads = [
+        geometry.axis_padding(n, window.effective[axis], strides[axis], window.padding).before
+        for axis, n in ((0, h), (1, w))
+    ]
     out = np.zeros((full.shape[0], h, w, full.shape[3]), np.float32)
     crop = full[:, pads[0] : pads[0] + h, pads[1] : pads[1] + w]
     out[:, : crop.shape[1], : crop.shape[2]] = crop

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets import render
+from cnnwidgets.explain.receptive_field import receptive_field
 from cnnwidgets.probe import Probe, as_probe, kinds
 
 #: Layer kinds whose kernels :func:`filter_weights` returns.
@@ -84,25 +85,26 @@ def kernel_pictures(
 
 
 def _field(probe: Probe, path: str, feature_hw: tuple[int, int]):
-    """(size, jump, start) of the layer's receptive field in input pixels (each a
-    (y, x) pair), from ``cnnwidgets.explain.receptive_field`` when present;
-    otherwise a fallback: a unit covers input / feature-map size pixels, and
-    a crop of 3 such cells is taken around it."""
+    """(size, jump, start, exact) of the layer's receptive field in input pixels
+    (each of the first three a (y, x) float64 pair), from
+    :func:`cnnwidgets.explain.receptive_field.receptive_field` where the field is
+    defined; otherwise (it raises ValueError, e.g. after UpSampling2D) a
+    fallback with ``exact`` False: a unit covers input / feature-map size
+    pixels, and a crop of 3 such cells is taken around it."""
     try:
-        from cnnwidgets.explain.receptive_field import receptive_field
-
         rf = receptive_field(probe, path)
-        return (
-            np.broadcast_to(np.asarray(rf.size, np.float64), (2,)),
-            np.broadcast_to(np.asarray(rf.jump, np.float64), (2,)),
-            np.broadcast_to(np.asarray(rf.start, np.float64), (2,)),
-            True,
-        )
-    except (ImportError, AttributeError, NotImplementedError):
-        pass
-    h, w = probe.input_shape[1:3]
-    jump = np.array([h / feature_hw[0], w / feature_hw[1]], np.float64)
-    return 3 * jump, jump, (jump - 1) / 2.0, False
+    except (ValueError, AttributeError, NotImplementedError):
+        # ValueError: the field is not defined; the others: a layer (a custom one)
+        # lacking what its kind promises. Either way the crop can still be shown.
+        h, w = probe.input_shape[1:3]
+        jump = np.array([h / feature_hw[0], w / feature_hw[1]], np.float64)
+        return 3 * jump, jump, (jump - 1) / 2.0, False
+    return (
+        np.broadcast_to(np.asarray(rf.size, np.float64), (2,)),
+        np.broadcast_to(np.asarray(rf.jump, np.float64), (2,)),
+        np.broadcast_to(np.asarray(rf.start, np.float64), (2,)),
+        True,
+    )
 
 
 def top_patches(

@@ -23,9 +23,9 @@ recomputes each layer only inside the window the patch can reach, equal to
 'batched' up to float rounding. 'auto' (the default) takes 'incremental'
 where every node of the model can be replayed and the estimated saving pays
 for its fixed costs (models of >= 1 G multiply-adds per image, enough patch
-positions); :func:`occlusion_plan` says which engine a call would use
-and why, and each call logs the engine it ran on the ``cnnwidgets.occlusion``
-logger (INFO).
+positions; the one policy is :func:`cnnwidgets.probe.incremental.choose_engine`);
+:func:`occlusion_plan` says which engine a call would use and why, and
+each call logs the engine it ran on the ``cnnwidgets.occlusion`` logger (INFO).
 
 ``occlusion_progressive`` visits the same grid coarse to fine (every 2**k-th
 position first), yielding a complete preview map after each level; its last
@@ -44,7 +44,12 @@ import numpy as np
 from cnnwidgets.cache import RESULTS, array_key
 from cnnwidgets.explain.common import check_int, gaussian_blur, prepare
 from cnnwidgets.probe import Probe, as_probe
-from cnnwidgets.probe.incremental import IncrementalModel, IncrementalPlan, NotIncremental, plan
+from cnnwidgets.probe.incremental import (
+    IncrementalModel,
+    IncrementalPlan,
+    NotIncremental,
+    choose_engine,
+)
 from cnnwidgets.progress import reporter
 
 __all__ = [
@@ -64,11 +69,6 @@ FILLS = ("mean", "zero", "blur")
 
 #: How the patched images are computed (see the module doc).
 ENGINES = ("auto", "incremental", "batched")
-
-#: Forward passes' worth of work the incremental engine's set-up costs (the
-#: unpatched pass, its self-check, compiling the whole-map tail); 'auto' wants
-#: the saving over the whole grid to exceed it.
-SETUP_PASSES = 8
 
 _LOG = logging.getLogger("cnnwidgets.occlusion")
 
@@ -145,32 +145,6 @@ def _check_engine(engine: Any) -> str:
     return engine
 
 
-def _plan(probe: Probe, size: tuple[int, int], patch: int, positions: int, engine: str):
-    """The engine a call will use, as an :class:`IncrementalPlan`."""
-    if engine == "batched":
-        return IncrementalPlan("batched", "engine='batched' was asked for")
-    found = plan(probe, size, patch)
-    if engine == "incremental":
-        if found.speedup == 0.0:
-            raise ValueError(
-                f"engine='incremental' cannot run here: {found.reason}; "
-                "use engine='batched' or 'auto'"
-            )
-        return IncrementalPlan(
-            "incremental", "engine='incremental' was asked for", found.speedup, found.full_from
-        )
-    saved = positions * (1.0 - 1.0 / found.speedup) if found.speedup > 0 else 0.0
-    if found.engine == "incremental" and saved < SETUP_PASSES:
-        return IncrementalPlan(
-            "batched",
-            f"{positions} patch positions save about {saved:.1f} forward passes, less than "
-            f"the incremental engine's set-up (~{SETUP_PASSES})",
-            found.speedup,
-            found.full_from,
-        )
-    return found
-
-
 def occlusion_plan(
     model_or_probe: Any,
     images: Any,
@@ -197,7 +171,7 @@ def occlusion_plan(
     raw = probe.check_images(images)
     h, w = raw.shape[1:3]
     ys, xs = patch_positions(h, w, patch, stride)
-    return _plan(probe, (h, w), int(patch), len(ys) * len(xs), _check_engine(engine))
+    return choose_engine(probe, (h, w), int(patch), len(ys) * len(xs), _check_engine(engine))
 
 
 def _fill_key(fill: Any) -> Any:
@@ -307,7 +281,7 @@ class _Occluder:
         self.source = _fill_source(raw, fill, patch)
         per_image = len(self.ys) * len(self.xs)
         self.asked = engine
-        self.plan = _plan(probe, (h, w), patch, per_image, engine)
+        self.plan = choose_engine(probe, (h, w), patch, per_image, engine)
         self.engine = self.plan.engine
         self._incremental: tuple[int, IncrementalModel] | None = None
         self.batch_size = batch_size

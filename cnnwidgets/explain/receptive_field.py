@@ -25,7 +25,10 @@ size (BatchNormalization, Activation, ReLU, Rescaling, Dropout, ...) are the
 identity. Anything else that changes the spatial size (UpSampling2D,
 Conv2DTranspose, Resizing) raises ``ValueError``.
 
-Pure Python on the layer configurations; no TensorFlow calls.
+Kernels, strides, dilations, padding and borders are read, and TensorFlow's
+'same' padding computed, by :mod:`cnnwidgets.probe.geometry` (shared with
+incremental occlusion and the deconvnet). Pure Python on the layers'
+attributes; no TensorFlow calls.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from cnnwidgets.probe import LayerInfo, Probe, as_probe, kinds
+from cnnwidgets.probe import LayerInfo, Probe, as_probe, geometry, kinds
 
 __all__ = [
     "ReceptiveField",
@@ -45,7 +48,7 @@ __all__ = [
     "INPUT_FIELD",
 ]
 
-Pair = tuple[int, int]
+Pair = geometry.Pair
 
 
 @dataclass(frozen=True)
@@ -125,25 +128,6 @@ def _union(fields: list[ReceptiveField]) -> ReceptiveField:
     return ReceptiveField(tuple(size), tuple(jump), tuple(start))
 
 
-def _pair(v: Any, n_spatial: int = 2) -> Pair:
-    if isinstance(v, int):
-        return (v, v)
-    v = tuple(int(x) for x in v)
-    if len(v) == 1:  # Conv1D / pooling 1D: the width axis only
-        return (1, v[0]) if n_spatial == 1 else (v[0], v[0])
-    return v[:2]
-
-
-def _same_pad_before(n: int | None, k_eff: int, stride: int) -> int:
-    """TensorFlow's 'same' padding: the smaller half goes before."""
-    if n is None:
-        total = max(k_eff - stride, 0) if stride > 1 else k_eff - 1
-    else:
-        out = math.ceil(n / stride)
-        total = max((out - 1) * stride + k_eff - n, 0)
-    return total // 2
-
-
 def _spatial(shape: tuple) -> tuple[Any, Any] | None:
     """(h, w) of an (N, H, W, C) shape, (1, W) of (N, W, C); None otherwise."""
     if len(shape) == 4:
@@ -155,40 +139,25 @@ def _spatial(shape: tuple) -> tuple[Any, Any] | None:
 
 def _layer_field(layer: Any, kind: str, rf: ReceptiveField, in_hw, out_hw) -> ReceptiveField:
     """The field of a single-input layer's output given its input field."""
-    config = layer.get_config()
-    if config.get("data_format", "channels_last") == "channels_first":
+    if not geometry.is_channels_last(layer):
         raise ValueError(f"layer {layer.name!r} is channels_first; only NHWC models are supported")
-    one_d = kind.endswith("1D")
-    n_sp = 1 if one_d else 2
     if kind in kinds.WINDOWED:
-        if "pool_size" in config:
-            kernel = _pair(config["pool_size"], n_sp)
-            strides = _pair(config.get("strides") or config["pool_size"], n_sp)
-            dilation = (1, 1)
-        else:
-            kernel = _pair(config["kernel_size"], n_sp)
-            strides = _pair(config.get("strides", 1), n_sp)
-            dilation = _pair(config.get("dilation_rate", 1), n_sp)
-        padding = str(config.get("padding", "valid")).lower()
-        if padding == "valid":
-            pad = (0, 0)
-        elif padding == "same":
-            hw = in_hw or (None, None)
-            pad = tuple(
-                _same_pad_before(hw[a], dilation[a] * (kernel[a] - 1) + 1, strides[a])
-                for a in range(2)
+        window = geometry.sliding_window(layer)
+        if window.padding not in geometry.PADDINGS:
+            raise ValueError(
+                f"layer {layer.name!r} has unsupported padding {window.padding!r}"
             )
-        elif padding == "causal":  # Conv1D: all padding before, on the width axis
-            pad = (0, dilation[1] * (kernel[1] - 1))
-        else:
-            raise ValueError(f"layer {layer.name!r} has unsupported padding {padding!r}")
-        return conv_step(rf, kernel, strides, dilation, pad)
-    if kind == "ZeroPadding2D":
-        (top, _), (left, _) = config["padding"]
-        return _shift(rf, (-int(top), -int(left)))
-    if kind == "Cropping2D":
-        (top, _), (left, _) = config["cropping"]
-        return _shift(rf, (int(top), int(left)))
+        hw = in_hw or (None, None)
+        pad = tuple(
+            geometry.axis_padding(hw[a], window.effective[a], window.strides[a], window.padding)
+            .before
+            for a in range(2)
+        )
+        return conv_step(rf, window.kernel, window.strides, window.dilation, pad)
+    if kind in kinds.PADDING_2D or kind in kinds.CROPPING_2D:
+        # Unit 0 moves up / left by the rows added before (down / right by those cut).
+        (top, _), (left, _) = geometry.border(layer)
+        return _shift(rf, (-top, -left))
     if kind in kinds.GLOBAL:
         # One output unit sees every input unit: a window as large as the input.
         if in_hw is None:  # already a vector: nothing spatial left to pool

@@ -139,18 +139,53 @@ MERGE_OPS = frozenset(
 #: keras.ops nodes that take their inputs as one list.
 LIST_OPS = frozenset({"ops.Concatenate"})
 
-#: Layers with a sliding window whose window rule incremental occlusion knows.
-WINDOW_LAYERS = frozenset(
+#: Layers with a sliding window whose window rule incremental occlusion knows,
+#: and the rule: how a window of the layer's input becomes a window of its output
+#: ('border' layers move the map's edge: the window is the answer).
+WINDOW_RULES = {
+    "Conv2D": "conv",
+    "DepthwiseConv2D": "depthwise",
+    "SeparableConv2D": "separable",
+    "MaxPooling2D": "max_pool",
+    "AveragePooling2D": "average_pool",
+    "ZeroPadding2D": "border",
+    "Cropping2D": "border",
+}
+
+#: The kinds of :data:`WINDOW_RULES`.
+WINDOW_LAYERS = frozenset(WINDOW_RULES)
+
+#: Layers that add zero rows and columns around a map (``padding`` = ((t, b), (l, r))).
+PADDING_2D = frozenset({"ZeroPadding2D"})
+
+#: Layers that cut rows and columns off a map (``cropping`` = ((t, b), (l, r))).
+CROPPING_2D = frozenset({"Cropping2D"})
+
+#: Pointwise and merge kinds working along one ``axis`` (an int): position by
+#: position only when that axis is the channel axis.
+CHANNEL_AXIS = frozenset(
     {
-        "Conv2D",
-        "DepthwiseConv2D",
-        "SeparableConv2D",
-        "MaxPooling2D",
-        "AveragePooling2D",
-        "ZeroPadding2D",
-        "Cropping2D",
+        "Softmax",
+        "ops.Softmax",
+        "ops.LogSoftmax",
+        "Concatenate",
+        "ops.Concatenate",
+        "BatchNormalization",
     }
 )
+
+#: Normalizations whose ``axis`` may be a list: position by position only when
+#: it is the channel axis alone.
+CHANNEL_AXES = frozenset({"LayerNormalization", "UnitNormalization", "Normalization"})
+
+#: Layers with ``shared_axes``: position by position only when both spatial axes are shared.
+SHARED_AXES = frozenset({"PReLU"})
+
+#: Dense layers (multiply-adds per output position: the size of their kernel).
+DENSE = frozenset({"Dense"})
+
+#: Inference batch norms (a linear map per channel: foldable into the convolution before).
+BATCH_NORM = frozenset({"BatchNormalization"})
 
 #: keras.ops node classes that are output activations (class name -> activation).
 _OP_ACTIVATIONS = {"Softmax": "softmax", "Sigmoid": "sigmoid", "LogSoftmax": "log_softmax"}
