@@ -333,3 +333,23 @@ def test_tiny_maps_survive_the_float16_store(tmp_path):
     big = explain(model, images, tmp_path / "big", chunk=8)
     np.testing.assert_allclose(big.column("maps") * 1e-9, maps, rtol=1e-3, atol=1e-3 * ref.max())
     np.testing.assert_array_equal(big.column("predicted"), store.column("predicted"))
+
+
+def test_a_first_format_store_is_read_but_not_resumed(shapes_probe, data, tmp_path):
+    images = data[0][:16]
+    path = tmp_path / "old"
+    new = explain(shapes_probe, images, path, dtype="float32")
+    real = new.column("maps")
+    # Rewrite it as the first format kept it: raw maps, no map_scale.
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(path), mode="a")
+    group["maps"][:] = real
+    del group["map_scale"]
+    group.attrs["cnnwidgets"] = dict(group.attrs["cnnwidgets"], format="cnnwidgets.dataset/1")
+    old = DatasetStore(path)
+    assert "map_scale" not in old.arrays
+    np.testing.assert_array_equal(old.column("maps"), real)
+    np.testing.assert_array_equal(old.rows([3, 1])["maps"], real[[3, 1]])
+    with pytest.raises(StoreMismatchError, match="older cnnwidgets.*overwrite=True"):
+        explain(shapes_probe, images, path, dtype="float32")
+    assert explain(shapes_probe, images, path, dtype="float32", overwrite=True).complete

@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import keras
 import numpy as np
 
 from cnnwidgets.dataset.chunk import ChunkWork, RunSpec
@@ -75,8 +76,6 @@ def model_bytes(model: Any) -> bytes:
 
 def load_model(data: bytes) -> Any:
     """A model from :func:`model_bytes` (safe mode)."""
-    import keras
-
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model.keras"
         with open(path, "wb") as f:
