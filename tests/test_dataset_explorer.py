@@ -4,8 +4,10 @@ opens by reading its metadata and one page."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
 from cnnwidgets import render
@@ -221,3 +223,46 @@ def test_thumbnail_drawing():
     assert captioned.shape == (80, 64, 3)
     np.testing.assert_array_equal(captioned[16:], plain)
     assert render.blank_tile(10).shape == (10, 10, 3)
+
+
+def scaled_head(model, factor):
+    """A copy of ``model`` with its Dense head (kernel, bias) times ``factor``:
+    Grad-CAM maps ``factor`` times the original's (all zero for 0)."""
+    copy = keras.models.clone_model(model)
+    weights = model.get_weights()
+    copy.set_weights(weights[:-2] + [w * factor for w in weights[-2:]])
+    return copy
+
+
+def test_tiny_maps_are_drawn_and_zero_maps_say_so(tmp_path):
+    model = tiny_cnn(seed=3)
+    images = random_images(8, 16, seed=5)
+    tiny = scaled_head(model, 1e-9)  # raw maps ~1e-9: below float16's range
+    store = cw.explain_dataset(tiny, images, out=tmp_path / "tiny", chunk=8, progress=False)
+    ex = DatasetExplorer(store.path, per_page=8, cols=COLS, tile=TILE)
+    ref = cw.gradcam(tiny, images, resize=False, normalize=None)
+    assert 0 < ref.max() < 6e-8 and (ref.max(axis=(1, 2, 3)) > 0).all()
+    heat = normalize_maps(ref[:, :1], "map")[:, 0]
+    names = store.class_names
+    for k in range(8):
+        pred, conf = int(store.column("predicted")[k]), store.column("confidence")[k]
+        text = f"{k} {names[pred][:8]} {conf:.2f}"
+        assert ex.captions[k] == text
+        drawn = tile_of(ex.view, k).astype(int)
+        want = render.thumbnail(images[k], heat[k], TILE, 0.5, "jet", None, (150, 150, 150), text)
+        blank = render.thumbnail(
+            images[k], np.zeros_like(heat[k]), TILE, 0.5, "jet", None, (150, 150, 150), text
+        )
+        # float16 keeps 11 bits of the map: a colour level moves here and there.
+        assert np.abs(drawn - want).mean() < 0.1, k
+        assert np.abs(drawn - blank).mean() > 3, k  # a map, not a uniform wash
+    assert "all zero" not in ex.title
+
+    # A head of zeros: no evidence anywhere, every map zero. Said, not drawn blank silently.
+    flat = scaled_head(model, 0.0)
+    assert cw.gradcam(flat, images, resize=False, normalize=None).max() == 0
+    zeros = cw.explain_dataset(flat, images, out=tmp_path / "zero", chunk=8, progress=False)
+    ex = DatasetExplorer(zeros.path, per_page=8, cols=COLS, tile=TILE)
+    assert ex.captions == [f"{k} map all zero" for k in range(8)]
+    assert "8 maps on this page all zero" in ex.title
+    assert not np.isnan(zeros.column("maps")).any() and zeros.column("maps").max() == 0

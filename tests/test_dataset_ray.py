@@ -98,4 +98,3 @@ def test_ray_takes_iterables_and_checks_workers(local_ray, shapes_model, data, t
         cw.explain_dataset(
             shapes_model, images, out=tmp_path / "w", engine="ray", workers=0, progress=False
         )
-

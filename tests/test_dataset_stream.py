@@ -9,9 +9,11 @@ import weakref
 import keras
 import numpy as np
 import pytest
+from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
-from cnnwidgets.dataset import scores, stream
+from cnnwidgets.dataset import chunk as chunk_work
+from cnnwidgets.dataset import scores
 from cnnwidgets.dataset.store import DatasetStore, StoreMismatchError, weights_digest
 
 NAMES = cw.assets.demo_class_names("shapes_cnn")
@@ -71,7 +73,8 @@ def test_label_and_fixed_classes(shapes_probe, data, tmp_path):
     np.testing.assert_allclose(by_label.column("maps"), ref, atol=1e-5 * ref.max(), rtol=1e-4)
     np.testing.assert_array_equal(by_label.column("classes")[:, 0], labels[:20])
     fixed = explain(shapes_probe, images[:20], tmp_path / "b", classes=["cross", 0])
-    assert fixed.column("maps").shape[:2] == (20, 2) and fixed.column("maps").dtype == np.float16
+    assert fixed.column("maps").shape[:2] == (20, 2) and fixed.column("maps").dtype == np.float32
+    assert fixed.column("maps", stored=True).dtype == np.float16
     np.testing.assert_array_equal(fixed.column("classes"), [[3, 0]] * 20)
     probs = shapes_probe.predict(images[:20])
     np.testing.assert_allclose(fixed.column("class_prob"), probs[:, [3, 0]], rtol=1e-5)
@@ -172,6 +175,7 @@ def test_resume_skips_finished_chunks_and_gives_identical_arrays(
     shapes_probe, data, tmp_path, monkeypatch
 ):
     images, labels, boxes = data
+
     def batches():
         return [
             {"image": images[s : s + 5], "label": labels[s : s + 5], "box": boxes[s : s + 5]}
@@ -191,13 +195,13 @@ def test_resume_skips_finished_chunks_and_gives_identical_arrays(
     assert partial.finished()[:32].all()
 
     computed = []
-    real = stream.explain_chunk
+    real = chunk_work.explain_chunk
 
     def counting(probe, spec, chunk):
         computed.append(chunk.index)
         return real(probe, spec, chunk)
 
-    monkeypatch.setattr(stream, "explain_chunk", counting)
+    monkeypatch.setattr(chunk_work, "explain_chunk", counting)
     resumed = explain(shapes_probe, batches(), tmp_path / "r")
     assert computed == [2]  # only the unfinished chunk
     computed.clear()
@@ -281,3 +285,71 @@ def test_engine_ray_without_ray_says_how_to_install(shapes_probe, data, tmp_path
     with pytest.raises(ImportError, match=r'pip install "cnnwidgets\[ray\]"'):
         explain(shapes_probe, data[0][:4], tmp_path / "r", engine="ray")
     assert not (tmp_path / "r").exists()
+
+
+def scaled_head(model, factor):
+    """A copy of ``model`` whose Dense head (kernel and bias) is multiplied by
+    ``factor``: its logits, hence its Grad-CAM maps, are ``factor`` times the
+    original's, and its predicted classes are the same."""
+    copy = keras.models.clone_model(model)
+    weights = model.get_weights()
+    copy.set_weights(weights[:-2] + [w * factor for w in weights[-2:]])
+    return copy
+
+
+def test_tiny_maps_survive_the_float16_store(tmp_path):
+    # Raw Grad-CAM values far below float16's smallest number (6e-8) are
+    # normal: untrained models, saturated heads, deep nets. Here a head 1e-9
+    # times smaller than a plain random one.
+    model = tiny_cnn(seed=3)
+    tiny = scaled_head(model, 1e-9)
+    images = random_images(12, 16, seed=5)
+    ref = cw.gradcam(tiny, images, resize=False, normalize=None)  # float32, the plain way
+    plain = cw.gradcam(model, images, resize=False, normalize=None)
+    assert 0 < ref.max() < 6e-8  # the premise: nothing of it is a float16 number
+    np.testing.assert_allclose(ref, plain * 1e-9, rtol=1e-3, atol=1e-6 * ref.max())
+    store = explain(tiny, images, tmp_path / "tiny", chunk=8)  # dtype float16, the default
+    maps = store.column("maps")
+    peak = ref.max(axis=(2, 3), keepdims=True)
+    print(
+        "stored maps: max",
+        maps.max(),
+        "non-zero",
+        (maps > 0).mean(),
+        "; float32 reference:",
+        "max",
+        ref.max(),
+        "non-zero",
+        (ref > 0).mean(),
+    )
+    # float16 keeps 11 significant bits of each map scaled to a peak of 1.
+    assert (np.abs(maps - ref) <= 1e-3 * peak).all()
+    assert maps.shape == ref.shape and maps.dtype == np.float32
+    np.testing.assert_allclose(store.column("map_scale")[..., None, None], peak, rtol=1e-6)
+    assert store.meta["dtype"] == "float16"
+    assert store.column("maps", stored=True).dtype == np.float16
+    np.testing.assert_allclose(store.column("maps", stored=True).max(axis=(2, 3)), 1.0)
+    # The same images through the unscaled model: the same maps, 1e9 times larger.
+    big = explain(model, images, tmp_path / "big", chunk=8)
+    np.testing.assert_allclose(big.column("maps") * 1e-9, maps, rtol=1e-3, atol=1e-3 * ref.max())
+    np.testing.assert_array_equal(big.column("predicted"), store.column("predicted"))
+
+
+def test_a_first_format_store_is_read_but_not_resumed(shapes_probe, data, tmp_path):
+    images = data[0][:16]
+    path = tmp_path / "old"
+    new = explain(shapes_probe, images, path, dtype="float32")
+    real = new.column("maps")
+    # Rewrite it as the first format kept it: raw maps, no map_scale.
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(path), mode="a")
+    group["maps"][:] = real
+    del group["map_scale"]
+    group.attrs["cnnwidgets"] = dict(group.attrs["cnnwidgets"], format="cnnwidgets.dataset/1")
+    old = DatasetStore(path)
+    assert "map_scale" not in old.arrays
+    np.testing.assert_array_equal(old.column("maps"), real)
+    np.testing.assert_array_equal(old.rows([3, 1])["maps"], real[[3, 1]])
+    with pytest.raises(StoreMismatchError, match="older cnnwidgets.*overwrite=True"):
+        explain(shapes_probe, images, path, dtype="float32")
+    assert explain(shapes_probe, images, path, dtype="float32", overwrite=True).complete

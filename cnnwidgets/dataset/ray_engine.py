@@ -6,8 +6,9 @@ How it runs: the driver cuts the data into the store's chunks and puts the
 unfinished ones into Ray's object store; a dataset of chunk numbers goes
 through ``map_batches(ChunkExplainer, batch_size=1, concurrency=workers)``;
 each actor loads the model once (from the driver's ``.keras`` bytes), checks
-its weights digest against the store's, and runs
-:func:`cnnwidgets.dataset.stream.explain_chunk` on one chunk per call. The
+its weights digest against the store's, and runs the same
+:class:`~cnnwidgets.dataset.chunk.ChunkWork` as the local engine on one chunk
+per call. The
 driver receives the results as they finish and writes them into the store,
 so the store needs no filesystem shared with the workers, and chunks are the
 same images as in the local loop: results are identical to ``engine="local"``.
@@ -15,6 +16,9 @@ same images as in the local loop: results are identical to ``engine="local"``.
 On a cluster, call ``ray.init(address=...)`` first; ``workers`` actors are
 spread over it, and ``ray_options={"num_gpus": 1}`` gives each actor a GPU.
 Custom layers must be importable on the workers (registered Keras objects).
+
+Same two functions as :mod:`~cnnwidgets.dataset.local_engine`: ``check`` and ``run``.
+Ray itself is imported on first use only (a heavy, optional package).
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ from __future__ import annotations
 import io
 import pickle
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import keras
 import numpy as np
 
+from cnnwidgets.dataset.chunk import ChunkWork, RunSpec
 from cnnwidgets.dataset.sources import Chunk
 from cnnwidgets.dataset.store import DatasetStore, weights_digest
 from cnnwidgets.probe import Probe
 
-__all__ = ["ChunkExplainer", "require_ray", "run"]
+__all__ = ["ChunkExplainer", "check", "require_ray", "run"]
 
 
 def require_ray() -> Any:
@@ -47,6 +53,18 @@ def require_ray() -> Any:
     return ray
 
 
+def check(options: dict[str, Any]) -> dict[str, Any]:
+    """``{"workers": int, "ray_options": dict}`` checked (and Ray importable),
+    before any store is made."""
+    require_ray()
+    workers, ray_options = options.get("workers", 2), options.get("ray_options")
+    if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if ray_options is not None and not isinstance(ray_options, dict):
+        raise TypeError(f"ray_options must be a dict of actor resources, got {ray_options!r}")
+    return {"workers": int(workers), "ray_options": dict(ray_options or {})}
+
+
 def model_bytes(model: Any) -> bytes:
     """The model as ``.keras`` file bytes (architecture and weights, no optimizer)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,8 +76,6 @@ def model_bytes(model: Any) -> bytes:
 
 def load_model(data: bytes) -> Any:
     """A model from :func:`model_bytes` (safe mode)."""
-    import keras
-
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model.keras"
         with open(path, "wb") as f:
@@ -71,52 +87,57 @@ class ChunkExplainer:
     """A Ray Data actor: holds the model, explains one chunk per batch.
 
     Batches are ``{"chunk": (b,) int}``; the answer is ``{"chunk": (b,) int,
-    "result": (b,) bytes}``, each result the pickled dict of
-    :func:`~cnnwidgets.dataset.stream.explain_chunk`."""
+    "result": (b,) bytes}``, each result the pickled store arrays of
+    :class:`~cnnwidgets.dataset.chunk.ChunkWork` (the local engine's work)."""
 
-    def __init__(self, model: bytes, probe_args: dict, spec: Any, digest: str, sources: dict):
-        import ray
-
-        from cnnwidgets.probe import Probe
-
+    def __init__(self, model: bytes, probe_args: dict, spec: RunSpec, digest: str, sources: dict):
+        ray = require_ray()
         loaded = load_model(ray.get(model) if isinstance(model, ray.ObjectRef) else model)
         if weights_digest(loaded) != digest:
             raise RuntimeError("the worker's copy of the model has other weights than the driver's")
-        self.probe = Probe(loaded, **probe_args)
-        self.spec = spec
+        self.work = ChunkWork(Probe(loaded, **probe_args), spec)
         self.sources = sources  # chunk number -> ObjectRef of its Chunk
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import ray
-
-        from cnnwidgets.dataset.stream import explain_chunk
-
+        ray = require_ray()
         numbers = np.asarray(batch["chunk"], np.int64)
         results = []
         for number in numbers:
             chunk = ray.get(self.sources[int(number)])
             buf = io.BytesIO()
-            pickle.dump(explain_chunk(self.probe, self.spec, chunk), buf, protocol=5)
+            pickle.dump(self.work(chunk), buf, protocol=5)
             results.append(buf.getvalue())
         return {"chunk": numbers, "result": np.array(results, dtype=object)}
 
 
 def run(
-    probe: Probe,
-    spec: Any,
-    stream: Iterator[Chunk],
     store: DatasetStore,
+    chunks: Iterable[Chunk],
+    work: ChunkWork,
     report: Callable[[int, int], object],
-    workers: int,
-    ray_options: dict,
+    count: int | None,
+    options: dict[str, Any],
 ) -> int:
-    """Explain the unfinished chunks of ``stream`` on Ray actors, writing into
-    ``store``; returns the number of images. See the module docstring."""
+    """Explain the chunks the store has not finished on Ray actors, writing
+    each into the store as it comes back. See the module docstring.
+
+    Args:
+        store: the store, opened for writing.
+        chunks: the data, a chunk at a time (all read first, into Ray's object store).
+        work: what to compute for a chunk; its probe's model and its spec go to the actors.
+        report: ``report(done, total)`` in images, after each chunk.
+        count: the number of images, or None (known once the chunks are read).
+        options: from :func:`check`: ``workers`` and ``ray_options``.
+
+    Returns:
+        The number of images seen.
+    """
     ray = require_ray()
+    probe = work.probe
     todo: dict[int, Any] = {}
     starts: dict[int, tuple[int, np.ndarray]] = {}
     total = 0
-    for ch, digest in store.resume(stream):
+    for ch, digest in store.resume(chunks):
         if digest is not None:
             # The object store holds (and may spill) the chunks; the driver only one.
             todo[ch.index] = ray.put(ch)
@@ -132,15 +153,15 @@ def run(
     results = ds.map_batches(
         ChunkExplainer,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=int(workers)),
+        compute=ray.data.ActorPoolStrategy(size=options["workers"]),
         fn_constructor_kwargs={
             "model": ray.put(model_bytes(probe.model)),
             "probe_args": probe_args,
-            "spec": spec,
+            "spec": work.spec,
             "digest": store.meta["weights_digest"],
             "sources": todo,
         },
-        **ray_options,
+        **options["ray_options"],
     )
     for row in results.iter_rows():
         index = int(row["chunk"])

@@ -4,7 +4,9 @@ its metadata and what makes a run resumable.
 Layout (N images, K explained classes per image, (h, w) the layer's grid)::
 
     out/                    group; attrs["cnnwidgets"] holds the metadata below
-      maps        (N, K, h, w)  float16 | float32   maps at the layer's resolution, raw scale
+      maps        (N, K, h, w)  float16 | float32   maps at the layer's resolution, each
+                                          divided by its peak (largest |value|: 1)
+      map_scale   (N, K)        float32   each map's peak: real map = maps * map_scale
       classes     (N, K)        int32     the class each map explains
       predicted   (N,)          int32     top-1 class
       confidence  (N,)          float32   its probability
@@ -26,6 +28,14 @@ the same method, layer, classes, weights (a digest of their bytes) and
 parameters, or :class:`StoreMismatchError` says what differs; and the same
 images, checked chunk by chunk against the stored digests.
 
+Maps are kept as a shape of peak 1 and a float32 scale because raw Grad-CAM
+values are often far below float16's smallest number (6e-8: untrained models,
+saturated sigmoid heads, deep nets), and a float16 store of raw values would
+hold zeros. Readers get the real values: ``column("maps")`` and ``rows(...)``
+multiply them back (float32); ``stored=True`` reads the arrays as they are on
+disk. Stores of the first format (raw maps, no ``map_scale``) are still read
+(their maps as stored), never resumed.
+
 Per-image arrays are chunked by the work chunk; images and maps in smaller
 row blocks, so reading one page of thumbnails out of a million images reads
 a few small files.
@@ -45,6 +55,7 @@ from cnnwidgets.probe import weights_digest  # noqa: F401  (part of the store's 
 
 __all__ = [
     "FORMAT",
+    "READABLE_FORMATS",
     "RUN_KEYS",
     "DatasetStore",
     "StoreMismatchError",
@@ -53,7 +64,11 @@ __all__ = [
 ]
 
 #: Written into every store; a store of another format is not resumed.
-FORMAT = "cnnwidgets.dataset/1"
+FORMAT = "cnnwidgets.dataset/2"
+
+#: Formats this version reads: 1 kept raw maps in the store's dtype (float16
+#: lost maps below 6e-8 to zeros), without ``map_scale``.
+READABLE_FORMATS = ("cnnwidgets.dataset/1", FORMAT)
 
 #: Metadata that must match for a run to resume into an existing store.
 RUN_KEYS = (
@@ -84,6 +99,7 @@ ROW_ARRAYS = (
     "energy_outside",
     "boxes",
     "maps",
+    "map_scale",
     "images",
 )
 
@@ -150,7 +166,7 @@ class DatasetStore:
             _group = zarr.open_group(str(self.path), mode="r")
         self._group = _group
         meta = dict(_group.attrs).get("cnnwidgets")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in READABLE_FORMATS:
             raise ValueError(
                 f"{str(self.path)!r} is not a cnnwidgets dataset store ({FORMAT}); "
                 "make one with cnnwidgets.explain_dataset(model, data, out=path)"
@@ -180,6 +196,13 @@ class DatasetStore:
                     f"{str(path)!r} exists and is not a cnnwidgets dataset store; pick another "
                     "out= path (or overwrite=True to delete it)"
                 ) from exc
+            if old.meta.get("format") != FORMAT:
+                raise StoreMismatchError(
+                    f"the store at {str(path)!r} has format {old.meta.get('format')!r}, written "
+                    f"by an older cnnwidgets (raw maps, which float16 turns to zeros below 6e-8); "
+                    f"this version writes {FORMAT!r} and does not resume it: pass another out= "
+                    "path, or overwrite=True to start this store again"
+                )
             diff = [k for k in RUN_KEYS if old.meta.get(k) != run.get(k)]
             if diff:
                 what = "; ".join(
@@ -339,34 +362,55 @@ class DatasetStore:
         """Names of the per-image arrays this store holds."""
         return [name for name in ROW_ARRAYS if name in self._group]
 
-    def column(self, name: str) -> np.ndarray:
-        """One per-image array, every row: (N, ...) as stored."""
-        if name not in self._group:
-            raise KeyError(f"the store has no {name!r} array; it has {self.arrays}")
-        return np.asarray(self._group[name][: len(self)])
+    def column(self, name: str, stored: bool = False) -> np.ndarray:
+        """One per-image array, every row: (N, ...).
 
-    def rows(self, indices: Any, names: Any = None) -> dict[str, np.ndarray]:
-        """{name: array of these rows, in the order given} for per-image arrays."""
+        ``maps`` comes with its real values, (N, K, h, w) float32 (the stored
+        maps times ``map_scale``); with ``stored=True`` every array is read as
+        it is on disk."""
+        return self._read([name], None, stored)[name]
+
+    def rows(self, indices: Any, names: Any = None, stored: bool = False) -> dict[str, np.ndarray]:
+        """{name: array of these rows, in the order given} for per-image arrays.
+
+        ``maps`` comes with its real values, (n, K, h, w) float32, as in
+        :meth:`column`; ``stored=True`` reads every array as it is on disk."""
         idx = np.asarray(indices, np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(
                 f"row indices must be in [0, {len(self)}), got {idx.min()}..{idx.max()}"
             )
-        names = self.arrays if names is None else list(names)
-        order = np.argsort(idx, kind="stable")
-        out = {}
+        return self._read(self.arrays if names is None else list(names), idx, stored)
+
+    def _read(self, names: list[str], idx: np.ndarray | None, stored: bool) -> dict:
+        """Rows ``idx`` (None: all, as one slice) of the named arrays; real maps
+        unless ``stored``."""
         for name in names:
             if name not in self._group:
                 raise KeyError(f"the store has no {name!r} array; it has {self.arrays}")
+        real = "maps" in names and not stored
+        # A first-format store has no scale: its maps are stored at their real values.
+        scaled = real and "map_scale" in self._group
+        wanted = names + ["map_scale"] if scaled and "map_scale" not in names else names
+        out = {}
+        for name in wanted:
             arr = self._group[name]
-            if idx.size == 0:
+            if idx is None:
+                out[name] = np.asarray(arr[: len(self)])
+            elif idx.size == 0:
                 out[name] = np.zeros((0,) + tuple(arr.shape[1:]), arr.dtype)
-                continue
-            got = np.asarray(arr.oindex[idx[order]])
-            result = np.empty_like(got)
-            result[order] = got
-            out[name] = result
-        return out
+            else:
+                order = np.argsort(idx, kind="stable")  # Zarr reads sorted rows
+                got = np.asarray(arr.oindex[idx[order]])
+                result = np.empty_like(got)
+                result[order] = got
+                out[name] = result
+        if real:
+            maps = out["maps"].astype(np.float32)
+            if scaled:
+                maps *= out["map_scale"][..., None, None]
+            out["maps"] = maps
+        return {name: out[name] for name in names}
 
     def finished(self) -> np.ndarray:
         """(N,) bool: rows whose chunk is written (all True in a complete store)."""

@@ -4,33 +4,41 @@
     store.column("energy_outside")        # (N, 1) share of each map outside the box
     cw.DatasetExplorer("maps.zarr", model=model)
 
-The per-chunk work (:func:`explain_chunk`) calls the public functions
-(:func:`cnnwidgets.gradcam` for the maps, ``Probe.predict`` for the scores)
-and is the same on every engine: in this process (``engine="local"``) or in
-Ray actors (``engine="ray"``, :mod:`cnnwidgets.dataset.ray_engine`).
+This module checks the arguments, opens the store and picks the engine. The
+per-chunk work (:mod:`cnnwidgets.dataset.chunk`: :func:`cnnwidgets.gradcam`
+for the maps, ``Probe.predict`` for the scores) is the same on every engine:
+in this process (``engine="local"``, :mod:`~cnnwidgets.dataset.local_engine`)
+or in Ray actors (``engine="ray"``, :mod:`~cnnwidgets.dataset.ray_engine`).
 """
 
 from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import cnnwidgets
-from cnnwidgets.dataset import sources
-from cnnwidgets.dataset.scores import box_masks, cross_entropy, energy_inside
+from cnnwidgets.dataset import local_engine, ray_engine, sources
+from cnnwidgets.dataset.chunk import ChunkWork, RunSpec, explain_chunk
 from cnnwidgets.dataset.store import DatasetStore
-from cnnwidgets.explain.cam import CAM_METHODS, cam_layer, gradcam
+from cnnwidgets.explain.cam import CAM_METHODS, cam_layer
 from cnnwidgets.probe import Probe, as_probe, weights_digest
 from cnnwidgets.progress import reporter
 
-__all__ = ["ENGINES", "CLASS_MODES", "RunSpec", "explain_chunk", "explain_dataset"]
+__all__ = [
+    "ENGINES",
+    "CLASS_MODES",
+    "RunSpec",
+    "explain_chunk",
+    "explain_dataset",
+    "run_metadata",
+]
 
-#: Values of ``engine``.
-ENGINES = ("local", "ray")
+#: Values of ``engine``: the module that runs the chunks (``check`` and ``run``).
+_ENGINE_MODULES = {"local": local_engine, "ray": ray_engine}
+ENGINES = tuple(_ENGINE_MODULES)
 
 #: Named values of ``classes``; a class (index or name) or a list of them also works.
 CLASS_MODES = ("predicted", "label")
@@ -38,97 +46,17 @@ CLASS_MODES = ("predicted", "label")
 _DTYPES = ("float16", "float32")
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """What each chunk's work needs besides the model: picklable, so Ray
-    actors get the same instructions as the local loop.
-
-    ``classes``: 'predicted', 'label' or a tuple of class indices."""
-
-    method: str
-    layer: str
-    classes: str | tuple[int, ...]
-    dtype: str = "float16"
-    batch_size: int | None = None
-    keep_images: bool = True
-
-
-def explain_chunk(probe: Probe, spec: RunSpec, chunk: sources.Chunk) -> dict[str, np.ndarray]:
-    """Maps and scores of one chunk of images.
-
-    Args:
-        probe: the model's Probe.
-        spec: method, layer, classes and storage options.
-        chunk: n raw images with optional labels, boxes or masks.
-
-    Returns:
-        {store array name: (n, ...) array}: ``maps`` (n, K, h, w) in
-        ``spec.dtype`` (unscaled Grad-CAM family maps at the layer's
-        resolution), ``classes`` (n, K) int32, ``predicted`` (n,) int32,
-        ``confidence`` (n,) float32, ``class_prob`` (n, K) float32, ``labels``
-        (n,) int32 (-1 without), ``loss`` (n,) float32 (NaN without labels),
-        and with boxes or masks ``energy_inside`` / ``energy_outside``
-        (n, K) float32 (and ``boxes`` (n, 4) int32); ``images`` with
-        ``spec.keep_images``.
-    """
-    raw = probe.check_images(chunk.images)
-    n = len(raw)
-    probs = probe.predict(raw, batch_size=spec.batch_size, cache=False)  # a throw-away batch
-    predicted = probs.argmax(axis=1)
-    labels = chunk.labels
-    if labels is not None and (labels.min() < 0 or labels.max() >= probe.num_classes):
-        raise ValueError(
-            f"labels must be class indices in [0, {probe.num_classes}); images "
-            f"{chunk.start}..{chunk.start + n - 1} have labels {labels.min()}..{labels.max()}"
-        )
-    if spec.classes == "predicted":
-        classes = predicted[:, None]
-    elif spec.classes == "label":
-        if labels is None:
-            raise ValueError(
-                "classes='label' needs labels: pass (images, labels), labels=, or a dataset "
-                "of (images, labels)"
-            )
-        classes = labels[:, None]
-    else:
-        classes = np.tile(np.asarray(spec.classes, np.int64)[None, :], (n, 1))
-    classes = classes.astype(np.int64)
-    maps = gradcam(
-        probe,
-        raw,
-        classes=classes,
-        layer=spec.layer,
-        method=spec.method,
-        resize=False,
-        normalize=None,
-        batch_size=spec.batch_size,
-        cache=False,  # each chunk is seen once: keep memory flat
-    )
-    out = {
-        "maps": maps.astype(spec.dtype),
-        "classes": classes.astype(np.int32),
-        "predicted": predicted.astype(np.int32),
-        "confidence": probs.max(axis=1).astype(np.float32),
-        "class_prob": np.take_along_axis(probs, classes, axis=1).astype(np.float32),
-        "labels": (np.full(n, -1) if labels is None else labels).astype(np.int32),
-        "loss": cross_entropy(probs, labels),
-    }
-    masks = chunk.masks
-    if chunk.boxes is not None:
-        out["boxes"] = chunk.boxes.astype(np.int32)
-        masks = box_masks(chunk.boxes, raw.shape[1:3])
-    if masks is not None:
-        inside = energy_inside(maps, masks)
-        any_energy = maps.reshape(n, maps.shape[1], -1).max(axis=2) > 0
-        out["energy_inside"] = inside
-        out["energy_outside"] = np.where(any_energy, 1.0 - inside, 0.0).astype(np.float32)
-    if spec.keep_images:
-        images = np.asarray(chunk.images)
-        out["images"] = images if images.dtype == np.uint8 else raw
-    return out
-
-
 # ---------------------------------------------------------------- arguments
+
+
+def _dataset_method(method: Any) -> str:
+    """The CAM method ``explain_dataset`` runs, lower-cased, or ValueError.
+
+    The one place that knows which methods a dataset run takes (the CAM
+    family: they share one forward and backward pass per chunk)."""
+    if not isinstance(method, str) or method.lower() not in CAM_METHODS:
+        raise ValueError(f"method must be one of {CAM_METHODS}, got {method!r}")
+    return method.lower()
 
 
 def _check_spec(
@@ -140,9 +68,7 @@ def _check_spec(
     batch_size: Any,
     keep_images: Any,
 ) -> RunSpec:
-    if not isinstance(method, str) or method.lower() not in CAM_METHODS:
-        raise ValueError(f"method must be one of {CAM_METHODS}, got {method!r}")
-    method = method.lower()
+    method = _dataset_method(method)
     if layer is None:
         layer = cam_layer(probe) if method == "cam" else probe.last_conv_layer
     path = probe.resolve_4d(layer)
@@ -249,6 +175,9 @@ def explain_dataset(
         batch_size: images per forward batch (default from the probe's
             memory budget).
         dtype: 'float16' (half the disk) or 'float32' for the stored maps.
+            Each map is stored divided by its peak, the peak beside it in
+            float32, so float16 keeps maps of any magnitude (raw Grad-CAM
+            values below 6e-8 are common); readers get the real values.
         keep_images: store the raw images too (thumbnails in the
             :class:`~cnnwidgets.DatasetExplorer`, comparator on click).
         engine: 'local' (this process) or 'ray' (Ray Data ``map_batches``
@@ -262,8 +191,9 @@ def explain_dataset(
 
     Returns:
         The :class:`~cnnwidgets.dataset.store.DatasetStore` (see its docstring
-        for the layout). Maps are stored unscaled at the layer's resolution,
-        (N, K, h, w); per-image scores beside them.
+        for the layout). ``store.column("maps")`` gives the maps' real
+        values at the layer's resolution, (N, K, h, w) float32; per-image
+        scores beside them.
 
     Raises:
         StoreMismatchError: (a ValueError) ``out`` holds another run's store,
@@ -273,14 +203,8 @@ def explain_dataset(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    if engine == "ray":
-        from cnnwidgets.dataset import ray_engine
-
-        ray_engine.require_ray()
-        if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
-        if ray_options is not None and not isinstance(ray_options, dict):
-            raise TypeError(f"ray_options must be a dict of actor resources, got {ray_options!r}")
+    runner = _ENGINE_MODULES[engine]
+    options = runner.check({"workers": workers, "ray_options": ray_options})
     if isinstance(model, Probe):
         if class_names is not None or preprocess is not None:
             raise ValueError("pass class_names and preprocess to the Probe, not here")
@@ -300,22 +224,6 @@ def explain_dataset(
     # Two model calls per chunk: the scores, then Grad-CAM's forward and backward pass.
     calls = None if count is None else 2 * -(-count // int(chunk))
     with reporter(progress, f"explain_dataset ({spec.method})", calls) as report:
-        if engine == "ray":
-            total = ray_engine.run(probe, spec, stream, store, report, workers, ray_options or {})
-        else:
-            total = _run_local(probe, spec, stream, store, report, count)
+        total = runner.run(store, stream, ChunkWork(probe, spec), report, count, options)
     store.finish(total)
     return store
-
-
-def _run_local(probe, spec, stream, store, report, count) -> int:
-    seen = 0
-    for ch, digest in store.resume(stream):
-        if digest is not None:  # not finished in an earlier run
-            store.write_chunk(ch.index, ch.start, explain_chunk(probe, spec, ch), digest)
-        seen = ch.start + len(ch)
-        report(seen, count if count is not None else seen + store.meta["chunk"])
-        del ch  # free this chunk before the next one is read
-    if count is None:
-        report(seen, seen)  # the length is known now
-    return seen

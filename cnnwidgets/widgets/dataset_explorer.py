@@ -27,6 +27,7 @@ from cnnwidgets.dataset.store import DatasetStore
 from cnnwidgets.explain.cam import normalize_maps
 from cnnwidgets.probe import Probe
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget
+from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator
 
 __all__ = ["DatasetExplorer", "SORT_KEYS", "SHOW"]
 
@@ -111,6 +112,7 @@ class DatasetExplorer(ViewWidget):
         self._order: np.ndarray | None = None  # None: every row in store order
         self._page_rows = np.zeros(0, np.int64)
         self.title = ""  # the line above the grid, as text
+        self.captions: list[str] = []  # each thumbnail's caption on the page, as text
         names = self.store.class_names
         self.class_names = names
         meta = self.store.meta
@@ -289,16 +291,22 @@ class DatasetExplorer(ViewWidget):
             for n in ("maps", "images", "predicted", "labels", "confidence", "boxes")
             if n in self.store
         ]
-        data = self.store.rows(rows, want)
-        tiles = []
+        data = self.store.rows(rows, want)  # maps at their real values, float32
+        tiles, captions = [], []
         size = self.tile_px
-        if len(rows):
-            heat = normalize_maps(np.asarray(data["maps"][:, :1], np.float32), "map")[:, 0]
+        heat = normalize_maps(data["maps"][:, :1], "map")[:, 0]  # (n, h, w) in [0, 1]
+        # Not "no evidence here" but "no positive evidence anywhere": say so,
+        # or a uniform wash over the photo reads as a map.
+        zero = heat.max(axis=(1, 2), initial=0.0) <= 0  # (n,) bool
         for n, row in enumerate(rows):
             pred = int(data["predicted"][n])
             label = int(data["labels"][n])
             border = _UNKNOWN if label < 0 else (_RIGHT if label == pred else _WRONG)
-            text = f"{row} {names[pred][:8]} {data['confidence'][n]:.2f}"
+            if zero[n]:  # first, where a narrow tile still shows it
+                text = f"{row} map all zero"
+            else:
+                text = f"{row} {names[pred][:8]} {data['confidence'][n]:.2f}"
+            captions.append(text)
             box = tuple(int(v) for v in data["boxes"][n]) if "boxes" in data else None
             if "images" in data:
                 tiles.append(
@@ -321,8 +329,12 @@ class DatasetExplorer(ViewWidget):
             what.append(self.show)
         if self.sort_by != "index":
             what.append(f"by {self.sort_by} {'high' if self.descending else 'low'} first")
+        if zero.any():
+            n_zero = int(zero.sum())
+            what.append(f"{n_zero} map{'s' if n_zero > 1 else ''} on this page all zero")
         pages = self.page_slider.max + 1
         self.title = f"page {self.page + 1}/{pages}: " + ", ".join(what)
+        self.captions = captions
         self.status.value = self._summary_html()
         self._show(render.caption(grid, self.title, height=_TITLE))
 
@@ -366,8 +378,6 @@ class DatasetExplorer(ViewWidget):
                 "<i>this store holds no images (keep_images=False): nothing to open</i>"
             )
             return
-        from cnnwidgets.widgets.gradcam_comparator import GradCAMComparator
-
         image = self.store.rows([row], ["images"])["images"][0]
         meta = self.store.meta
         self._close_comparator()
