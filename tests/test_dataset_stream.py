@@ -248,7 +248,7 @@ def test_weights_digest_is_the_same_for_the_same_weights(shapes_model):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(method="occlusion"), ValueError, "method must be one of"),
+        (dict(method="occlusion"), ValueError, "unknown CAM method"),
         (dict(classes="label"), ValueError, "needs labels"),
         (dict(classes="dog"), ValueError, "unknown class"),
         (dict(chunk=0), ValueError, "chunk must be a positive int"),
@@ -353,3 +353,14 @@ def test_a_first_format_store_is_read_but_not_resumed(shapes_probe, data, tmp_pa
     with pytest.raises(StoreMismatchError, match="older cnnwidgets.*overwrite=True"):
         explain(shapes_probe, images, path, dtype="float32")
     assert explain(shapes_probe, images, path, dtype="float32", overwrite=True).complete
+
+
+def test_dataset_runs_accept_every_spelling_gradcam_accepts(tmp_path):
+    # The stream used its own list of names and refused aliases cw.gradcam takes.
+    model = tiny_cnn(seed=1)
+    images = random_images(4, 16, seed=2)
+    store = explain(model, images, tmp_path / "alias", method="Grad-CAM++", chunk=4)
+    assert store.meta["method"] == "gradcam++"
+    ref = cw.gradcam(model, images, method="gradcam++", resize=False, normalize=None)
+    peak = ref.max(axis=(2, 3), keepdims=True)
+    assert (np.abs(store.column("maps") - ref) <= 1e-3 * peak + 1e-12).all()

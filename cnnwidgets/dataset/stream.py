@@ -23,7 +23,8 @@ import cnnwidgets
 from cnnwidgets.dataset import local_engine, ray_engine, sources
 from cnnwidgets.dataset.chunk import ChunkWork, RunSpec, explain_chunk
 from cnnwidgets.dataset.store import DatasetStore
-from cnnwidgets.explain.cam import CAM_METHODS, cam_layer
+from cnnwidgets.explain import methods as map_methods
+from cnnwidgets.explain.cam import cam_layer
 from cnnwidgets.probe import Probe, as_probe, weights_digest
 from cnnwidgets.progress import reporter
 
@@ -50,13 +51,12 @@ _DTYPES = ("float16", "float32")
 
 
 def _dataset_method(method: Any) -> str:
-    """The CAM method ``explain_dataset`` runs, lower-cased, or ValueError.
+    """The canonical name of the CAM method ``explain_dataset`` runs (any
+    spelling :func:`cnnwidgets.gradcam` accepts), or ValueError.
 
-    The one place that knows which methods a dataset run takes (the CAM
-    family: they share one forward and backward pass per chunk)."""
-    if not isinstance(method, str) or method.lower() not in CAM_METHODS:
-        raise ValueError(f"method must be one of {CAM_METHODS}, got {method!r}")
-    return method.lower()
+    A dataset run takes the CAM family: its methods share one forward and
+    backward pass per chunk."""
+    return map_methods.resolve(method, family="cam")
 
 
 def _check_spec(
