@@ -14,6 +14,8 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import tempfile  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 import cnnwidgets as cw  # noqa: E402
@@ -39,6 +41,7 @@ def main() -> None:
         "filter_gallery": cw.FilterGallery(probe, layer="block1_conv1", mode="weights"),
         "occlusion_scrubber": cw.OcclusionScrubber(probe, image, patch=16, stride=8),
         "model_overview": cw.ModelOverview(probe, images=image, comparator=comparator),
+        "dataset_explorer": _explorer(probe),
     }
     for name, widget in widgets.items():
         widget.wait()
@@ -48,6 +51,16 @@ def main() -> None:
         print(f"{path.relative_to(OUT.parents[1])}: {widget.view.shape}, {size} bytes")
     for widget in widgets.values():
         widget.close()
+
+
+def _explorer(probe: cw.Probe) -> cw.DatasetExplorer:
+    """An explorer over 24 shapes pictures, sorted by the heat outside each object."""
+    images, labels, boxes = cw.assets.make_shapes(24, seed=11)
+    out = pathlib.Path(tempfile.mkdtemp()) / "maps.zarr"
+    cw.explain_dataset(probe, (images, labels), out=out, boxes=boxes, progress=False)
+    explorer = cw.DatasetExplorer(out, model=probe, per_page=12, cols=6)
+    explorer.sort.value = "energy_outside"
+    return explorer
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ WIDGETS = {
     "FilterGallery": "filter_gallery",
     "OcclusionScrubber": "occlusion_scrubber",
     "ModelOverview": "model_overview",
+    "DatasetExplorer": "dataset_explorer",
 }
 
 

@@ -69,7 +69,7 @@ def test_rapid_moves_end_on_last_value(scrubber, shapes_images):
 
 
 def test_click_centres_patch(scrubber):
-    scrubber.click(30.0, 10.0)
+    scrubber.click(10.0, 30.0)  # row 10, column 30, as every widget's click(y, x)
     assert (scrubber.x.value, scrubber.y.value) == (22, 2)
     # A front-end click, as bqplot dispatches it: data coordinates with y up
     # (row 60 of 64 is y = 4); the patch is clipped at the border.

@@ -4,7 +4,7 @@ read from a store made by :func:`cnnwidgets.explain_dataset`.
     store = cw.explain_dataset(model, (images, labels), out="maps.zarr", boxes=boxes)
     explorer = cw.DatasetExplorer("maps.zarr", model=model)
     explorer.sort.value = "energy_outside"     # where does it look off the object?
-    explorer.show.value = "mistakes"           # only the wrong answers
+    explorer.show = "mistakes"                 # only the wrong answers (a trait)
     explorer.click(y, x)                       # open a thumbnail in a GradCAMComparator
 
 Sorting and filtering read whole per-image columns (a few bytes per image),

@@ -165,7 +165,7 @@ class OcclusionScrubber(ViewWidget):
 
         # The occluded input, big enough to click: a click centres the patch there.
         # (Not ``self.picture``: that would show ``view``, the two panels below.)
-        self.input_picture = ClickablePicture(lambda row, col: self.click(col, row), size=260)
+        self.input_picture = ClickablePicture(self.click, size=260)
         self.image_mark = self.input_picture.mark
         self.figure = self.input_picture.figure
 
@@ -223,8 +223,10 @@ class OcclusionScrubber(ViewWidget):
 
     # ------------------------------------------------------------ controls
 
-    def click(self, x: float, y: float) -> None:
-        """Centre the patch on image pixel (column x, row y), as a click does."""
+    def click(self, y: float, x: float) -> None:
+        """Centre the patch on image pixel (row y, column x), as a click does.
+
+        Every widget's ``click`` takes (y, x), row first, as numpy indexes."""
         p = self.patch.value
         h, w = self._raw.shape[1:3]
         self.move(
