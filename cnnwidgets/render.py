@@ -33,10 +33,12 @@ def colormap_lut(name: str = "viridis") -> np.ndarray:
     return np.round(lut * 255).astype(np.uint8)
 
 
-def normalize(
+def min_max_scale(
     x: np.ndarray, axis=None, lo: float | None = None, hi: float | None = None
 ) -> np.ndarray:
-    """Scale to [0, 1] by min and max over ``axis`` (or the given lo/hi).
+    """Scale to [0, 1] by min and max over ``axis`` (or the given lo/hi), for
+    display. (Maps of explanations are scaled by their peak instead, with
+    ``normalize=`` modes: :func:`cnnwidgets.explain.common.normalize_maps`.)
 
     Constant inputs give zeros, never NaN. Returns float32 of x's shape."""
     x = np.asarray(x, np.float32)
@@ -138,9 +140,9 @@ def tile(
         rgb = maps
     elif maps.ndim == 3:
         if scale == "each":
-            vals = normalize(maps, axis=(1, 2))
+            vals = min_max_scale(maps, axis=(1, 2))
         elif scale == "shared":
-            vals = normalize(maps)
+            vals = min_max_scale(maps)
         elif scale is None:
             vals = np.clip(maps, 0, 1)
         else:
@@ -207,7 +209,7 @@ def value_grid(
     if (lo is None) != (hi is None):
         raise ValueError("give both lo and hi (one shared range) or neither (one range per map)")
     maps = np.asarray(maps, np.float32)
-    vals = normalize(maps, axis=(1, 2)) if lo is None else normalize(maps, lo=lo, hi=hi)
+    vals = min_max_scale(maps, axis=(1, 2)) if lo is None else min_max_scale(maps, lo=lo, hi=hi)
     return tile(vals, cols=cols, pad=pad, scale=None, cmap=cmap, upscale=upscale)
 
 
@@ -231,8 +233,8 @@ def bars(
     """
     v = np.asarray(values, np.float32).reshape(-1)
     n = v.size
-    frac = normalize(v, lo=lo, hi=hi)  # (n,) in [0, 1]
-    zero = normalize(np.float32(0.0), lo=lo, hi=hi)
+    frac = min_max_scale(v, lo=lo, hi=hi)  # (n,) in [0, 1]
+    zero = min_max_scale(np.float32(0.0), lo=lo, hi=hi)
     rows = np.arange(height, dtype=np.float32)[::-1, None] + 0.5  # bottom row = 0.5
     level, base = frac[None, :] * height, float(zero) * height
     filled = (rows >= np.minimum(level, base)) & (rows <= np.maximum(level, base))
@@ -315,12 +317,64 @@ def _font():
         return ImageFont.load_default()
 
 
+def fit_text(text: str, width: int) -> str:
+    """``text``, shortened with an ellipsis when it is wider than ``width``
+    pixels, so a caption is cut visibly, never in the middle of a letter."""
+    if text_width(text) <= width:
+        return text
+    while text and text_width(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
 def caption(image: np.ndarray, text: str, height: int = 16) -> np.ndarray:
-    """Add a line of dark text above a picture."""
+    """Add a line of dark text above a picture (shortened with an ellipsis
+    when it does not fit the picture's width)."""
     img = to_rgb_uint8(image)
     band = Image.new("RGB", (img.shape[1], height), (255, 255, 255))
-    ImageDraw.Draw(band).text((2, 1), text, fill=(20, 20, 20), font=_font())
+    line = fit_text(text, img.shape[1] - 4)
+    ImageDraw.Draw(band).text((2, 1), line, fill=(20, 20, 20), font=_font())
     return np.concatenate([np.asarray(band), img], axis=0)
+
+
+def legend(
+    title: str,
+    vmin: float,
+    vmax: float,
+    meaning: str,
+    cmap: str = "jet",
+    height: int = 208,
+    width: int = 116,
+) -> np.ndarray:
+    """A row label with its colour bar: ``title`` (e.g. the method) on top, a
+    vertical bar of ``cmap`` from ``vmin`` (bottom) to ``vmax`` (top) with
+    both values written, and ``meaning`` (what the colour measures) under it,
+    over as many lines as it needs. Returns (height, width, 3) uint8."""
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = _font()
+    draw.text((2, 1), fit_text(title, width - 4), fill=(20, 20, 20), font=font)
+    lines = _wrap(meaning, width - 4)
+    top, bottom = 22, height - 6 - 14 * len(lines)
+    bar_h = max(8, bottom - top)
+    ramp = np.linspace(1.0, 0.0, bar_h, dtype=np.float32)[:, None].repeat(12, axis=1)
+    canvas.paste(Image.fromarray(apply_colormap(ramp, cmap)), (4, top))
+    draw.text((20, top - 4), f"{vmax:.3g}", fill=(20, 20, 20), font=font)
+    draw.text((20, top + bar_h - 10), f"{vmin:.3g}", fill=(20, 20, 20), font=font)
+    for i, line in enumerate(lines):
+        draw.text((2, top + bar_h + 3 + 14 * i), line, fill=(70, 70, 70), font=font)
+    return np.asarray(canvas)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Words of ``text`` in lines no wider than ``width`` pixels."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_width(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(fit_text(word, width))
+    return lines
 
 
 def colorbar(
@@ -432,6 +486,7 @@ def heatmap_grid(
     cmap: str = "jet",
     title: str | None = None,
     panel_size: int = 192,
+    legends: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """One row per method, one column per class, each a captioned overlay.
 
@@ -445,6 +500,8 @@ def heatmap_grid(
         title: an optional line of text above the grid.
         panel_size: panels are enlarged by an integer factor until their
             longer side reaches this many pixels (nearest neighbour).
+        legends: optional pictures put first in each row (e.g. :func:`legend`:
+            the row's name and colour bar), one per row.
 
     Returns:
         (rows, cols, 3) uint8 picture.
@@ -460,6 +517,10 @@ def heatmap_grid(
         [heatmap_panel(base, heat, text, opacity, cmap, factor) for heat, text in zip(row, caps)]
         for row, caps in zip(maps, captions)
     ]
+    if legends is not None:
+        if len(legends) != len(panels):
+            raise ValueError(f"legends must give one picture per row ({len(panels)})")
+        panels = [[lead, *row] for lead, row in zip(legends, panels)]
     return panel_grid(panels, title)
 
 
@@ -503,6 +564,7 @@ TABLE_COLOURS = {
 }
 
 
+@lru_cache(maxsize=4096)
 def text_width(text: str) -> int:
     """Width in pixels of a line of text in the captions' font."""
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))

@@ -23,29 +23,41 @@ def widget(shapes_probe, pair):
 
 
 def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, cmap="jet"):
-    """The picture built from scratch: cw.gradcam maps and the pure renderer."""
+    """The picture built from scratch: cw.gradcam maps and the pure renderer,
+    each row led by its legend (the method, its colour bar and what it means)."""
     probs = probe.predict(image)[0]
-    maps, caps = [], []
+    maps, caps, peaks = [], [], []
     for m in methods:
         raw = gradcam(probe, image, classes=[pinned, cls], method=m, normalize=None)
         maps.append(raw[0])
         caps.append(
             [
-                f"{m} | {what}: {probe.class_names[c]} {probs[c]:.1%}"
+                f"{what}: {probe.class_names[c]} {probs[c]:.1%}"
                 for c, what in ((pinned, "pinned"), (cls, "slider"))
             ]
         )
+        every = gradcam(
+            probe, image, classes=list(range(probe.num_classes)), method=m, normalize=None
+        )
+        peaks.append(float(every.max()))
     maps = np.stack(maps)  # (M, 2, H, W)
     if mode == "method":
         # One scale per method (row): every class the widget offers, that method only.
-        for i, m in enumerate(methods):
-            every = gradcam(
-                probe, image, classes=list(range(probe.num_classes)), method=m, normalize=None
-            )
-            maps[i] = maps[i] / every.max()
+        for i in range(len(methods)):
+            maps[i] = maps[i] / peaks[i]
     else:
         maps = normalize_maps(maps, mode)
-    return render.heatmap_grid(image, maps, caps, opacity=opacity, cmap=cmap)
+    height = 16 + image.shape[0] * max(1, 192 // max(image.shape[:2]))
+    meaning = {
+        "map": "each map divided by its own peak",
+        "method": "raw value, one scale for the row",
+        None: "raw value, clipped at 1",
+    }[mode]
+    legends = [
+        render.legend(m, 0.0, peak if mode == "method" else 1.0, meaning, cmap, height)
+        for m, peak in zip(methods, peaks)
+    ]
+    return render.heatmap_grid(image, maps, caps, opacity=opacity, cmap=cmap, legends=legends)
 
 
 def test_initial_state_ranks_classes_by_probability(widget, shapes_probe, pair):
@@ -221,11 +233,11 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     )
     assert w.class_slider.max == 3 and len(w.bars.x) == 3
     assert "image/png" in w._repr_mimebundle_()
-    # What the front end receives (one picture per panel, two columns) decodes
+    # What the front end receives (per row a legend and two panels) decodes
     # to exactly ``view`` (lossless PNG).
     cells = [render.from_png(c.value) for c in w.panels.children]
-    assert len(cells) == 4 and w.panels.layout.grid_template_columns.count("max-content") == 2
-    np.testing.assert_array_equal(render.panel_grid([cells[:2], cells[2:]]), w.view)
+    assert len(cells) == 6 and w.panels.layout.grid_template_columns.count("max-content") == 3
+    np.testing.assert_array_equal(render.panel_grid([cells[:3], cells[3:]]), w.view)
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     np.testing.assert_array_equal(render.from_png(render.to_png(noisy)), noisy)
     path = w.save(tmp_path / "v.png")
@@ -268,7 +280,8 @@ def test_a_slider_move_sends_only_the_slider_panels(shapes_model):
     before sends its cached panel again and nothing is redrawn."""
     image = cw.assets.make_shapes(1, seed=2)[0][0]
     w = GradCAMComparator(shapes_model, image, methods=("gradcam", "gradcam++"), top=3).wait()
-    pinned_cells = [w.panels.children[0], w.panels.children[2]]
+    # Each row: the method's legend, the pinned panel, the slider panel.
+    pinned_cells = [w.panels.children[1], w.panels.children[4]]
     sent = []
     for cell in w.panels.children:
         cell.observe(lambda change, cell=cell: sent.append(cell), "value")
@@ -277,7 +290,7 @@ def test_a_slider_move_sends_only_the_slider_panels(shapes_model):
     other = 3 if start != 3 else 1
     w.class_slider.value = other
     w.wait()
-    assert set(map(id, sent)) == {id(w.panels.children[1]), id(w.panels.children[3])}
+    assert set(map(id, sent)) == {id(w.panels.children[2]), id(w.panels.children[5])}
     assert [c.value for c in pinned_cells] == before
     first = w.view.copy()
     w.class_slider.value = start

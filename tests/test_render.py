@@ -24,10 +24,10 @@ def test_colormap_lut_matches_matplotlib():
 
 
 def test_normalize_constant_is_zero_not_nan():
-    out = render.normalize(np.full((3, 4), 7.0))
+    out = render.min_max_scale(np.full((3, 4), 7.0))
     assert np.isfinite(out).all() and (out == 0).all()
     x = np.array([[1.0, 3.0], [5.0, 9.0]])
-    np.testing.assert_allclose(render.normalize(x), (x - 1) / 8)
+    np.testing.assert_allclose(render.min_max_scale(x), (x - 1) / 8)
 
 
 def test_tile_places_tile_k_at_row_k_div_cols():
@@ -38,7 +38,7 @@ def test_tile_places_tile_k_at_row_k_div_cols():
     for k in range(7):
         r, c = divmod(k, 3)
         tile = grid[r * 7 : r * 7 + 5, c * 8 : c * 8 + 6]
-        expected = render.apply_colormap(render.normalize(maps[k]), "gray")
+        expected = render.apply_colormap(render.min_max_scale(maps[k]), "gray")
         np.testing.assert_array_equal(tile, expected)
         assert render.tile_at(r * 7 + 2, c * 8 + 3, (5, 6), cols=3, pad=2) == k
     # separators are not tiles

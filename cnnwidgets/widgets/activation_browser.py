@@ -486,7 +486,7 @@ class ActivationBrowser(ViewWidget):
             lo, hi = grid.vmin, grid.vmax
         else:
             lo, hi = float(fmap.min()), float(fmap.max())
-        unit = render.normalize(fmap, lo=lo, hi=hi)
+        unit = render.min_max_scale(fmap, lo=lo, hi=hi)
         raw = render.to_rgb_uint8(self.images[self.image_index.value])
         h, w = raw.shape[:2]
         alone = render.apply_colormap(render.resize_map(unit, (h, w), smooth=False), self.cmap)

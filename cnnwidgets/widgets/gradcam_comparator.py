@@ -33,6 +33,18 @@ PANEL_SIZE = 192
 #: Pixels between panels, and the height of the title line (binary heads).
 PANEL_GAP = 6
 TITLE_HEIGHT = 18
+#: Height of the caption line above each panel (``render.caption``'s default).
+CAPTION_HEIGHT = 16
+
+
+def row_scale(mode: str | None, peak: float) -> tuple[float, str]:
+    """The top of a method row's colour bar and what its colour means, for the
+    comparator's scaling ``mode`` and the row's largest raw value ``peak``."""
+    if mode == "map":
+        return 1.0, "each map divided by its own peak"
+    if mode == "method":
+        return peak, "raw value, one scale for the row"
+    return 1.0, "raw value, clipped at 1"
 
 __all__ = ["GradCAMComparator"]
 
@@ -86,6 +98,7 @@ class GradCAMComparator(ViewWidget):
         self._scaled: dict[tuple, np.ndarray] = {}
         # Drawn panels of the current style: (picture, its PNG).
         self._panels: dict[tuple, tuple[np.ndarray, bytes]] = {}
+        self._legends: dict[tuple, tuple[np.ndarray, bytes]] = {}  # row label + colour bar
         self._cells: list[widgets.Image] = []  # one per panel shown, reused
         self._cell_pngs: list[bytes | None] = []  # the PNG each cell holds
         self._parts: tuple | None = None  # (rows of panels, title) shown now
@@ -404,7 +417,24 @@ class GradCAMComparator(ViewWidget):
         return self._scaled[key]
 
     def _caption(self, method: str, cls: int, what: str) -> str:
-        return f"{method} | {what}: {self._name(cls)} {self._probs[cls]:.1%}"
+        # The method names the row (its legend), so the caption is the class alone.
+        return f"{what}: {self._name(cls)} {self._probs[cls]:.1%}"
+
+    def _legend(self, method: str, height: int) -> tuple[np.ndarray, bytes]:
+        """The row's label and colour bar: what the colour of this row means."""
+        mode = self.normalize.value
+        vmax, meaning = row_scale(mode, self._row_peak(method))
+        key = (method, mode, vmax, self.cmap.value, height)
+        if key not in self._legends:
+            picture = render.legend(method, 0.0, vmax, meaning, self.cmap.value, height)
+            self._legends[key] = (picture, render.to_png(picture))
+        return self._legends[key]
+
+    def _row_peak(self, method: str) -> float:
+        """The largest raw value of this method's maps of the offered classes."""
+        classes = dict.fromkeys(self.ranked + [self.pinned.value])
+        maps = [self._store.get(self._key(method, c)) for c in classes]
+        return max((float(m.max()) for m in maps if m is not None), default=0.0)
 
     def _render(self) -> None:
         """Draw the grid from stored maps (no model pass); panels are cached, so a
@@ -419,9 +449,10 @@ class GradCAMComparator(ViewWidget):
                 self._panels.clear()
                 self._panels_style = style
             blank = np.zeros((h, w), np.float32)
+            height = CAPTION_HEIGHT + h * factor
             rows, problems = [], []
             for m in self.methods.value or ["(no method)"]:
-                row = []
+                row: list = [self._legend(m, height)]
                 for c, what in ((pinned, "pinned"), (cls, "slider")):
                     key = self._key(m, c)
                     heat = shown.get(key)
@@ -443,35 +474,38 @@ class GradCAMComparator(ViewWidget):
                             factor,
                         )
                         self._panels[pkey] = (panel, render.to_png(panel))
-                    row.append(pkey)
+                    row.append(self._panels[pkey])
                 rows.append(row)
             self.status.value = "<br>".join(dict.fromkeys(problems))
             self._send_panels(rows)
 
-    def _send_panels(self, rows: list[list[tuple]]) -> None:
-        """Put each panel in its cell, sending only cells whose panel changed."""
-        keys = [k for row in rows for k in row]
-        while len(self._cells) < len(keys):
+    def _send_panels(self, rows: list[list[tuple[np.ndarray, bytes]]]) -> None:
+        """Put each (picture, PNG) in its cell, sending only cells whose picture changed."""
+        cells = [c for row in rows for c in row]
+        while len(self._cells) < len(cells):
             self._cells.append(widgets.Image(format="png"))
             self._cell_pngs.append(None)
-        for i, key in enumerate(keys):
-            png = self._panels[key][1]
+        for i, (_picture, png) in enumerate(cells):
             # Identity, not equality: a panel redrawn in a new style is a new object.
             if self._cell_pngs[i] is not png:
                 self._cells[i].value = png
                 self._cell_pngs[i] = png
         cols = len(rows[0])
         title = self._binary_title()
-        if self._parts is None or self._parts[1] != title or len(self.panels.children) != len(keys):
+        if (
+            self._parts is None
+            or self._parts[1] != title
+            or len(self.panels.children) != len(cells)
+        ):
             with self.panels.hold_sync():
                 self.panels.layout.grid_template_columns = " ".join(["max-content"] * cols)
-                self.panels.children = self._cells[: len(keys)]
+                self.panels.children = self._cells[: len(cells)]
             if title:
-                width = cols * self._panels[keys[0]][0].shape[1] + (cols - 1) * PANEL_GAP
+                width = sum(p.shape[1] for p, _ in rows[0]) + (cols - 1) * PANEL_GAP
                 band = render.caption(np.zeros((0, width, 3), np.uint8), title, TITLE_HEIGHT)
                 self.title_image.value = render.to_png(band)
             self.title_image.layout.display = None if title else "none"
-        self._parts = ([[self._panels[k][0] for k in row] for row in rows], title)
+        self._parts = ([[p for p, _ in row] for row in rows], title)
         self._view = None  # composed when read
         self._drawn()
 
