@@ -396,7 +396,11 @@ def attributions(
     """Signed per-channel attributions of a saliency method, before reduction.
 
     Args:
-        model_or_probe, images, classes, method: as in :func:`saliency`.
+        model_or_probe: a keras.Model (never changed) or a Probe.
+        images: raw pixels (H, W, C) or (N, H, W, C).
+        classes: None (top-1), an int or class name, a list of them, or an
+            (N, K) int array.
+        method: one of :data:`SALIENCY_METHODS`.
         n_samples: smoothgrad: noisy copies per image.
         noise: smoothgrad: noise standard deviation as a fraction of each
             input's range (max - min of the model input); 0 gives vanilla.
