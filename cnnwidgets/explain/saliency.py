@@ -409,7 +409,10 @@ def attributions(
     """Signed per-channel attributions of a saliency method, before reduction.
 
     Args:
-        model_or_probe, images, classes, method: as in :func:`saliency`.
+        model_or_probe: as in :func:`saliency`.
+        images: as in :func:`saliency`.
+        classes: as in :func:`saliency`.
+        method: as in :func:`saliency`.
         n_samples: smoothgrad: noisy copies per image.
         noise: smoothgrad: noise standard deviation as a fraction of each
             input's range (max - min of the model input); 0 gives vanilla.

@@ -34,15 +34,28 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
 
 from cnnwidgets.cache import array_key
 
-if TYPE_CHECKING:  # the Probe imports this module; a type hint only
-    from cnnwidgets.probe.core import Probe
+
+class Probe(Protocol):
+    """What a target reads of a :class:`cnnwidgets.Probe` (which imports this
+    module, so the type is described here rather than imported)."""
+
+    model: keras.Model
+    head: Any
+    output_names: list[str]
+
+    def output_index(self, which: Any) -> int: ...
+    def output_shape(self, index: int) -> tuple: ...
+    def output_tensor(self, index: int) -> Any: ...
+    def output_head(self, index: int) -> tuple[Any, Any]: ...
+    def output_logits(self, index: int) -> tuple[Any, str | None]: ...
+    def class_index(self, cls: Any) -> int: ...
 
 __all__ = [
     "Class",
@@ -609,7 +622,8 @@ def region_mask(prediction: Any, y: int, x: int) -> np.ndarray:
     Args:
         prediction: a class map (H, W) of ints, or scores (H, W, K) (its
             argmax over K is taken), e.g. one image of a segmentation output.
-        y, x: the clicked pixel's row and column.
+        y: the clicked pixel's row.
+        x: the clicked pixel's column.
 
     Returns:
         (H, W) bool: the 4-connected pixels of the clicked pixel's class that
