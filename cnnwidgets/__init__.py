@@ -28,6 +28,7 @@ _LAZY = {
     "Probe": "cnnwidgets.probe",
     "LayerInfo": "cnnwidgets.probe",
     "weights_version": "cnnwidgets.probe",
+    "targets": "cnnwidgets.probe",
     "Cancelled": "cnnwidgets.progress",
     "gradcam": "cnnwidgets.explain.cam",
     "saliency": "cnnwidgets.explain.saliency",

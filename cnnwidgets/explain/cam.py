@@ -119,8 +119,14 @@ class _Request:
     raw: np.ndarray
     x: np.ndarray
     layer: str
-    classes: np.ndarray
+    classes: np.ndarray | None  # (N, K) int64; None when targets are given
     method: str
+    targets: tuple | None = None  # K targets shared by all images
+
+    @property
+    def selection(self) -> Any:
+        """The targets, or the class indices: what the gradient functions take."""
+        return self.targets if self.targets is not None else self.classes
 
 
 @dataclass
@@ -146,12 +152,13 @@ class _Context:
     def _backward(self) -> None:
         from cnnwidgets import gradients  # the one module that calls autodiff
 
-        # One forward pass and K backward passes above the layer, for all K classes.
+        # One forward pass and K backward passes above the layer, for all K classes
+        # (or targets).
         self._acts, self._grads, _ = gradients.layer_gradients(
             self.probe,
             self.x,
             self.layer,
-            self.classes,
+            self.request.selection,
             batch_size=self.batch_size,
             progress=self.progress,
         )
@@ -321,8 +328,16 @@ def _check_method(method: Any) -> str:
 
 
 
-def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
+def _prepare(model_or_probe, images, classes, layer, method, target=None) -> _Request:
     method = _check_method(method)
+    if target is not None and not METHOD_INFO[method].needs_gradients:
+        # Score-CAM weighs channels by class probabilities and CAM reads the
+        # Dense weights of a class: neither is defined for any score.
+        raise ValueError(
+            f"method {method!r} explains classes only (it reads class probabilities or the "
+            "class's Dense weights); for target= use a gradient method: "
+            f"{[m for m, i in METHOD_INFO.items() if i.needs_gradients]}, or give classes="
+        )
 
     def target_layer(probe: Probe, raw: np.ndarray) -> str:
         chosen = layer
@@ -333,8 +348,8 @@ def _prepare(model_or_probe, images, classes, layer, method) -> _Request:
             _cam_head(probe, path)  # validates the head and the layer before any trace
         return path
 
-    req = prepare(model_or_probe, images, classes, checks=target_layer)
-    return _Request(req.probe, req.raw, req.x, req.checked, req.classes, method)
+    req = prepare(model_or_probe, images, classes, checks=target_layer, target=target)
+    return _Request(req.probe, req.raw, req.x, req.checked, req.classes, method, req.targets)
 
 
 def _raw_maps(
@@ -352,7 +367,11 @@ def _raw_maps(
         return _weighted_sum(ctx.acts, _WEIGHTS[req.method](ctx))
 
     if cache:
-        key = (array_key(req.raw), req.layer, array_key(req.classes), req.method)
+        if req.targets is not None:
+            chosen: Any = ("targets", tuple(t.key for t in req.targets))
+        else:
+            chosen = array_key(req.classes)
+        key = (array_key(req.raw), req.layer, chosen, req.method)
         maps = req.probe.cached("cam", key, compute)
     else:
         maps = compute()
@@ -370,6 +389,7 @@ def channel_weights(
     classes: Any = None,
     layer: Any = None,
     method: str = "gradcam",
+    target: Any = None,
 ) -> np.ndarray:
     """How much each channel of ``layer`` counts for each class, by a CAM method.
 
@@ -384,12 +404,14 @@ def channel_weights(
             default (``probe.last_conv_layer``).
         method: one of :data:`CAM_METHODS`. For ``"layercam"``, whose weights
             vary over space, this is the spatial mean of ReLU(gradient).
+        target: instead of ``classes``, one target or a list of K (see
+            :mod:`cnnwidgets.probe.targets`); gradient methods only.
 
     Returns:
         (N, K, C) float32. For gradcam, gradcam++, scorecam and cam the map is
         ReLU(sum_c weights[n, k, c] * activations[n, :, :, c]).
     """
-    req = _prepare(model_or_probe, images, classes, layer, method)
+    req = _prepare(model_or_probe, images, classes, layer, method, target)
     ctx = _Context(req, reporter(False, ""))
     w = _WEIGHTS[req.method](ctx)
     if w.ndim == 5:
@@ -408,6 +430,7 @@ def gradcam(
     batch_size: int | None = None,
     progress: Any = None,
     cache: bool = True,
+    target: Any = None,
 ) -> np.ndarray:
     """Class activation maps of a Keras CNN (Grad-CAM and its family).
 
@@ -430,6 +453,12 @@ def gradcam(
             raising :class:`~cnnwidgets.Cancelled` from it stops the work.
         cache: False for maps computed once (dataset streams): they are not
             kept in :data:`cnnwidgets.cache.RESULTS`.
+        target: instead of ``classes`` (giving both is a TypeError): one
+            target shared by all images or a list of K, e.g.
+            ``cw.targets.Output("value", cw.targets.Regression())`` or
+            ``Class("cat") - Class("dog")`` (see :mod:`cnnwidgets.probe.targets`).
+            Gradient methods only (gradcam, gradcam++, layercam); Score-CAM and
+            CAM raise a ValueError.
 
     Returns:
         (N, K, H, W) float32, >= 0, never NaN; a map with no positive evidence
@@ -440,7 +469,7 @@ def gradcam(
     check_normalize(normalize)
     batch_size = check_batch_size(batch_size)
     report = reporter(progress, method if isinstance(method, str) else "cam")
-    req = _prepare(model_or_probe, images, classes, layer, method)
+    req = _prepare(model_or_probe, images, classes, layer, method, target)
     maps = _raw_maps(req, batch_size, report, cache)
     if resize:
         maps = resize_maps(maps, req.raw.shape[1:3])

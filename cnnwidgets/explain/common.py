@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from cnnwidgets.cache import array_key
 from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe.targets import Target, as_targets, target_keys
 
 #: Names accepted by ``normalize`` everywhere.
 NORMALIZE_MODES: tuple = ("map", "image", None)
@@ -19,14 +21,28 @@ NORMALIZE_MODES: tuple = ("map", "image", None)
 @dataclass(frozen=True)
 class Prepared:
     """A validated request: the probe, the raw images (N, H, W, C) float32,
-    the classes (N, K) int64, the model inputs (N, H, W, C) float32 and what
-    the request's own ``checks`` returned (None without them)."""
+    the classes (N, K) int64 (None when targets are given), the model inputs
+    (N, H, W, C) float32, what the request's own ``checks`` returned (None
+    without them) and the K targets shared by all images (None for classes)."""
 
     probe: Probe
     raw: np.ndarray
-    classes: np.ndarray
+    classes: np.ndarray | None
     x: np.ndarray
     checked: Any = None
+    targets: tuple[Target, ...] | None = None
+
+    @property
+    def selection(self) -> np.ndarray | tuple[Target, ...]:
+        """What the gradient functions take: the targets, or the class indices."""
+        return self.targets if self.targets is not None else self.classes
+
+    @property
+    def selection_key(self) -> tuple:
+        """A hashable key of the selection, for result caches."""
+        if self.targets is not None:
+            return ("targets", target_keys(self.targets))
+        return ("classes", array_key(self.classes))
 
 
 def prepare(
@@ -34,16 +50,30 @@ def prepare(
     images: Any,
     classes: Any = None,
     checks: Callable[[Probe, np.ndarray], Any] | None = None,
+    target: Any = None,
 ) -> Prepared:
-    """The opening steps of every class explanation, in one order: a Probe,
+    """The opening steps of every explanation, in one order: a Probe,
     checked raw images, the request's own ``checks(probe, raw)`` (a layer, a
     patch size: whatever needs the model or the image size), then the classes
-    and the preprocessed model inputs. Classes come last because resolving
-    the default (top-1) class costs a forward pass, which a bad argument
-    should not."""
+    or targets and the preprocessed model inputs. Classes come last because
+    resolving the default (top-1) class costs a forward pass, which a bad
+    argument should not; targets are checked on the graph, without one.
+
+    ``target``: one target (all images) or a list of K (see
+    :mod:`cnnwidgets.probe.targets`); giving it with ``classes`` is a TypeError."""
+    if target is not None and classes is not None:
+        raise TypeError(
+            "give classes= or target=, not both (classes=c is the shorthand for "
+            "target=cw.targets.Class(c))"
+        )
+    targets = None if target is None else as_targets(target)
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
     checked = None if checks is None else checks(probe, raw)
+    if targets is not None:
+        for t in targets:
+            t.check(probe)
+        return Prepared(probe, raw, None, probe.model_inputs(raw), checked, targets)
     cls = probe.resolve_classes(classes, raw)
     return Prepared(probe, raw, cls, probe.model_inputs(raw), checked)
 

@@ -266,22 +266,42 @@ def occlude(image: np.ndarray, x: int, y: int, patch: int = 16, fill: Any = "mea
 
 
 class _Occluder:
-    """Drops in probability for sets of patch positions of one image batch."""
+    """Drops in probability (classes) or in target score (targets) for sets of
+    patch positions of one image batch."""
 
     def __init__(
-        self, probe: Probe, raw, cls, patch, stride, fill, batch_size, total_calls, engine="auto"
+        self,
+        probe: Probe,
+        raw,
+        cls,
+        patch,
+        stride,
+        fill,
+        batch_size,
+        total_calls,
+        engine="auto",
+        targets=None,
     ):
         self.probe = probe
         self.raw = raw
-        self.cls = cls
+        self.cls = cls  # (N, K) int64, or None with targets
+        self.targets = targets  # K targets shared by all images, or None
         self.patch = patch
         n, h, w, _ = raw.shape
         self.ys, self.xs = patch_positions(h, w, patch, stride)
-        self.base = probe.predict(raw)  # (N, Kall)
+        if targets is None:
+            probs = probe.predict(raw)  # (N, Kall)
+            self.base = np.take_along_axis(probs, cls, axis=1)  # (N, K)
+        else:
+            self.base = probe.target_scores(raw, targets)  # (N, K)
         self.source = _fill_source(raw, fill, patch)
         per_image = len(self.ys) * len(self.xs)
         self.asked = engine
-        self.plan = choose_engine(probe, (h, w), patch, per_image, engine)
+        if targets is None:
+            self.plan = choose_engine(probe, (h, w), patch, per_image, engine)
+        else:
+            # The incremental engine replays the class head only.
+            self.plan = IncrementalPlan("batched", "targets run on the batched engine")
         self.engine = self.plan.engine
         self._incremental: tuple[int, IncrementalModel] | None = None
         self.batch_size = batch_size
@@ -293,7 +313,8 @@ class _Occluder:
             image_bytes = 4 * int(np.prod(raw.shape[1:]))
             bs = min(probe.batch_size(), max(1, probe.memory_budget // (4 * image_bytes)))
         self.batch = int(max(1, min(bs, per_image)))
-        self.drops = np.zeros((n, cls.shape[1], len(self.ys), len(self.xs)), np.float32)
+        k = len(targets) if targets is not None else cls.shape[1]
+        self.drops = np.zeros((n, k, len(self.ys), len(self.xs)), np.float32)
         self.done_mask = np.zeros((len(self.ys), len(self.xs)), bool)
         self.report = total_calls
         self.done = 0
@@ -307,7 +328,6 @@ class _Occluder:
             predict, batch = self._predictor(n)
             buf = np.repeat(image[None], min(batch, len(index_pairs)), axis=0)
             prev: list[tuple[int, int] | None] = [None] * len(buf)
-            k_idx = self.cls[n]
             for start in range(0, len(index_pairs), batch):
                 chunk = index_pairs[start : start + batch]
                 for slot, (iy, ix) in enumerate(chunk):
@@ -317,16 +337,18 @@ class _Occluder:
                     y, x = int(self.ys[iy]), int(self.xs[ix])
                     _paint(buf[slot], self.source[n], y, x, p)
                     prev[slot] = (y, x)
-                probs = predict(buf[: len(chunk)])
-                drop = self.base[n, k_idx][None, :] - probs[:, k_idx]  # (m, K)
+                scores = predict(buf[: len(chunk)])
+                if self.targets is None:
+                    scores = scores[:, self.cls[n]]  # (m, K) of the image's classes
+                drop = self.base[n][None, :] - scores  # (m, K)
                 self.drops[n][:, chunk[:, 0], chunk[:, 1]] = drop.T
                 self.done += len(chunk)
                 self.report(self.done, self.total)
         self.done_mask[index_pairs[:, 0], index_pairs[:, 1]] = True
 
     def _predictor(self, n: int):
-        """(function of patched raw images (M, H, W, C) -> probabilities (M, K), batch size)
-        for image n, on the engine of the plan."""
+        """(function of patched raw images (M, H, W, C) -> probabilities (M, Kall)
+        or target scores (M, K), batch size) for image n, on the engine of the plan."""
         if self.engine == "incremental":
             try:
                 if self._incremental is None or self._incremental[0] != n:
@@ -351,6 +373,10 @@ class _Occluder:
                 self.plan = IncrementalPlan("batched", f"self-check failed: {exc}")
 
         def batched(images: np.ndarray) -> np.ndarray:
+            if self.targets is not None:
+                return self.probe.target_scores(
+                    images, self.targets, batch_size=len(images), cache=False
+                )
             return self.probe.predict(images, batch_size=len(images), cache=False)
 
         return batched, self.batch
@@ -396,24 +422,23 @@ def _interp(starts: np.ndarray, subset: np.ndarray) -> np.ndarray:
     return weights
 
 
-def _prepare(model_or_probe, images, classes, patch, stride, fill):
+def _prepare(model_or_probe, images, classes, patch, stride, fill, target=None):
     def geometry(probe: Probe, raw: np.ndarray) -> tuple[int, int, Any]:
         h, w, c = raw.shape[1:]
         return (*_check_geometry(patch, stride, h, w), _check_fill(fill, c))
 
-    req = prepare(model_or_probe, images, classes, checks=geometry)
-    probe, raw, cls = req.probe, req.raw, req.classes
+    req = prepare(model_or_probe, images, classes, checks=geometry, target=target)
+    probe, raw = req.probe, req.raw
     patch, stride, fill_ = req.checked
     key = probe.result_key(
         "occlusion",
         array_key(raw),
-        cls.tobytes(),
-        cls.shape,
+        req.selection_key,
         patch,
         stride,
         _fill_key(fill_),
     )
-    return probe, raw, cls, patch, stride, fill_, key
+    return req, patch, stride, fill_, key
 
 
 def occlusion(
@@ -426,6 +451,7 @@ def occlusion(
     batch_size: int | None = None,
     progress: Any = None,
     engine: str = "auto",
+    target: Any = None,
 ) -> np.ndarray:
     """Occlusion sensitivity maps at input resolution.
 
@@ -449,11 +475,18 @@ def occlusion(
             each patch reaches; same maps up to float rounding) or 'batched'
             (every patched copy through the whole model). See
             :func:`occlusion_plan` for the choice 'auto' makes and why.
+        target: instead of ``classes`` (giving both is a TypeError): one
+            target shared by all images or a list of K (see
+            :mod:`cnnwidgets.probe.targets`); the map is then the drop of the
+            target's score, score(image) - score(patched image), in the
+            score's own units (logits for Class). Targets run on the batched
+            engine ('auto' picks it; 'incremental' raises a ValueError).
 
     Returns:
         (N, K, H, W) float32: at each pixel, the mean over the patches covering
-        it of P(class | image) - P(class | image with the patch hidden). All K
-        classes come from the same forward passes. Results are cached.
+        it of P(class | image) - P(class | image with the patch hidden) (or of
+        the target's score drop). All K classes come from the same forward
+        passes. Results are cached.
 
     Raises:
         ValueError: patch larger than the image, stride < 1, unknown fill, bad
@@ -472,6 +505,7 @@ def occlusion(
         progress,
         levels=1,
         engine=engine,
+        target=target,
     ):
         final = level.maps
     assert final is not None
@@ -489,6 +523,7 @@ def occlusion_progressive(
     progress: Any = None,
     levels: int | None = None,
     engine: str = "auto",
+    target: Any = None,
 ) -> Iterator[OcclusionLevel]:
     """Coarse-to-fine occlusion: yields complete, successively finer maps.
 
@@ -505,12 +540,18 @@ def occlusion_progressive(
     Yields:
         :class:`OcclusionLevel` with maps (N, K, H, W) float32.
     """
-    probe, raw, cls, patch, stride, fill_, key = _prepare(
-        model_or_probe, images, classes, patch, stride, fill
+    engine = _check_engine(engine)
+    if target is not None and engine == "incremental":
+        raise ValueError(
+            "engine='incremental' replays the class head only; targets run on "
+            "engine='batched' (or 'auto', which picks it)"
+        )
+    req, patch, stride, fill_, key = _prepare(
+        model_or_probe, images, classes, patch, stride, fill, target
     )
+    probe, raw, cls = req.probe, req.raw, req.classes
     if levels is not None:
         levels = check_int(levels, "levels", 1)
-    engine = _check_engine(engine)
     report = reporter(progress, "occlusion")
     hit = RESULTS.get(key)
     ys, xs = patch_positions(raw.shape[1], raw.shape[2], patch, stride)
@@ -520,7 +561,9 @@ def occlusion_progressive(
         yield OcclusionLevel(hit.copy(), stride, total, total, True, "cached")
         return
 
-    occ = _Occluder(probe, raw, cls, patch, stride, fill_, batch_size, report, engine)
+    occ = _Occluder(
+        probe, raw, cls, patch, stride, fill_, batch_size, report, engine, req.targets
+    )
     _LOG.info("occlusion: %s engine (%s)", occ.engine, occ.plan.reason)
     report(0, occ.total)
     ny, nx = len(ys), len(xs)

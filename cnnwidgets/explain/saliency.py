@@ -220,13 +220,17 @@ def _accumulate(
     ``points(ii, jj)`` builds model inputs (B, H, W, C) for image indices ii
     and sample indices jj; the (image, sample) pairs are laid end to end and
     cut into batches, so samples of several images share a batch.
+    ``classes``: (N, K) int class indices, or a tuple of K targets shared by
+    all images.
 
     Returns (N, K, H, W, C) float64 sums and the scores at every point,
     (N, S, K) float32.
     """
     from cnnwidgets import gradients  # the one package that calls autodiff
 
-    n, s, k = shape[0], len(weights), classes.shape[1]
+    targets = isinstance(classes, tuple)
+    n, s = shape[0], len(weights)
+    k = len(classes) if targets else classes.shape[1]
     bs = batch_size or max(1, probe.batch_size(per_sample_factor=2.0 + k))
     acc = np.zeros((n, k) + tuple(shape[1:]), np.float64)
     scores = np.zeros((n, s, k), np.float32)
@@ -236,8 +240,9 @@ def _accumulate(
         idx = np.arange(start, min(start + bs, total))
         ii, jj = np.divmod(idx, s)
         batch = np.ascontiguousarray(points(ii, jj), dtype=np.float32)
+        chosen = classes if targets else classes[ii]
         g, p = gradients.input_gradients(
-            probe, batch, classes[ii], relu_rule=relu_rule, batch_size=len(idx)
+            probe, batch, chosen, relu_rule=relu_rule, batch_size=len(idx)
         )
         weighted = g.astype(np.float64) * weights[jj][:, None, None, None, None]
         for i in np.unique(ii):
@@ -327,6 +332,7 @@ def integrated_gradients(
     steps: int = 64,
     batch_size: int | None = None,
     progress: Any = None,
+    target: Any = None,
 ) -> tuple[np.ndarray, dict]:
     """Integrated Gradients attributions with their completeness report.
 
@@ -339,6 +345,9 @@ def integrated_gradients(
             preprocessed like the images).
         steps: intervals of the trapezoid rule on the straight path (steps + 1
             gradient evaluations per image, batched).
+        target: instead of ``classes``, one target or a list of K (see
+            :mod:`cnnwidgets.probe.targets`); the report is then in the
+            targets' scores.
 
     Returns:
         attributions: (N, K, H, W, C) float32 in model-input space,
@@ -351,8 +360,8 @@ def integrated_gradients(
     """
     _check_params(1, 0.0, steps, batch_size, None)
     _check_baseline(baseline)
-    req = prepare(model_or_probe, images, classes)
-    probe, raw, cls, x = req.probe, req.raw, req.classes, req.x
+    req = prepare(model_or_probe, images, classes, target=target)
+    probe, raw, cls, x = req.probe, req.raw, req.selection, req.x
     base = probe.model_inputs(make_baseline(raw, baseline))
     return _path_attributions(
         probe, x, base, cls, int(steps), batch_size, reporter(progress, "integrated")
@@ -360,15 +369,18 @@ def integrated_gradients(
 
 
 def _guided_gradcam_weights(
-    probe: Probe, raw: np.ndarray, classes: np.ndarray, layer: Any, batch_size: int | None
+    probe: Probe, raw: np.ndarray, classes: Any, layer: Any, batch_size: int | None
 ) -> np.ndarray:
-    """Grad-CAM maps (N, K, H, W) in [0, 1] at the input size."""
+    """Grad-CAM maps (N, K, H, W) in [0, 1] at the input size, for class
+    indices (N, K) or a tuple of K targets."""
     from cnnwidgets.explain.cam import gradcam  # lazy: the CAM family lives there
 
+    targets = isinstance(classes, tuple)
     return gradcam(
         probe,
         raw,
-        classes=classes,
+        classes=None if targets else classes,
+        target=classes if targets else None,
         layer=layer,
         method="gradcam",
         resize=True,
@@ -392,6 +404,7 @@ def attributions(
     progress: Any = None,
     seed: int = 0,
     return_info: bool = False,
+    target: Any = None,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Signed per-channel attributions of a saliency method, before reduction.
 
@@ -413,14 +426,18 @@ def attributions(
         progress: None (a bar for large jobs), True, False or ``(done, total)``;
             raising :class:`~cnnwidgets.Cancelled` from it stops the work.
         seed: smoothgrad noise seed.
-        return_info: also return a dict with ``classes`` (N, K) int64,
-            ``method`` and, for integrated, the completeness report of
+        return_info: also return a dict with ``classes`` (N, K) int64 (None
+            with targets), ``targets`` (the K targets, or None), ``method``
+            and, for integrated, the completeness report of
             :func:`integrated_gradients`.
+        target: instead of ``classes`` (giving both is a TypeError): one
+            target shared by all images or a list of K (see
+            :mod:`cnnwidgets.probe.targets`); every method takes it.
 
     Returns:
-        (N, K, H, W, C) float32: gradients of the class logit w.r.t. the model
-        input (vanilla, guided, deconvnet), their mean over noisy copies
-        (smoothgrad), Integrated Gradients attributions (integrated) or guided
+        (N, K, H, W, C) float32: gradients of the class logit (or target
+        score) w.r.t. the model input (vanilla, guided, deconvnet), their mean
+        over noisy copies (smoothgrad), Integrated Gradients attributions (integrated) or guided
         backpropagation times the upsampled Grad-CAM map (guided-gradcam).
     """
     method = _check_method(method)
@@ -431,10 +448,11 @@ def attributions(
         if method == "guided-gradcam" and layer is not None:
             probe.resolve_4d(layer)  # a bad layer fails before any model pass
 
-    req = prepare(model_or_probe, images, classes, checks=layer_fits)
-    probe, raw, cls, x = req.probe, req.raw, req.classes, req.x
+    req = prepare(model_or_probe, images, classes, checks=layer_fits, target=target)
+    # cls: (N, K) class indices or a tuple of K targets; both ride the same paths.
+    probe, raw, cls, x = req.probe, req.raw, req.selection, req.x
     report = reporter(progress, method)
-    info: dict = {"classes": cls, "method": method}
+    info: dict = {"classes": req.classes, "targets": req.targets, "method": method}
 
     if method in ("vanilla", "guided", "deconvnet"):
         rule = None if method == "vanilla" else method
@@ -504,7 +522,8 @@ def saliency(
         **options: the method's options, as in :func:`attributions` (one list,
             one place): ``n_samples``, ``noise``, ``seed`` (smoothgrad),
             ``steps``, ``baseline`` (integrated), ``layer`` (guided-gradcam),
-            ``batch_size`` and ``progress`` (all).
+            ``batch_size``, ``progress`` and ``target`` (all: one target or a
+            list of K instead of ``classes``, see :mod:`cnnwidgets.probe.targets`).
 
     Returns:
         (N, K, H, W) float32, >= 0, never NaN (zero where gradients vanish),

@@ -5,6 +5,8 @@
 - :mod:`~cnnwidgets.probe.trace`: re-trace a model into one flat graph (layers,
   keras.ops nodes, nested models) and its layer catalog (:class:`LayerInfo`);
 - :mod:`~cnnwidgets.probe.head`: the class scores on logits, binary heads;
+- :mod:`~cnnwidgets.probe.targets`: what score an explanation explains (public
+  as ``cw.targets``: Class, Labels, Regression, Region, Output, functions, sums);
 - :mod:`~cnnwidgets.probe.images`: checks on images and preprocessing;
 - :mod:`~cnnwidgets.probe.version`: the weights version every cache key holds;
 - :mod:`~cnnwidgets.probe.kinds`: the tables of what is known about each layer kind;
@@ -18,6 +20,7 @@
   (:class:`~cnnwidgets.probe.incremental.IncrementalModel`).
 """
 
+from cnnwidgets.probe import targets
 from cnnwidgets.probe.core import (
     DEFAULT_MEMORY_BUDGET,
     Probe,
@@ -37,6 +40,7 @@ __all__ = [
     "as_probe",
     "check_batch_size",
     "quiet_retracing",
+    "targets",
     "weights_digest",
     "weights_held",
     "weights_version",

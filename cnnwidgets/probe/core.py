@@ -16,10 +16,18 @@ import numpy as np
 from cnnwidgets import cache
 from cnnwidgets.cache import array_key
 from cnnwidgets.probe import kinds
-from cnnwidgets.probe.head import find_head, not_a_classifier, probabilities
+from cnnwidgets.probe.head import (
+    Head,
+    find_head,
+    not_a_classifier,
+    output_logits,
+    probabilities,
+    several_outputs,
+)
 from cnnwidgets.probe.images import check_images, check_preprocessed
 from cnnwidgets.probe.randomize import leaf_layers, randomized_twin
 from cnnwidgets.probe.sizes import shape_fits, size_error, smallest_side
+from cnnwidgets.probe.targets import Target, as_targets, target_keys
 from cnnwidgets.probe.trace import GraphTrace, LayerInfo
 from cnnwidgets.probe.version import weights_version
 
@@ -88,11 +96,6 @@ class Probe:
                 f"model {model.name!r} has {len(inputs)} inputs; cnnwidgets explains "
                 "single-input image models only. Wrap the image branch in its own model."
             )
-        if len(model.outputs) != 1:
-            raise ValueError(
-                f"model {model.name!r} has {len(model.outputs)} outputs; pass a model with "
-                "one classification output, e.g. keras.Model(model.inputs, model.outputs[0])"
-            )
         shape = tuple(inputs[0].shape)
         if len(shape) != 4:
             raise ValueError(
@@ -113,7 +116,11 @@ class Probe:
         self._token = next(_TOKENS)
         self._trace = GraphTrace(model, self.input_shape)
         self._names_given = class_names is not None
-        self.head, self._scores = find_head(self._trace, model.name, self._names_given)
+        if len(self._trace.outputs) == 1:
+            self.head, self._scores = find_head(self._trace, model.name, self._names_given)
+        else:
+            # Several outputs: classes= would be ambiguous; targets pick an output.
+            self.head, self._scores = Head("none", 0, self._trace.output_producers[0]), None
         self.class_names = self._check_class_names(class_names)
         self._submodels: dict[tuple, keras.Model] = {}
         self._structural: dict[tuple, Any] = {}
@@ -123,6 +130,8 @@ class Probe:
     def require_classes(self) -> None:
         """Raise a ValueError saying what works when the model is not a classifier."""
         if self.head.kind == "none":
+            if self._trace.output is None:
+                raise ValueError(several_outputs(self.model.name, self.output_names))
             raise ValueError(not_a_classifier(self.model.name, tuple(self._trace.output.shape)))
 
     def _check_class_names(self, names):
@@ -222,15 +231,35 @@ class Probe:
 
     # -------------------------------------------------------------- submodels
 
-    def submodel(self, layer_names: Iterable[str] | str, scores: bool = False) -> keras.Model:
+    def submodel(
+        self,
+        layer_names: Iterable[str] | str,
+        scores: bool = False,
+        targets: Sequence[Target] | None = None,
+    ) -> keras.Model:
         """A cached keras.Model from the model input to these layers' outputs.
 
         With ``scores=True`` the class scores (N, K) on logits are appended as
-        the last output. Works for layers inside nested models and for
-        keras.ops nodes."""
+        the last output; with ``targets`` (K :mod:`~cnnwidgets.probe.targets`)
+        their scores (N, K) float32 are. Works for layers inside nested models
+        and for keras.ops nodes."""
         if isinstance(layer_names, str):
             layer_names = [layer_names]
         paths = tuple(self.resolve(n) for n in layer_names)
+        if targets is not None:
+            if scores:
+                raise TypeError("give scores=True or targets, not both")
+            targets = as_targets(targets)
+            key = (paths, "targets", target_keys(targets))
+            if key not in self._submodels:
+                outputs = [self._trace.tensors[p] for p in paths]
+                if any(t is None for t in outputs):
+                    raise ValueError("these layers have several outputs; pick single-output ones")
+                outputs.append(self.target_tensor(targets))
+                self._submodels[key] = keras.Model(
+                    self._trace.input, outputs, name="cw_submodel"
+                )
+            return self._submodels[key]
         key = (paths, scores)
         if key not in self._submodels:
             tensors = self._trace.tensors
@@ -256,6 +285,117 @@ class Probe:
                 self._trace.input, [self._scores, self._trace.output], name="cw_scores"
             )
         return self._submodels[key]
+
+    # ------------------------------------------------------ outputs, targets
+
+    @property
+    def output_names(self) -> list[str]:
+        """The name of each model output, in the order of ``model.outputs``."""
+        return list(self._trace.output_names)
+
+    def output_index(self, which: Any) -> int:
+        """The position of an output given by index or name (a dict output's key too).
+
+        Raises ValueError naming the outputs when nothing matches."""
+        names = self._trace.output_names
+        n = len(names)
+        if isinstance(which, (int, np.integer)) and not isinstance(which, bool):
+            if not -n <= which < n:
+                raise ValueError(
+                    f"output {int(which)} out of range; model {self.model.name!r} has {n} "
+                    f"output{'s' if n > 1 else ''} {names}"
+                )
+            return int(which) % n
+        if isinstance(which, str):
+            if which in names:
+                return names.index(which)
+            if which in self._trace.output_aliases:
+                return self._trace.output_aliases[which]
+            known = names + list(self._trace.output_aliases)
+            close = difflib.get_close_matches(which, known, n=3, cutoff=0.4)
+            hint = f"; closest: {close}" if close else ""
+            raise ValueError(
+                f"model {self.model.name!r} has no output {which!r}; its outputs are "
+                f"{names}{hint}"
+            )
+        raise TypeError(f"an output is given by index (int) or name (str), got {which!r}")
+
+    def output_shape(self, index: int) -> tuple:
+        """The static shape of output ``index``, batch axis None."""
+        return tuple(self._trace.outputs[index].shape)
+
+    def output_tensor(self, index: int) -> Any:
+        """Output ``index`` as a symbolic tensor of the probe's flat graph."""
+        return self._trace.outputs[index]
+
+    def output_head(self, index: int) -> tuple[Head, Any]:
+        """The class head of output ``index`` and its (N, K) scores tensor on
+        logits (None with Head kind 'none'). For a single-output model this is
+        ``(probe.head, the class scores)``."""
+        if self._trace.output is not None:
+            return self.head, self._scores
+        return self.cached(
+            "output_head",
+            (index,),
+            lambda: find_head(self._trace, self.model.name, True, index),
+            versioned=False,
+        )
+
+    def output_logits(self, index: int) -> tuple[Any, str | None]:
+        """Output ``index`` before its softmax / sigmoid and the activation removed
+        (see :func:`cnnwidgets.probe.head.output_logits`); built once."""
+        return self.cached(
+            "output_logits", (index,), lambda: output_logits(self._trace, index), versioned=False
+        )
+
+    def target_tensor(self, targets: Sequence[Target]) -> Any:
+        """The scores of K targets on the probe's flat graph, (N, K) float32,
+        built once per tuple of target keys. Targets are checked first."""
+        targets = as_targets(targets)
+
+        def build() -> Any:
+            for t in targets:
+                t.check(self)
+            cols = [keras.ops.cast(t.tensor(self), "float32") for t in targets]
+            return keras.ops.stack(cols, axis=1)
+
+        return self.cached("target_tensor", target_keys(targets), build, versioned=False)
+
+    def target_model(self, targets: Sequence[Target]) -> keras.Model:
+        """keras.Model: preprocessed images (N, H, W, C) -> target scores (N, K) float32."""
+        targets = as_targets(targets)
+        key = ((), "targets", target_keys(targets))
+        if key not in self._submodels:
+            self._submodels[key] = keras.Model(
+                self._trace.input, self.target_tensor(targets), name="cw_targets"
+            )
+        return self._submodels[key]
+
+    def target_scores(
+        self,
+        images: Any,
+        targets: Any,
+        batch_size: int | None = None,
+        cache: bool = True,
+    ) -> np.ndarray:
+        """Scores of targets on raw images: (N, K) float32 (read-only when cached).
+
+        ``targets``: one target or a list of K (see :mod:`cnnwidgets.probe.targets`).
+        ``cache=False`` for throw-away batches (occluded copies)."""
+        targets = as_targets(targets)
+        raw = self.check_images(images)
+        batch_size = check_batch_size(batch_size)
+        for t in targets:
+            t.check(self)
+
+        def compute() -> np.ndarray:
+            model = self.target_model(targets)
+            (scores,) = self.run(model, self.model_inputs(raw), batch_size)
+            return scores.astype(np.float32)
+
+        if not cache:
+            return compute()
+        return self.cached("target_scores", (array_key(raw), target_keys(targets)), compute)
 
     def pre_activation(self, name: Any) -> Callable | None:
         """A function giving this Dense / Conv layer's output before its activation

@@ -64,16 +64,36 @@ def not_a_classifier(model_name: str, shape: tuple) -> str:
     )
 
 
-def find_head(trace: GraphTrace, model_name: str, names_given: bool) -> tuple[Head, Any]:
-    """Locate the logits tensor; returns the Head and the (N, K) scores tensor
-    (None for a model whose output is not a class vector: Head kind 'none')."""
-    final = trace.producer_of_output
+def several_outputs(model_name: str, names: list[str]) -> str:
+    """Why ``classes=`` cannot be used on a multi-output model, and what works."""
+    return (
+        f"model {model_name!r} has {len(names)} outputs {names}, so classes= is ambiguous. "
+        "Explain one output with a target, e.g. target=cw.targets.Output("
+        f"{names[0]!r}, cw.targets.Class(0)) or cw.targets.Output({names[-1]!r}, "
+        "cw.targets.Regression()); or pass keras.Model(model.inputs, model.outputs[i])"
+    )
+
+
+def _logits_name(index: int, what: str) -> str:
+    # Layer names must be unique in one keras.Model; the first output keeps
+    # the historical name.
+    return f"cw_{what}" if index == 0 else f"cw_{what}_{index}"
+
+
+def find_head(
+    trace: GraphTrace, model_name: str, names_given: bool, index: int = 0
+) -> tuple[Head, Any]:
+    """Locate the logits tensor of output ``index`` (the only one by default);
+    returns the Head and the (N, K) scores tensor (None for an output that is
+    not a class vector: Head kind 'none')."""
+    final = trace.output_producers[index]
+    output = trace.outputs[index]
     node = trace.objects.get(final)
     act = kinds.activation_name(node) if node is not None else None
-    shape = tuple(trace.output.shape)
+    shape = tuple(output.shape)
     if len(shape) != 2 or shape[1] is None:
         return Head("none", 0, final, act), None
-    units = int(trace.output.shape[-1])
+    units = int(output.shape[-1])
     if act in ("softmax", "sigmoid"):
         logits = None
         if type(node).__name__ in ("Activation", "Softmax", "Sigmoid"):
@@ -81,7 +101,9 @@ def find_head(trace: GraphTrace, model_name: str, names_given: bool) -> tuple[He
         else:
             linear = kinds.linear_part(node)
             if linear is not None:
-                logits = PreActivation(linear, name="cw_logits")(trace.first_input[final])
+                logits = PreActivation(linear, name=_logits_name(index, "logits"))(
+                    trace.first_input[final]
+                )
         if logits is not None:
             kind = act if (act == "softmax" or units > 1) else "binary"
             scores = binary_scores(logits) if kind == "binary" else logits
@@ -95,14 +117,38 @@ def find_head(trace: GraphTrace, model_name: str, names_given: bool) -> tuple[He
                     "is a regression output, the maps show what raises the predicted value. Pass "
                     "class_names=[negative, positive] to say it is a classifier and silence this."
                 )
-            return Head("binary", 2, final, "linear"), binary_scores(trace.output)
-        return Head("linear", units, final, "linear"), trace.output
+            return Head("binary", 2, final, "linear"), binary_scores(output)
+        return Head("linear", units, final, "linear"), output
     warn_user(
         f"could not find the logits under the output node {final!r}; class scores are "
         "log-probabilities, which makes gradients of one class depend on the others"
     )
-    scores = keras.ops.log(keras.ops.clip(trace.output, 1e-12, 1.0))
+    scores = keras.ops.log(keras.ops.clip(output, 1e-12, 1.0))
     return Head("logprob", units, final, act), scores
+
+
+def output_logits(trace: GraphTrace, index: int) -> tuple[Any, str | None]:
+    """Output ``index`` before its softmax / sigmoid, found without touching the model.
+
+    Returns (tensor, activation): the tensor of the output's shape before the
+    activation and the activation's name ('softmax', 'sigmoid'; 'linear' when
+    the output has none), or (the output itself, None) when an activation
+    could not be removed (a Lambda, an unknown activation)."""
+    final = trace.output_producers[index]
+    output = trace.outputs[index]
+    node = trace.objects.get(final)
+    act = kinds.activation_name(node) if node is not None else None
+    if act in ("softmax", "sigmoid"):
+        if type(node).__name__ in ("Activation", "Softmax", "Sigmoid"):
+            return trace.first_input[final], act
+        linear = kinds.linear_part(node)
+        if linear is not None:
+            pre = PreActivation(linear, name=_logits_name(index, "pre_activation"))
+            return pre(trace.first_input[final]), act
+        return output, None
+    if act in ("linear", None) and node is not None and type(node).__name__ != "Lambda":
+        return output, "linear"
+    return output, None
 
 
 def probabilities(head: Head, scores: np.ndarray, output: np.ndarray) -> np.ndarray:

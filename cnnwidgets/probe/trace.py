@@ -68,7 +68,13 @@ class GraphTrace:
 
     Attributes:
         input: the fresh keras.Input every tensor hangs off.
-        output: the model's (single) output tensor on that input.
+        outputs: the model's output tensors on that input, flattened in the
+            order of ``model.outputs``.
+        output_names: one name per output (``model.output_names``; a dict
+            output's keys are accepted too, see ``output_aliases``).
+        output_aliases: {other name: index}, the keys of a dict output.
+        output_producers: path of the node that produced each output.
+        output: the output tensor of a single-output model (None for several).
         infos: the catalog, in graph order.
         objects: {path: the model's own layer / operation object}.
         tensors: {path: output tensor} (None for multi-output layers).
@@ -84,13 +90,22 @@ class GraphTrace:
         dtype = model.inputs[0].dtype
         self.input = keras.Input(shape=input_shape[1:], dtype=dtype, name="cw_input")
         self._producer: dict[int, str] = {id(self.input): "input"}
-        self.output = single_tensor(self._call_model(model, self.input, prefix=""))
-        if isinstance(self.output, (list, tuple, dict)):
-            raise ValueError(
-                f"model {model.name!r} returns {len(self.output)} outputs; pass a model with one "
-                "classification output, e.g. keras.Model(model.inputs, model.outputs[0])"
-            )
-        self.producer_of_output = self._producer.get(id(self.output), "input")
+        out = single_tensor(self._call_model(model, self.input, prefix=""))
+        self.outputs: list[Any] = keras.tree.flatten(out)
+        self.output_aliases: dict[str, int] = {}
+        if isinstance(out, dict):
+            # keras.tree.flatten orders a dict by its keys; so do the aliases.
+            keys = keras.tree.flatten({k: str(k) for k in out})
+            self.output_aliases = {str(k): i for i, k in enumerate(keys)}
+        names = list(getattr(model, "output_names", None) or [])
+        if len(names) != len(self.outputs):
+            names = [f"output_{i}" for i in range(len(self.outputs))]
+        self.output_names: list[str] = [str(n) for n in names]
+        self.output_producers: list[str] = [
+            self._producer.get(id(t), "input") for t in self.outputs
+        ]
+        self.output = self.outputs[0] if len(self.outputs) == 1 else None
+        self.producer_of_output = self.output_producers[0]
         self.bytes_per_sample = 4 * sum(
             int(np.prod([d or 1 for d in info.output_shape[1:]])) for info in self.infos
         )

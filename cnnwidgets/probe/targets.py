@@ -1,0 +1,645 @@
+"""Targets: which score of a model's outputs an explanation explains.
+
+A target maps the model's outputs to one score per image, (N,) float32. It
+is built once as a symbolic tensor on the Probe's flat graph with
+``keras.ops``, so the same score runs inside the compiled gradient functions
+(Grad-CAM, saliency) and the perturbation passes (occlusion). Nothing is done
+to the user's model: logits are new tensors on the traced graph.
+
+    import cnnwidgets as cw
+    from cnnwidgets.probe.targets import Class, Labels, Output, Region, Regression, region_mask
+
+    cw.gradcam(model, images, target=Class("cat") - Class("dog"))       # contrastive
+    cw.saliency(model, images, target=Output("value", Regression(sign=-1)))
+    cw.occlusion(seg_model, images, target=Region(3, region_mask(pred, y, x)))
+    cw.gradcam(model, images, target=lambda outs: keras.ops.sum(outs[0], axis=-1))
+
+Kinds:
+
+- :class:`Class`: a class's logit as the Probe finds it (a one-unit sigmoid
+  head is two classes [-z, z]); ``classes=`` is the shorthand for it.
+- :class:`Labels`: one label of a multi-label (sigmoid) head, its own logit.
+- :class:`Regression`: a predicted value, raised (``sign=+1``) or lowered (-1).
+- :class:`Region`: a segmentation output's channel, averaged over a mask or a box.
+- :class:`Output`: one output of a multi-output model, then another target.
+- any callable ``outputs -> (N,)`` written with keras.ops (:class:`Function`).
+- sums and scalar multiples: ``Class(a) - Class(b)``, ``0.5 * t``, ``sum(ts)``.
+
+Every target has a hashable ``key`` (caches and compiled functions are keyed
+by it), ``describe()`` (a short caption) and ``check(probe)``, which raises a
+ValueError saying what is wrong before any model pass.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+
+from cnnwidgets.cache import array_key
+
+
+class Probe(Protocol):
+    """What a target reads of a :class:`cnnwidgets.Probe` (which imports this
+    module, so the type is described here rather than imported)."""
+
+    model: keras.Model
+    head: Any
+    output_names: list[str]
+
+    def output_index(self, which: Any) -> int: ...
+    def output_shape(self, index: int) -> tuple: ...
+    def output_tensor(self, index: int) -> Any: ...
+    def output_head(self, index: int) -> tuple[Any, Any]: ...
+    def output_logits(self, index: int) -> tuple[Any, str | None]: ...
+    def class_index(self, cls: Any) -> int: ...
+
+__all__ = [
+    "Class",
+    "Function",
+    "Labels",
+    "Output",
+    "Region",
+    "Regression",
+    "Sum",
+    "Target",
+    "as_target",
+    "as_targets",
+    "region_mask",
+    "target_keys",
+]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _default_output(probe: Probe, output: int | None, what: str) -> int:
+    """The output a target reads: the one chosen by :class:`Output`, or the
+    model's only output."""
+    if output is not None:
+        return output
+    names = probe.output_names
+    if len(names) == 1:
+        return 0
+    raise ValueError(
+        f"{what} reads one output, but model {probe.model.name!r} has {len(names)} outputs "
+        f"{names}; say which: cw.targets.Output({names[0]!r}, {what})"
+    )
+
+
+def _output_label(probe: Probe, index: int) -> str:
+    return f"output {probe.output_names[index]!r} (shape {probe.output_shape(index)})"
+
+
+class Target:
+    """Base class: one score per image, (N,) float32, from the model's outputs.
+
+    Subclasses define ``key``, ``describe()``, ``_check_at(probe, output)``
+    and ``_tensor_at(probe, output)``, where ``output`` is the index chosen
+    by an enclosing :class:`Output` or None."""
+
+    @property
+    def key(self) -> Hashable:
+        """A hashable identity: equal keys, equal scores."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short text for captions ('cat', 'cat − dog', 'value')."""
+        raise NotImplementedError
+
+    def check(self, probe: Probe) -> None:
+        """Raise ValueError / TypeError if this target does not fit the probe's model.
+
+        Reads static shapes and the traced graph only: no model pass."""
+        self._check_at(probe, None)
+
+    def tensor(self, probe: Probe) -> Any:
+        """The score as a symbolic tensor (N,) on the probe's flat graph."""
+        return self._tensor_at(probe, None)
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        raise NotImplementedError
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        raise NotImplementedError
+
+    # Composition: linear combinations of targets are targets.
+    def __add__(self, other: Any) -> Target:
+        if _is_real(other) and other == 0:  # sum() starts from 0
+            return self
+        return Sum(((1.0, self), (1.0, as_target(other))))
+
+    def __radd__(self, other: Any) -> Target:
+        if _is_real(other) and other == 0:
+            return self
+        return Sum(((1.0, as_target(other)), (1.0, self)))
+
+    def __sub__(self, other: Any) -> Target:
+        return Sum(((1.0, self), (-1.0, as_target(other))))
+
+    def __rsub__(self, other: Any) -> Target:
+        return Sum(((1.0, as_target(other)), (-1.0, self)))
+
+    def __mul__(self, weight: Any) -> Target:
+        if not _is_real(weight) or not np.isfinite(weight):
+            raise TypeError(f"a target is scaled by a finite number, got {weight!r}")
+        return Sum(((float(weight), self),))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, weight: Any) -> Target:
+        if not _is_real(weight) or weight == 0 or not np.isfinite(weight):
+            raise TypeError(f"a target is divided by a finite non-zero number, got {weight!r}")
+        return self * (1.0 / float(weight))
+
+    def __neg__(self) -> Target:
+        return self * -1.0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+class Class(Target):
+    """A class's score on logits, as ``classes=`` reads it.
+
+    Args:
+        c: a class index (int) or a class name (single-output models whose
+            Probe has class names). A one-unit sigmoid head is two classes:
+            0 = -logit, 1 = logit.
+    """
+
+    def __init__(self, c: int | str):
+        if not (_is_int(c) or isinstance(c, str)):
+            raise TypeError(f"Class takes a class index (int) or name (str), got {c!r}")
+        self.c = int(c) if _is_int(c) else c
+
+    @property
+    def key(self) -> Hashable:
+        return ("class", self.c)
+
+    def describe(self) -> str:
+        return self.c if isinstance(self.c, str) else f"class {self.c}"
+
+    def _index(self, probe: Probe, output: int | None) -> tuple[int, Any]:
+        """(class index, (N, K) scores tensor) of the chosen output."""
+        i = _default_output(probe, output, f"Class({self.c!r})")
+        if len(probe.output_names) == 1:
+            # The probe's own head: class names, binary heads, the 'none' message.
+            return probe.class_index(self.c), probe.output_head(0)[1]
+        head, scores = probe.output_head(i)
+        if head.kind == "none":
+            raise ValueError(
+                f"{_output_label(probe, i)} is not a class vector (N, K); explain it with "
+                "Regression() or Region(channel, mask)"
+            )
+        if isinstance(self.c, str):
+            raise ValueError(
+                f"class {self.c!r} given by name, but the classes of {_output_label(probe, i)} "
+                "have no names; give its index"
+            )
+        if not 0 <= self.c < head.num_classes:
+            raise ValueError(
+                f"class {self.c} out of range; {_output_label(probe, i)} has "
+                f"{head.num_classes} classes"
+            )
+        return self.c, scores
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        self._index(probe, output)
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        idx, scores = self._index(probe, output)
+        return scores[:, idx]
+
+
+class Labels(Target):
+    """One label of a multi-label (sigmoid) head: its own logit, before the
+    sigmoid, with no softmax coupling to the other labels.
+
+    Args:
+        i: the label's index, or its name when the single-output model's
+            Probe has class names.
+    """
+
+    def __init__(self, i: int | str):
+        if not (_is_int(i) or isinstance(i, str)):
+            raise TypeError(f"Labels takes a label index (int) or name (str), got {i!r}")
+        self.i = int(i) if _is_int(i) else i
+
+    @property
+    def key(self) -> Hashable:
+        return ("labels", self.i)
+
+    def describe(self) -> str:
+        return self.i if isinstance(self.i, str) else f"label {self.i}"
+
+    def _resolve(self, probe: Probe, output: int | None) -> tuple[int, Any]:
+        out = _default_output(probe, output, f"Labels({self.i!r})")
+        shape = probe.output_shape(out)
+        if len(shape) != 2 or shape[1] is None:
+            raise ValueError(
+                f"Labels reads one unit of an (N, L) output; {_output_label(probe, out)} is not "
+                "one; for maps use Region(channel, mask)"
+            )
+        logits, act = probe.output_logits(out)
+        if act == "softmax":
+            raise ValueError(
+                f"{_output_label(probe, out)} ends in a softmax, which couples its classes; "
+                "Labels is for multi-label sigmoid heads: use Class(i)"
+            )
+        if act is None:
+            raise ValueError(
+                f"could not find the logits of {_output_label(probe, out)} (its activation is "
+                "not a known Dense / Conv / Activation one); end the head in "
+                "Dense(activation='sigmoid') or an Activation('sigmoid') layer"
+            )
+        if isinstance(self.i, str):
+            if len(probe.output_names) != 1 or probe.head.kind != "sigmoid":
+                raise ValueError(
+                    f"label {self.i!r} given by name, but only a single-output sigmoid head "
+                    "takes names; give the label's index"
+                )
+            return probe.class_index(self.i), logits
+        if not 0 <= self.i < shape[1]:
+            raise ValueError(
+                f"label {self.i} out of range; {_output_label(probe, out)} has {shape[1]} units"
+            )
+        return self.i, logits
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        self._resolve(probe, output)
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        idx, logits = self._resolve(probe, output)
+        return logits[:, idx]
+
+
+class Regression(Target):
+    """A predicted value: raised (``sign=+1``) or lowered (``sign=-1``).
+
+    Args:
+        index: the unit of an (N, D) output (0 for an (N,) or (N, 1) output).
+        sign: +1 explains what raises the value, -1 what lowers it.
+    """
+
+    def __init__(self, index: int = 0, sign: int = +1):
+        if not _is_int(index):
+            raise TypeError(f"Regression index must be an int, got {index!r}")
+        if index < 0:
+            raise ValueError(f"Regression index must be >= 0, got {index}")
+        if not _is_real(sign) or sign not in (1, -1):
+            raise ValueError(f"Regression sign must be +1 or -1, got {sign!r}")
+        self.index = int(index)
+        self.sign = int(sign)
+
+    @property
+    def key(self) -> Hashable:
+        return ("regression", self.index, self.sign)
+
+    def describe(self) -> str:
+        text = "value" if self.index == 0 else f"value {self.index}"
+        return text if self.sign > 0 else f"−{text}"
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        out = _default_output(probe, output, "Regression()")
+        shape = probe.output_shape(out)
+        if len(shape) == 1 and self.index == 0:
+            return
+        if len(shape) != 2 or shape[1] is None:
+            raise ValueError(
+                f"Regression reads one value per image from an (N,) or (N, D) output; "
+                f"{_output_label(probe, out)} is not one; for maps use Region(channel, mask)"
+            )
+        if self.index >= shape[1]:
+            raise ValueError(
+                f"Regression index {self.index} out of range; {_output_label(probe, out)} has "
+                f"{shape[1]} values"
+            )
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        out = _default_output(probe, output, "Regression()")
+        y = probe.output_tensor(out)
+        value = y if len(y.shape) == 1 else y[:, self.index]
+        return value if self.sign > 0 else -value
+
+
+class Region(Target):
+    """A segmentation output's channel averaged over a region.
+
+    The output is (N, H, W, K); the channel is read on logits when the
+    output's softmax / sigmoid can be removed (a Conv / Dense with that
+    activation, or an Activation layer), else as the value.
+
+    Args:
+        cls: the channel (class) index.
+        where: a boolean mask (H, W) of the output's grid (non-zero = inside),
+            or a box ``(y0, x0, y1, x1)`` of output pixels, ends excluded.
+            See :func:`region_mask` for the region around a clicked pixel.
+
+    Raises:
+        ValueError: an empty mask or box (here); a channel, mask shape or box
+            that does not fit the output (in ``check``).
+    """
+
+    def __init__(self, cls: int, where: Any):
+        if not _is_int(cls) or cls < 0:
+            raise TypeError(f"Region takes a channel index (int >= 0), got {cls!r}")
+        self.cls = int(cls)
+        self.mask: np.ndarray | None = None
+        self.box: tuple[int, int, int, int] | None = None
+        if isinstance(where, (tuple, list)) and len(where) == 4 and all(map(_is_int, where)):
+            y0, x0, y1, x1 = (int(v) for v in where)
+            if y0 < 0 or x0 < 0 or y1 <= y0 or x1 <= x0:
+                raise ValueError(
+                    f"box {tuple(where)} is empty or negative; give (y0, x0, y1, x1) with "
+                    "0 <= y0 < y1 and 0 <= x0 < x1 (ends excluded)"
+                )
+            self.box = (y0, x0, y1, x1)
+        else:
+            mask = np.asarray(where)
+            if mask.ndim != 2 or mask.dtype.kind not in "biuf":
+                raise TypeError(
+                    "Region takes a mask (H, W) of booleans or a box (y0, x0, y1, x1) of ints, "
+                    f"got {type(where).__name__} {getattr(mask, 'shape', '')}"
+                )
+            mask = mask != 0
+            if not mask.any():
+                raise ValueError("the region mask is empty: no pixel is inside the region")
+            self.mask = mask
+            self.mask.flags.writeable = False
+
+    @property
+    def key(self) -> Hashable:
+        where = ("box", self.box) if self.box is not None else ("mask", array_key(self.mask))
+        return ("region", self.cls, where)
+
+    def describe(self) -> str:
+        if self.box is not None:
+            return f"channel {self.cls} in box {self.box}"
+        return f"channel {self.cls} in {int(self.mask.sum())} px"
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        out = _default_output(probe, output, f"Region({self.cls}, ...)")
+        shape = probe.output_shape(out)
+        if len(shape) != 4:
+            raise ValueError(
+                f"Region reads a segmentation map (N, H, W, K); {_output_label(probe, out)} is "
+                "not one; for one value per image use Class, Labels or Regression"
+            )
+        h, w, k = shape[1:]
+        if k is not None and self.cls >= k:
+            raise ValueError(
+                f"Region channel {self.cls} out of range; {_output_label(probe, out)} has "
+                f"{k} channels"
+            )
+        if self.mask is not None and h is not None and w is not None:
+            if self.mask.shape != (h, w):
+                raise ValueError(
+                    f"region mask has shape {self.mask.shape}, but {_output_label(probe, out)} "
+                    f"is {h}x{w}; give a mask of the output's grid"
+                )
+        if self.box is not None and h is not None and w is not None:
+            y0, x0, y1, x1 = self.box
+            if y1 > h or x1 > w:
+                raise ValueError(
+                    f"box {self.box} reaches past {_output_label(probe, out)}, which is {h}x{w}"
+                )
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        out = _default_output(probe, output, f"Region({self.cls}, ...)")
+        values, _ = probe.output_logits(out)  # the value itself if no activation came off
+        channel = values[..., self.cls]  # (N, H, W)
+        if self.box is not None:
+            y0, x0, y1, x1 = self.box
+            return keras.ops.mean(channel[:, y0:y1, x0:x1], axis=(1, 2))
+        weights = (self.mask / self.mask.sum()).astype(np.float32)  # mean over the mask
+        return keras.ops.sum(channel * weights, axis=(1, 2))
+
+
+class Output(Target):
+    """One output of a multi-output model, explained by another target.
+
+    Args:
+        which: the output's index or name (``model.output_names``, or a key of
+            a dict output).
+        inner: the target read on that output (a target or a function of a
+            one-element list holding that output).
+    """
+
+    def __init__(self, which: int | str, inner: Any):
+        if not (_is_int(which) or isinstance(which, str)):
+            raise TypeError(f"Output takes an output index (int) or name (str), got {which!r}")
+        self.which = int(which) if _is_int(which) else which
+        self.inner = as_target(inner)
+
+    @property
+    def key(self) -> Hashable:
+        return ("output", self.which, self.inner.key)
+
+    def describe(self) -> str:
+        return f"{self.which}: {self.inner.describe()}"
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        if output is not None:
+            raise ValueError("Output(...) inside another Output(...): pick one output")
+        self.inner._check_at(probe, probe.output_index(self.which))
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        return self.inner._tensor_at(probe, probe.output_index(self.which))
+
+
+class _Identity:
+    """Hashes and compares a callable by identity, holding it so its id is not
+    reused while a cache holds the key."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __hash__(self) -> int:
+        return id(self.fn)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.fn is self.fn
+
+
+class Function(Target):
+    """Any function of the outputs, written with ``keras.ops``.
+
+    Args:
+        fn: ``fn(outputs) -> (N,)``, where ``outputs`` is the list of the
+            model's output tensors (one element, the chosen output, inside
+            :class:`Output`). An (N, 1) result is taken as (N,). It is called
+            on symbolic tensors once, when the scores are built.
+        name: the caption (default: the function's name).
+
+    The key is the function's identity: the same function object, the same
+    cached results.
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None):
+        if not callable(fn):
+            raise TypeError(f"Function takes a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    @property
+    def key(self) -> Hashable:
+        return ("function", _Identity(self.fn))
+
+    def describe(self) -> str:
+        return self.name
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        self._tensor_at(probe, output)
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        indices = range(len(probe.output_names)) if output is None else [output]
+        outputs = [probe.output_tensor(i) for i in indices]
+        try:
+            score = self.fn(outputs)
+        except Exception as exc:  # noqa: BLE001 - any error of user code, reported with advice
+            raise TypeError(
+                f"target function {self.name!r} failed on the model's symbolic outputs "
+                f"({type(exc).__name__}: {exc}); write it with keras.ops on the list of "
+                "output tensors, returning one score per image (N,)"
+            ) from exc
+        shape = getattr(score, "shape", None)
+        if shape is None or not hasattr(score, "dtype"):
+            raise TypeError(
+                f"target function {self.name!r} returned {type(score).__name__}, not a tensor; "
+                "build the score with keras.ops on the outputs it is given"
+            )
+        shape = tuple(shape)
+        if len(shape) == 2 and shape[1] == 1:
+            return score[:, 0]
+        if len(shape) != 1:
+            raise ValueError(
+                f"target function {self.name!r} returned shape {shape}; it must give one score "
+                "per image, (N,)"
+            )
+        return score
+
+
+class Sum(Target):
+    """A weighted sum of targets, ``sum_j w_j * t_j`` (what ``+``, ``-`` and
+    ``*`` on targets make).
+
+    Args:
+        terms: (weight, target) pairs; nested sums are flattened.
+    """
+
+    def __init__(self, terms: Sequence[tuple[float, Any]]):
+        flat: list[tuple[float, Target]] = []
+        for weight, target in terms:
+            if not _is_real(weight) or not np.isfinite(weight):
+                raise TypeError(f"a target's weight must be a finite number, got {weight!r}")
+            target = as_target(target)
+            if isinstance(target, Sum):
+                flat.extend((float(weight) * w, t) for w, t in target.terms)
+            else:
+                flat.append((float(weight), target))
+        if not flat:
+            raise ValueError("a sum of targets needs at least one target")
+        self.terms: tuple[tuple[float, Target], ...] = tuple(flat)
+
+    @property
+    def key(self) -> Hashable:
+        return ("sum", tuple((w, t.key) for w, t in self.terms))
+
+    def describe(self) -> str:
+        parts = []
+        for j, (w, t) in enumerate(self.terms):
+            sign = "−" if w < 0 else "+"
+            mag = abs(w)
+            text = t.describe() if mag == 1 else f"{mag:g}×{t.describe()}"
+            if j == 0:
+                parts.append(text if w >= 0 else f"−{text}")
+            else:
+                parts.append(f" {sign} {text}")
+        return "".join(parts)
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        for _, t in self.terms:
+            t._check_at(probe, output)
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        total = None
+        for w, t in self.terms:
+            term = t._tensor_at(probe, output)
+            term = term if w == 1 else term * w
+            total = term if total is None else total + term
+        return total
+
+
+def as_target(obj: Any) -> Target:
+    """A target as it is, a callable wrapped as :class:`Function`; else TypeError."""
+    if isinstance(obj, Target):
+        return obj
+    if callable(obj):
+        return Function(obj)
+    hint = ""
+    if _is_int(obj) or isinstance(obj, str):
+        hint = f"; for a class use classes={obj!r} or target=cw.targets.Class({obj!r})"
+    raise TypeError(
+        "a target is cw.targets.Class, Labels, Regression, Region, Output (or a sum of them) "
+        f"or a function of the outputs, got {type(obj).__name__}{hint}"
+    )
+
+
+def as_targets(target: Any) -> tuple[Target, ...]:
+    """One target (shared by all images) or a list of K: a tuple of K targets."""
+    if isinstance(target, (list, tuple)):
+        if len(target) == 0:
+            raise ValueError("target is an empty list; give one target or a list of them")
+        return tuple(as_target(t) for t in target)
+    return (as_target(target),)
+
+
+def target_keys(targets: Sequence[Target]) -> tuple:
+    """The keys of K targets, for caches and compiled functions."""
+    return tuple(t.key for t in targets)
+
+
+def region_mask(prediction: Any, y: int, x: int) -> np.ndarray:
+    """The connected region of the predicted class around a clicked pixel.
+
+    Args:
+        prediction: a class map (H, W) of ints, or scores (H, W, K) (its
+            argmax over K is taken), e.g. one image of a segmentation output.
+        y: the clicked pixel's row.
+        x: the clicked pixel's column.
+
+    Returns:
+        (H, W) bool: the 4-connected pixels of the clicked pixel's class that
+        are joined to it (input to :class:`Region`).
+    """
+    from scipy import ndimage  # scikit-image's own dependency; loaded on use
+
+    pred = np.asarray(prediction)
+    if pred.ndim == 3:
+        pred = pred.argmax(axis=-1)
+    if pred.ndim != 2:
+        raise ValueError(f"prediction must be (H, W) classes or (H, W, K) scores, got {pred.shape}")
+    if not (_is_int(y) and _is_int(x)):
+        raise TypeError(f"the pixel is given by int row and column, got ({y!r}, {x!r})")
+    h, w = pred.shape
+    if not (0 <= y < h and 0 <= x < w):
+        raise ValueError(f"pixel ({y}, {x}) lies outside the {h}x{w} prediction")
+    labels, _ = ndimage.label(pred == pred[y, x])
+    return labels == labels[y, x]
