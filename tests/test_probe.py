@@ -64,28 +64,6 @@ def test_sequential_built_by_calling_on_data(rng):
     assert probe.conv_layers == ["c"]
 
 
-@pytest.mark.parametrize(
-    "factory, size",
-    [
-        (lambda: keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3)), 64),
-        (lambda: keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)), 64),
-        (lambda: keras.applications.Xception(weights=None, input_shape=(71, 71, 3)), 71),
-    ],
-    ids=["mobilenetv2", "resnet50", "xception"],
-)
-def test_multi_branch_applications(factory, size, rng):
-    model = factory()
-    probe = cw.Probe(model)
-    assert probe.head.kind == "softmax" and probe.num_classes == 1000
-    x = random_images(1, size, rng)
-    np.testing.assert_allclose(probe.predict(x), model.predict_on_batch(x), atol=1e-6)
-    layer = probe.last_conv_layer
-    acts = probe.activations(x, [layer])[layer]
-    assert acts.ndim == 4 and np.isfinite(acts).all()
-    kinds = {info.kind for info in probe.layers}
-    assert kinds & {"DepthwiseConv2D", "SeparableConv2D", "BatchNormalization", "Add"}
-
-
 def test_activations_match_direct_model(shapes_model, shapes_probe, shapes_images):
     images = shapes_images[0]
     got = shapes_probe.activations(images, ["block1_conv1", "block3_conv2"])

@@ -29,6 +29,14 @@ APPLICATIONS = [
 ]
 
 
+#: Families whose graphs branch and merge, with the layer kinds that show it.
+MULTI_BRANCH = {
+    "MobileNetV2": {"DepthwiseConv2D", "Add"},
+    "ResNet50": {"BatchNormalization", "Add"},
+    "Xception": {"SeparableConv2D", "Add"},
+}
+
+
 def _application(name: str, size: int) -> keras.Model:
     keras.utils.set_random_seed(0)
     return getattr(keras.applications, name)(
@@ -47,8 +55,13 @@ def test_every_application_family(name, size):
     probs = probe.predict(image)
     np.testing.assert_allclose(probs, before, rtol=1e-4, atol=1e-6)
     layer = probe.last_conv_layer
+    acts = probe.activations(image, [layer])[layer]
+    assert acts.ndim == 4 and np.isfinite(acts).all()
     maps = cw.gradcam(probe, image, classes=[0, 2], layer=layer, normalize=None)
     assert maps.shape == (1, 2, size, size) and np.isfinite(maps).all()
+    if name in MULTI_BRANCH:  # what a plain conv stack does not have
+        kinds = {info.kind for info in probe.layers}
+        assert kinds & MULTI_BRANCH[name], (name, sorted(kinds))
     # The model is untouched: same predictions, bit for bit.
     np.testing.assert_array_equal(model.predict_on_batch(image[None]), before)
 

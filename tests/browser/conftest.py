@@ -19,6 +19,7 @@ from labdriver import (
     ROOT,
     running_lab,
     write_scratch_notebook,
+    write_widgets_notebook,
 )
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -40,7 +41,8 @@ def chromium_path() -> str:
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory, chromium_path):
     """A JupyterLab 4 server on a temp copy of notebooks/ (+ the harness's
-    scratch notebook). Yields a dict: base url, token, notebook dir."""
+    scratch notebook and the every-widget notebook). Yields a dict: base url,
+    token, notebook dir."""
     work = tmp_path_factory.mktemp("lab")
     nb_dir = work / "notebooks"
     if NOTEBOOKS.is_dir():
@@ -48,6 +50,7 @@ def lab_server(tmp_path_factory, chromium_path):
     else:
         nb_dir.mkdir()
     write_scratch_notebook(nb_dir / "_scratch_view_widget.ipynb")
+    write_widgets_notebook(nb_dir / "_every_widget.ipynb")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with running_lab(work, ARTIFACTS / "jupyterlab.log") as server:
         yield server

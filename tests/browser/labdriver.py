@@ -422,3 +422,50 @@ def write_scratch_notebook(path: pathlib.Path) -> pathlib.Path:
     }
     path.write_text(json.dumps(nb, indent=1))
     return path
+
+
+#: One cell per widget kind, on the shipped demo model and small inputs: what the
+#: browser test runs besides the tour (every tutorial notebook is executed by nbval).
+WIDGET_CELLS = (
+    """\
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tempfile
+
+    import cnnwidgets as cw
+
+    model = cw.assets.demo_model("shapes_cnn")
+    names = cw.assets.demo_class_names("shapes_cnn")
+    images, labels, boxes = cw.assets.make_pairs(4, seed=7)
+    image = images[0]
+    probe = cw.Probe(model, class_names=names)
+    """,
+    "cw.GradCAMComparator(probe, image, methods=('gradcam', 'guided-gradcam'), top=4).wait()",
+    "cw.ActivationBrowser(probe, images[:2], layer='block1_conv2').wait()",
+    "cw.FilterGallery(probe, layer='block1_conv1', mode='weights').wait()",
+    "cw.OcclusionScrubber(probe, image, patch=16, stride=8).wait()",
+    "cw.ModelOverview(probe, images=image).wait()",
+    """\
+    shapes, shape_labels, shape_boxes = cw.assets.make_shapes(12, seed=11)
+    store = os.path.join(tempfile.mkdtemp(), "maps.zarr")
+    cw.explain_dataset(probe, (shapes, shape_labels), out=store, boxes=shape_boxes,
+                       progress=False)
+    cw.DatasetExplorer(store, model=probe, per_page=6, cols=3).wait()
+    """,
+)
+
+
+def write_widgets_notebook(path: pathlib.Path) -> pathlib.Path:
+    """Every cnnwidgets widget once, each the last expression of its cell."""
+    import nbformat
+
+    cells = [nbformat.v4.new_markdown_cell("Every widget once, for the browser test.")]
+    cells += [nbformat.v4.new_code_cell(textwrap.dedent(source)) for source in WIDGET_CELLS]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path.write_text(json.dumps(nb, indent=1))
+    return path

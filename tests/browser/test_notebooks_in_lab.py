@@ -1,4 +1,10 @@
-"""Every notebook of notebooks/ in a real JupyterLab 4, in headless Chromium.
+"""Every widget, and the tour, in a real JupyterLab 4, in headless Chromium.
+
+Three notebooks: the tour (what a student opens first, `make lab`), a
+notebook with each cnnwidgets widget once (written here, on the demo model),
+and a harness check. Every tutorial notebook is executed by nbval in the
+same suite; running each again in Lab would repeat that work and add no
+widget kind, so the browser's time goes to the widgets themselves.
 
 One Lab server (on a temp copy of notebooks/), one browser, one page and one
 kernel per notebook. For each notebook: Run > Run All Cells (Lab's
@@ -23,14 +29,15 @@ import pathlib
 import time
 
 import pytest
-from labdriver import LabPage
+from labdriver import WIDGET_CELLS, LabPage
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCRATCH = "_scratch_view_widget.ipynb"
-NOTEBOOK_NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) + [SCRATCH]
+EVERY_WIDGET = "_every_widget.ipynb"
+NOTEBOOK_NAMES = ["00_tour.ipynb", EVERY_WIDGET, SCRATCH]
 
 RUN_TIMEOUT = 600  # s for Run All Cells: kernel start + TensorFlow import on 2 busy cores
 PICTURE_TIMEOUT = 60  # s for a widget's pictures to load / to change after a control moved
@@ -73,6 +80,16 @@ def move_one_control(lab: LabPage, item: dict, label: str) -> str | None:
     return None
 
 
+def test_the_widget_notebook_shows_every_widget():
+    import cnnwidgets as cw
+
+    shown = " ".join(WIDGET_CELLS)
+    widgets = [n for n in dir(cw) if n.endswith(("Comparator", "Browser", "Gallery",
+                                                   "Scrubber", "Overview", "Explorer"))]
+    assert len(widgets) == 6
+    assert all(f"cw.{n}(" in shown for n in widgets), widgets
+
+
 @pytest.mark.timeout(RUN_TIMEOUT + 600)
 @pytest.mark.parametrize("name", NOTEBOOK_NAMES)
 def test_notebook_in_lab(lab_server, context, name):
@@ -88,6 +105,8 @@ def test_notebook_in_lab(lab_server, context, name):
         items = lab.widget_outputs()
         if name == SCRATCH:
             assert [i["static"] for i in items] == [True], items
+        if name == EVERY_WIDGET:
+            assert sum(i["static"] for i in items) == len(WIDGET_CELLS) - 1, items
         problems = []
         for n, item in enumerate(items):
             label = f"widget{n}-cell{item['cell']}"
