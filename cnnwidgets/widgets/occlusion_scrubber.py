@@ -380,4 +380,13 @@ class OcclusionScrubber(ViewWidget):
             right, text = self._overlay_panel()
             box = (y * s, x * s, (y + p) * s, (x + p) * s)
             right = render.caption(render.outline(right, box, width=2), text)
-            self._show(render.hstack([left, right]))
+            self._show(render.hstack([left, right, self._legend(right.shape[0])]))
+
+    def _legend(self, height: int) -> np.ndarray:
+        """The map's colour bar: what the colour of the sensitivity map means."""
+        sens = self.sensitivity
+        peak = float(sens.max()) if sens is not None else 0.0
+        name = self.probe.class_names[self.class_.value]
+        return render.legend(
+            "occlusion", 0.0, max(peak, 0.0), f"fall of P({name}) when hidden", "jet", height
+        )
