@@ -1,12 +1,14 @@
-"""The nbgrader course really grades: the student version has no solutions left,
-and autograding three submissions gives full marks to the solutions, loses
-exactly one task's points for one wrong task and zero for untouched stubs.
+"""The nbgrader course really grades: the student version has no solutions left
+and imports no function that answers a task, and autograding three submissions
+gives full marks to the solutions, partial credit step by step (each wrong step
+loses exactly its points) and zero for untouched stubs.
 
 Everything runs with nbgrader's own command line in a copy of course/ under
-tmp_path; the graded notebook executes three times (about 10 s each)."""
+tmp_path; the graded notebook executes three times (about 15 s each)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -24,13 +26,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 COURSE = ROOT / "course"
 ASSIGNMENT = "cnn_inside"
 SOURCE = COURSE / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+TOTAL = 17
 # nbgrader's region markers (solutions, hidden tests)
 MARKERS = tuple(
     f"### {edge} {region}" for region in ("SOLUTION", "HIDDEN TESTS") for edge in ("BEGIN", "END")
 )
 
-# A plausible mistake for task 2: the padding of 'same' layers forgotten, so the
-# field centres ('start') drift; sizes and jumps stay right.
+# Plausible mistakes, each wrong in one step only.
+# Task 2: the padding of 'same' layers forgotten, so the field centres ('start')
+# drift; sizes and jumps stay right.
 WRONG_TASK2 = '''def fields_by_hand(layers):
     size, jump, start = 1, 1, 0.0
     out = {}
@@ -42,6 +46,29 @@ WRONG_TASK2 = '''def fields_by_hand(layers):
             jump *= cfg["strides"][0]
         out[name] = (size, jump, start)
     return out'''
+# Task 3, step 3: the right weighted sum, but no ReLU.
+WRONG_TASK3C = '''def cam_by_hand(acts, weights):
+    maps = np.einsum("nhwc,nc->nhw", acts, weights)
+    return (maps / maps.max(axis=(1, 2), keepdims=True)).astype(np.float32)'''
+# Task 4: row and column of the maximum swapped.
+WRONG_TASK4 = '''def pointing_hits(maps, boxes, tolerance=0):
+    n, k, h, w = maps.shape
+    hits = np.zeros((n, k), bool)
+    for i in range(n):
+        for j in range(k):
+            x, y = divmod(int(maps[i, j].argmax()), w)
+            top, left, bottom, right = boxes[i, j]
+            hits[i, j] = top - tolerance <= y < bottom + tolerance and (
+                left - tolerance <= x < right + tolerance
+            )
+    return hits'''
+MISTAKES = {
+    "task2_solution": WRONG_TASK2,
+    "task3c_solution": WRONG_TASK3C,
+    "task4_solution": WRONG_TASK4,
+}
+# What the mistakes cost: exactly these checks, and nothing else.
+LOST = {"task2_start": 1, "task3c_check": 2, "task4_check": 2}
 
 
 def nbgrader_meta(cell) -> dict:
@@ -90,7 +117,7 @@ def graded(tmp_path_factory):
     """Generate the student version, submit three notebooks, autograde them."""
     course = tmp_path_factory.mktemp("course")
     shutil.copytree(COURSE, course, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-        "release", "submitted", "autograded", "feedback", "gradebook.db"
+        "release", "submitted", "autograded", "feedback", "gradebook.db", "instructor"
     ))
     nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
     release = nbformat.read(course / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
@@ -103,7 +130,7 @@ def graded(tmp_path_factory):
     }
     submissions = {
         "all_right": submission(release, solutions),
-        "task2_wrong": submission(release, {**solutions, "task2_solution": WRONG_TASK2}),
+        "some_steps_wrong": submission(release, {**solutions, **MISTAKES}),
         "stubs_left": submission(release, {}),
     }
     for student, nb in submissions.items():
@@ -133,50 +160,83 @@ def task_points(source) -> dict[str, float]:
     }
 
 
+def answering_functions() -> list[str]:
+    """The names by_hand.py switches off during the checks."""
+    spec = importlib.util.spec_from_file_location("by_hand", SOURCE.parent / "by_hand.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted({name for functions in module.ANSWERS.values() for _, name in functions})
+
+
 @pytest.mark.slow
 def test_student_version_has_no_solutions_left(graded):
     release, source = graded["release"], graded["source"]
     text = nbformat.writes(release)
     for marker in MARKERS:
         assert marker not in text
-    # no line of any solution region, and no hidden test, survives
+    # no line of any solution region survives (lines of brackets alone, such as
+    # "])", say nothing), and no hidden test (whose lines may repeat the visible checks)
+    released = [c.source for c in release.cells]
+    lines = {line.strip() for cell in released for line in cell.splitlines()}
     for cell in source.cells:
-        inside = False
+        region, block = None, []
         for line in cell.source.splitlines():
             if line.strip().startswith("### BEGIN"):
-                inside = True
+                region, block = line.strip().removeprefix("### BEGIN "), []
             elif line.strip().startswith("### END"):
-                inside = False
-            elif inside and line.strip() and not line.strip().startswith("#"):
-                assert line not in text, line
+                if region == "HIDDEN TESTS":
+                    assert not any("\n".join(block) in c for c in released), block[0]
+                region = None
+            elif region:
+                block.append(line)
+                if region == "SOLUTION" and re.search(r"\w", line) and line.strip()[0] != "#":
+                    assert line.strip() not in lines, line
     stubs = [c for c in release.cells if nbgrader_meta(c).get("solution")]
-    assert len(stubs) == 4
+    assert len(stubs) == 9
     assert all("raise NotImplementedError()" in c.source for c in stubs)
-    # instructions, set-up and checks are read-only; only the four stubs are editable
+    # instructions, set-up and checks are read-only; only the stubs are editable
     for cell in release.cells:
         if not nbgrader_meta(cell).get("solution"):
             assert cell.metadata.get("editable") is False, cell.source[:60]
             assert cell.metadata.get("deletable") is False
+    # the helper the checks import is released beside the notebook
+    assert (graded["course"] / "release" / ASSIGNMENT / "by_hand.py").exists()
+
+
+@pytest.mark.slow
+def test_student_set_up_imports_no_answering_function(graded):
+    (setup,) = [c for c in graded["release"].cells if nbgrader_meta(c).get("grade_id") == "setup"]
+    names = answering_functions()
+    assert {"gradcam", "receptive_field", "pointing_game", "energy_inside"} <= set(names)
+    for name in names:
+        assert not re.search(rf"\b{name}\b", setup.source), name
 
 
 @pytest.mark.slow
 def test_solutions_score_full_marks(graded):
     points = task_points(graded["source"])
     right = graded["scores"]["all_right"]
-    assert right["max"] == sum(points.values()) == 10
+    assert right["max"] == sum(points.values()) == TOTAL
     assert right["total"] == right["max"]
     assert right["cells"] == {**right["cells"], **points}
 
 
 @pytest.mark.slow
-def test_one_wrong_task_loses_exactly_its_points(graded):
+def test_each_wrong_step_loses_exactly_its_points(graded):
+    """A wrong task (the pointing game) loses all its points; a partly right one
+    (receptive fields without padding, Grad-CAM without the ReLU) keeps the points
+    of the steps it got right."""
     points = task_points(graded["source"])
-    wrong = graded["scores"]["task2_wrong"]
-    assert wrong["total"] == 10 - points["task2_check"] == 7
-    assert wrong["cells"]["task2_check"] == 0
+    assert {gid: points[gid] for gid in LOST} == LOST
+    wrong = graded["scores"]["some_steps_wrong"]
     for gid, p in points.items():
-        if gid != "task2_check":
-            assert wrong["cells"][gid] == p, gid
+        assert wrong["cells"][gid] == (0 if gid in LOST else p), gid
+    assert wrong["total"] == TOTAL - sum(LOST.values()) == 12
+    # partial credit: both partly wrong tasks keep their other steps' points
+    task2 = [gid for gid in points if gid.startswith("task2")]
+    task3 = [gid for gid in points if gid.startswith("task3")]
+    assert sum(wrong["cells"][gid] for gid in task2) == 2 == sum(points[g] for g in task2) - 1
+    assert sum(wrong["cells"][gid] for gid in task3) == 2 == sum(points[g] for g in task3) - 2
 
 
 @pytest.mark.slow
@@ -188,27 +248,73 @@ def test_stubs_score_zero_without_crashing_the_grader(graded):
     path = graded["course"] / "autograded" / "stubs_left" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     nb = nbformat.read(path, as_version=4)
     checks = [c for c in nb.cells if nbgrader_meta(c).get("grade")]
-    assert len(checks) == 4
+    assert len(checks) == len(task_points(graded["source"])) == 12
     for cell in checks:
         errors = [o for o in cell.outputs if o.output_type == "error"]
-        assert errors and errors[0].ename == "NotImplementedError", cell.source[:60]
+        # a function's stub raises; a short answer's stub leaves the answer undefined
+        short_answer = nbgrader_meta(cell)["grade_id"] in ("task5_model", "task5_class")
+        expected = "NameError" if short_answer else "NotImplementedError"
+        assert errors and errors[0].ename == expected, cell.source[:60]
 
 
-# ------------------------------------------------------ the tutorial copy stays in step
+# ------------------------------------------- the library's answers are switched off
 
 
-def test_tutorial_06_is_the_source_with_its_solutions():
-    """notebooks/06_assignment.ipynb is generated from the course source by
-    scripts/course.py tutorial (solutions in, markers out) and committed executed."""
-    import importlib.util
+def test_by_hand_switches_the_answering_functions_off():
+    """Inside by_hand, the library's answer raises, under any name it was imported
+    as; outside, it works again. Each function it names exists in the library."""
+    import numpy as np
 
+    import cnnwidgets as cw
+    from cnnwidgets.explain.metrics import pointing_game as renamed
+
+    spec = importlib.util.spec_from_file_location("by_hand", SOURCE.parent / "by_hand.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["by_hand"] = module  # the refusal finds its exception class by name
+    try:
+        spec.loader.exec_module(module)
+        maps = np.zeros((1, 1, 4, 4))
+        maps[0, 0, 1, 2] = 1.0
+        box = np.array([[[0, 0, 2, 3]]])
+        with module.by_hand(*module.ANSWERS):
+            with pytest.raises(module.ComputeItYourself, match="compute it yourself"):
+                renamed(maps, box)
+            with pytest.raises(module.ComputeItYourself):
+                cw.receptive_field(None, "layer")
+            with pytest.raises(module.ComputeItYourself):
+                cw.gradcam(None, None)
+        assert renamed(maps, box) == 1.0
+    finally:
+        sys.modules.pop("by_hand", None)
+
+
+# ------------------------------------------------ the worked copy, for instructors
+
+
+def test_worked_copy_is_the_source_with_its_solutions(tmp_path):
+    """scripts/course.py worked writes the source with its solutions and hidden tests
+    in, nbgrader's markers and metadata out, beside by_hand.py, so it runs as it is.
+    (The round trip above executes every solution cell and hidden test.) It is
+    instructor material: nothing in notebooks/ holds the solutions."""
     spec = importlib.util.spec_from_file_location("course_script", ROOT / "scripts" / "course.py")
     course = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(course)
-    expected = course.tutorial(nbformat.read(SOURCE, as_version=4))
-    actual = nbformat.read(ROOT / "notebooks" / "06_assignment.ipynb", as_version=4)
-    assert [(c.cell_type, c.source) for c in actual.cells] == [
-        (c.cell_type, c.source) for c in expected.cells
-    ], "run: python scripts/course.py tutorial, then scripts/refresh_notebooks.py on 06"
-    assert not any("nbgrader" in c.metadata for c in actual.cells)
-    assert not re.search(r"### (BEGIN|END) ", nbformat.writes(actual))
+    path = course.write_worked(tmp_path)
+    assert (tmp_path / "by_hand.py").exists()
+    worked = nbformat.read(path, as_version=4)
+    source = nbformat.read(SOURCE, as_version=4)
+    assert len(worked.cells) == len(source.cells)
+    for mine, theirs in zip(worked.cells[1:], source.cells[1:]):
+        assert mine.source == strip_markers(theirs.source)
+    assert not any("nbgrader" in c.metadata for c in worked.cells)
+    text = "\n".join(c.source for c in worked.cells)
+    assert not re.search(r"### (BEGIN|END) ", text)
+    assert 'tag_class = "cross"' in text  # solutions and hidden tests are in
+    assert course.WORKED.parent == COURSE / "instructor"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(course.WORKED)], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, "course/instructor/ must be ignored by git"
+    for notebook in (ROOT / "notebooks").glob("*.ipynb"):
+        for answer in ("def acts_and_grads", "def cam_by_hand", "relies_on_tag ="):
+            assert answer not in notebook.read_text(), notebook.name
