@@ -132,3 +132,16 @@ def test_the_linear_head_warning_names_the_users_line():
         assert linear and all(w.filename == __file__ for w in linear), [
             (w.filename, w.lineno) for w in linear
         ]
+
+
+def test_a_per_image_class_vector_is_not_read_as_classes_for_every_image(shapes_probe):
+    """classes=preds.argmax(1), shape (N,), gave (N, N, H, W) maps and N times the work."""
+    images = cw.assets.make_shapes(3, seed=5)[0]
+    top = shapes_probe.predict(images).argmax(1)
+    with pytest.raises(ValueError, match=r"classes\[:, None\]"):
+        cw.gradcam(shapes_probe, images, classes=top)
+    per_image = cw.gradcam(shapes_probe, images, classes=top[:, None])
+    assert per_image.shape == (3, 1, 64, 64)
+    np.testing.assert_array_equal(per_image, cw.gradcam(shapes_probe, images))
+    shared = cw.gradcam(shapes_probe, images, classes=list(top))  # a list: shared by all
+    assert shared.shape == (3, 3, 64, 64)

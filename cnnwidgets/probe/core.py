@@ -615,6 +615,14 @@ class Probe:
         if classes is None:
             top = self.predict(raw).argmax(axis=1)
             return top[:, None].astype(np.int64)
+        if isinstance(classes, np.ndarray) and classes.ndim == 1 and n > 1 and len(classes) == n:
+            # preds.argmax(1) reads as "these N classes for every image": N times the
+            # work and (N, N, H, W) maps. Ask which was meant instead of guessing.
+            raise ValueError(
+                f"classes is a 1-D array of {n} entries for {n} images: one class per image, "
+                f"or {n} classes for every image? For one class per image pass an (N, 1) "
+                "array, e.g. classes[:, None]; for the same classes on every image pass a list"
+            )
         if isinstance(classes, (list, tuple, np.ndarray)):
             if len(classes) == 0:
                 raise ValueError("classes is empty; pass None for the top prediction")
