@@ -408,13 +408,19 @@ def write_scratch_notebook(path: pathlib.Path) -> pathlib.Path:
         display(stripes)
         """
     )
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_markdown_cell("Harness check for the browser test (not a tutorial)."),
-            nbformat.v4.new_code_cell(source),
-            nbformat.v4.new_code_cell("print(stripes.view.shape)"),
-        ]
-    )
+    cells = [
+        nbformat.v4.new_markdown_cell("Harness check for the browser test (not a tutorial)."),
+        nbformat.v4.new_code_cell(source),
+        nbformat.v4.new_code_cell("print(stripes.view.shape)"),
+    ]
+    return write_notebook(path, cells)
+
+
+def write_notebook(path: pathlib.Path, cells: list) -> pathlib.Path:
+    """Write ``cells`` as a notebook for the python3 kernel; returns ``path``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
@@ -461,11 +467,4 @@ def write_widgets_notebook(path: pathlib.Path) -> pathlib.Path:
 
     cells = [nbformat.v4.new_markdown_cell("Every widget once, for the browser test.")]
     cells += [nbformat.v4.new_code_cell(textwrap.dedent(source)) for source in WIDGET_CELLS]
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path.write_text(json.dumps(nb, indent=1))
-    return path
+    return write_notebook(path, cells)
