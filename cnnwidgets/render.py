@@ -50,10 +50,18 @@ def min_max_scale(
     return np.nan_to_num(np.clip(out, 0.0, 1.0)).astype(np.float32)
 
 
+def colour_index(x: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape S) -> S uint8: the row of the colour table
+    that :func:`apply_colormap` picks (round half up; NaN -> 0, outside clipped).
+
+    This is what the browser's canvas receives for a map: colouring these
+    indices with :func:`colormap_lut` gives exactly :func:`apply_colormap`."""
+    return np.clip(np.nan_to_num(np.asarray(x, np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def apply_colormap(x: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     """Colour values in [0, 1] (any shape S) -> S + (3,) uint8."""
-    idx = np.clip(np.nan_to_num(np.asarray(x, np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return colormap_lut(cmap)[idx]
+    return colormap_lut(cmap)[colour_index(x)]
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -659,3 +667,94 @@ def blank_tile(size: int = 96, text: str | None = None) -> np.ndarray:
     """A light grey square (an empty slot of a grid), with an optional caption."""
     pic = np.full((size, size, 3), 235, np.uint8)
     return caption(pic, text) if text is not None else pic
+
+
+# ------------------------------------------------ the browser canvas's arithmetic
+#
+# The canvas widget (cnnwidgets/widgets/canvas.js) composes pictures in the page
+# from uint8 colour indices; these functions compose the same pictures in the
+# kernel for ``view`` and ``save()``. canvas.js mirrors them operation for
+# operation in float64 (JavaScript numbers), so the two agree to the bit: change
+# one, change the other (tests/test_canvas.py checks the arithmetic, the
+# browser test the pixels read back from the page).
+
+
+def threshold_level(threshold: float) -> int:
+    """The first colour index shown by an overlay with ``threshold`` in [0, 1]:
+    indices below it leave the image uncovered. floor(t * 255 + 0.5), as canvas.js."""
+    return int(np.floor(float(threshold) * 255.0 + 0.5))
+
+
+def upsample_index(index: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an (h, w) uint8 index map to ``size`` = (H, W) uint8.
+
+    Pixel centres aligned (source coordinate (y + 0.5) * h / H - 0.5, clamped
+    to the map), weights and sums in float64 in a fixed order, rounded half up:
+    the arithmetic canvas.js repeats for every pixel."""
+    q = np.asarray(index, np.float64)
+    h, w = q.shape
+    big_h, big_w = int(size[0]), int(size[1])
+    if (h, w) == (big_h, big_w):
+        return np.asarray(index, np.uint8)
+
+    def axis(n: int, big: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = (np.arange(big, dtype=np.float64) + 0.5) * n / big - 0.5
+        s = np.clip(s, 0.0, n - 1.0)
+        i0 = np.floor(s).astype(np.int64)
+        return i0, np.minimum(i0 + 1, n - 1), s - i0
+
+    y0, y1, fy = axis(h, big_h)
+    x0, x1, fx = axis(w, big_w)
+    fy, fx = fy[:, None], fx[None, :]
+    wy0, wx0 = 1.0 - fy, 1.0 - fx
+    top = q[y0][:, x0] * wx0 + q[y0][:, x1] * fx
+    bottom = q[y1][:, x0] * wx0 + q[y1][:, x1] * fx
+    v = top * wy0 + bottom * fy
+    return np.clip(np.floor(v + 0.5), 0, 255).astype(np.uint8)
+
+
+def overlay_index(
+    image: np.ndarray,
+    index: np.ndarray,
+    opacity: float,
+    cmap: str = "jet",
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """An (h, w) uint8 index map coloured by ``cmap`` over an (H, W, 3) uint8
+    image: the map is resized by :func:`upsample_index`, pixels whose index is
+    below :func:`threshold_level` keep the image, the others are
+    floor((1 - a) * image + a * colour + 0.5) with a = ``opacity`` (float64).
+    Returns (H, W, 3) uint8."""
+    base = to_rgb_uint8(image)
+    big = upsample_index(index, base.shape[:2])
+    colour = colormap_lut(cmap)[big].astype(np.float64)
+    a = float(opacity)
+    mixed = np.floor((1.0 - a) * base.astype(np.float64) + a * colour + 0.5)
+    out = np.clip(mixed, 0, 255).astype(np.uint8)
+    hidden = big < threshold_level(threshold)
+    out[hidden] = base[hidden]
+    return out
+
+
+def index_tiles(
+    index: np.ndarray,
+    items: Sequence[int],
+    cmap: str = "viridis",
+    cols: int | None = None,
+    pad: int = 1,
+    upscale: int = 1,
+) -> np.ndarray:
+    """Tiles of (K, h, w) uint8 index maps, tile k showing map ``items[k]``,
+    coloured by ``cmap``, laid out as :func:`tile` lays them out. (H, W, 3) uint8."""
+    index = np.asarray(index, np.uint8)
+    picked = index[np.asarray(items, np.int64)]
+    return tile(colormap_lut(cmap)[picked], cols=cols, pad=pad, upscale=upscale)
+
+
+def tile_box(
+    k: int, tile_hw: tuple[int, int], cols: int, pad: int = 1
+) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of tile k of a grid made by :func:`tile`."""
+    th, tw = tile_hw
+    top, left = (k // cols) * (th + pad), (k % cols) * (tw + pad)
+    return top, left, top + th, left + tw

@@ -150,13 +150,12 @@ def test_click_selects_the_tile_under_the_pointer(browser):
     y, x = oy + th + g.pad + th // 2, ox + 2 * (tw + g.pad) + 3
     assert browser.select_at(y, x) == g.channels[k]
     assert browser.channel.value == g.channels[k]
-    # The bqplot click arrives in data coordinates, y pointing up.
-    h = browser.view.shape[0]
+    # The page's click message arrives in canvas pixels (the grid, below the title).
     k2 = 1
-    data = {"click_x": ox + (tw + g.pad) + 1.5, "click_y": h - (oy + 1.5)}
-    mark = browser.figure.marks[0]  # bqplot's own dispatch of a front-end click message
-    mark._handle_custom_msgs(mark, {"event": "element_click", "data": data}, [])
+    click = {"event": "click", "y": 1.5, "x": (tw + g.pad) + 1.5}
+    browser.canvas._handle_custom_msg(click, [])  # ipywidgets' dispatch of a custom message
     assert browser.channel.value == g.channels[k2]
+    assert browser.canvas.item_at(1.5, (tw + g.pad) + 1.5) == g.channels[k2]
     before = browser.channel.value
     assert browser.select_at(oy + th, ox + 1) == -1  # a separator: nothing changes
     assert browser.channel.value == before
@@ -238,41 +237,38 @@ def test_paging_a_2048_channel_layer(tmp_path):
 
 def _shown_parts(browser):
     title = render.from_png(browser.title_image.value)
-    grid = render.from_png(browser.picture.png)
     side = render.from_png(browser.side_image.value)
-    return title, grid, side
+    return title, side
 
 
-def test_view_is_the_three_parts_shown_and_a_channel_move_sends_no_grid(shapes_model):
-    """The front end gets the title line, the grid and the side panel as three
-    pictures; ``view`` must be exactly them laid out, with the selection ring
-    where the front end draws its outline. Moving the channel must not send
-    the grid again (that is what keeps the move cheap)."""
+def test_view_is_the_parts_shown_and_a_channel_move_sends_no_maps(shapes_model):
+    """The front end gets the title line and the side panel as pictures and the
+    grid as the canvas's maps; ``view`` must be exactly them laid out, the grid
+    as the canvas composes it (ring included). Moving the channel must not send
+    the maps again, only the selection (that is what keeps the move cheap)."""
     images = cw.assets.make_shapes(1, seed=3)[0]
     b = cw.ActivationBrowser(shapes_model, images, layer="block2_conv1").wait()
+    sent = []
+    b.canvas.observe(lambda change: sent.append(change["name"]), names=["maps", "selected"])
     for channel in (0, 5, 11):
-        grid_widget = b.picture.mark.image
         b.channel.value = channel
         b.wait()
-        if channel:
-            assert b.picture.mark.image is grid_widget  # the grid was not re-sent
-        title, grid, side = _shown_parts(b)
+        title, side = _shown_parts(b)
         view = b.view
+        grid = b.canvas.compose()
         h, w = grid.shape[:2]
         gap = view.shape[1] - w - side.shape[1]
         assert gap >= 0 and title.shape[1] == view.shape[1]
         np.testing.assert_array_equal(view[: title.shape[0]], title)
         below = view[title.shape[0] :]
         np.testing.assert_array_equal(below[: side.shape[0], w + gap :], side)
-        # The grid as sent, plus the ring around the selected tile.
-        want = render.ring(grid, b.grid.box_of(channel), b.grid.pad)
+        # The grid drawn from the maps sent, plus the ring around the selected tile.
+        want = render.ring(b.grid.picture, b.grid.box_of(channel), b.grid.pad)
         np.testing.assert_array_equal(below[:h, :w], want)
-        # The front end's outline goes around that same tile (bqplot y points up).
-        top, left, bottom, right = b.grid.box_of(channel)
-        xs, ys = b.picture.box.x, b.picture.box.y
-        assert b.picture.box.visible
-        assert min(xs) < left and max(xs) > right - 1
-        assert min(h - np.asarray(ys)) < top and max(h - np.asarray(ys)) > bottom - 1
+        np.testing.assert_array_equal(grid, want)
+        assert b.canvas.selected == channel
+        assert b.canvas.box_of(channel) == b.grid.box_of(channel)
+    assert "maps" not in sent and sent.count("selected") == 2  # 0 was already selected
     b.close()
 
 

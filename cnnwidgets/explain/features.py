@@ -25,10 +25,12 @@ __all__ = [
     "DEFAULT_PER_PAGE",
     "SCALES",
     "SORTS",
+    "LayerMaps",
     "LayerPicture",
     "bar_strip",
     "channel_order",
     "channel_stats",
+    "layer_maps",
     "layer_picture",
     "num_pages",
     "page_of",
@@ -277,6 +279,81 @@ def layer_picture(
         vmin, vmax = float(a.min()), float(a.max())
         grid = render.value_grid(maps, vmin, vmax, cols=cols, pad=pad, cmap=cmap, upscale=up)
     return LayerPicture(grid, channels, "grid", (h * up, w * up), ncols, pad, vmin, vmax, scale)
+
+
+@dataclass(frozen=True)
+class LayerMaps:
+    """Every channel of a 4-D layer as colour indices, for the browser's canvas.
+
+    Attributes:
+        index: (C, h, w) uint8, channel c coloured by row ``index[c]`` of a
+            colour table (:func:`cnnwidgets.render.colour_index` of its scaled
+            values), after the block averaging that fits the grid.
+        ranges: (C, 2) float64, the values index 0 and 255 stand for.
+        upscale: nearest-neighbour enlargement of every tile.
+        pad: separator width in pixels.
+        vmin, vmax: as :class:`LayerPicture` (0 and 1 for scale='channel').
+        scale: 'channel' or 'layer'.
+    """
+
+    index: np.ndarray
+    ranges: np.ndarray
+    upscale: int
+    pad: int
+    vmin: float
+    vmax: float
+    scale: str
+
+    @property
+    def tile_hw(self) -> tuple[int, int]:
+        return self.index.shape[1] * self.upscale, self.index.shape[2] * self.upscale
+
+    def picture(self, channels: np.ndarray, cmap: str = "viridis") -> LayerPicture:
+        """The grid of ``channels`` (one page), as :func:`layer_picture` draws it."""
+        channels = np.asarray(channels, np.int64)
+        _, cols = render.grid_shape(len(channels))
+        grid = render.index_tiles(self.index, channels, cmap, pad=self.pad, upscale=self.upscale)
+        return LayerPicture(
+            grid, channels, "grid", self.tile_hw, cols, self.pad, self.vmin, self.vmax, self.scale
+        )
+
+
+def layer_maps(
+    acts: np.ndarray,
+    scale: str = "channel",
+    per_page: int = DEFAULT_PER_PAGE,
+    min_tile: int = 24,
+    pad: int = 1,
+    max_side: int | None = None,
+) -> LayerMaps:
+    """All channels of one image's (h, w, C) layer output as uint8 colour
+    indices, sized so that a full page's grid fits ``max_side`` (the block
+    averaging of :func:`layer_picture`). Colouring page p's channels with
+    :func:`cnnwidgets.render.index_tiles` gives :func:`layer_picture`'s grid
+    (bit for bit on every page as full as the first)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    a = np.asarray(acts, np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"activations of one image must be (h, w, C), got shape {a.shape}")
+    h, w, c = a.shape
+    maps = np.moveaxis(a, -1, 0)  # (C, h, w)
+    up = render.enlarge_factor((h, w), min_tile)
+    rows, ncols = render.grid_shape(min(c, per_page))
+    down = _shrink_factor((h, w), (rows, ncols), pad, max_side) if up == 1 else 1
+    if down > 1:
+        maps = render.shrink_maps(maps, down)
+    if scale == "channel":
+        lo = maps.min(axis=(1, 2)).astype(np.float64)
+        hi = maps.max(axis=(1, 2)).astype(np.float64)
+        unit = render.min_max_scale(maps, axis=(1, 2))
+        vmin, vmax = 0.0, 1.0
+    else:
+        vmin, vmax = float(a.min()), float(a.max())
+        lo, hi = np.full(c, vmin), np.full(c, vmax)
+        unit = render.min_max_scale(maps, lo=vmin, hi=vmax)
+    index = render.colour_index(np.clip(unit, 0, 1))
+    return LayerMaps(index, np.stack([lo, hi], axis=1), up, pad, vmin, vmax, scale)
 
 
 def bar_strip(

@@ -23,7 +23,8 @@ import traitlets
 from cnnwidgets import render
 from cnnwidgets.explain import features
 from cnnwidgets.probe import Probe, as_probe, weights_held
-from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
+from cnnwidgets.widgets.base import ViewWidget, layer_options
+from cnnwidgets.widgets.canvas import PictureCanvas
 
 CAPTION_HEIGHT = 16
 HIST_BINS = 32
@@ -69,11 +70,15 @@ class ActivationBrowser(ViewWidget):
     Controls (public, drive them as a user would): ``layer`` (Dropdown),
     ``image_index`` (shown for several images), ``sort`` ('index', 'mean',
     'max', 'gradcam'), ``sort_class`` (the class of the Grad-CAM sort),
-    ``scale`` ('channel' or 'layer'), ``channel``, ``page``. ``figure`` is
-    the clickable bqplot figure holding ``view``; ``histogram`` the bqplot
-    histogram of the layer's activations (grey) and the channel's (orange).
-    Changing the layer, image or sort computes in the background (call
-    :meth:`wait` before reading ``view`` in a script); the rest redraws at once.
+    ``scale`` ('channel' or 'layer'), ``channel``, ``page``. ``canvas`` (also
+    ``figure``) is the :class:`~cnnwidgets.widgets.canvas.PictureCanvas` that
+    draws the grid in the page: the layer's maps travel once, and the channel,
+    the sort ('index', 'mean', 'max') and the page are drawn there with no
+    picture sent (wheel zooms, drag pans, hover reads the value); ``histogram``
+    is the bqplot histogram of the layer's activations (grey) and the
+    channel's (orange). Changing the layer, image or sort computes in the
+    background (call :meth:`wait` before reading ``view`` in a script); the
+    rest redraws at once.
     ``selected_layer`` and ``selected_channel`` mirror the layer and channel
     controls as traits, to observe or link.
     """
@@ -109,6 +114,7 @@ class ActivationBrowser(ViewWidget):
         self._compute_lock = threading.Lock()
         self._data: dict[tuple, dict] = {}  # (layer, image, sort, class) -> computed data
         self._grids: dict[tuple, features.LayerPicture] = {}
+        self._layer_maps: dict[tuple, features.LayerMaps] = {}
         self.grid: features.LayerPicture | None = None  # the grid in ``view`` now
         self.grid_origin: tuple[int, int] = (CAPTION_HEIGHT, 0)  # its top-left in ``view``
         self._parts: dict[str, Any] = {}  # what is shown now, for ``view``
@@ -181,9 +187,19 @@ class ActivationBrowser(ViewWidget):
         self.stats = widgets.HTML()
         self.status = widgets.HTML()
 
-        # The figure shows the grid, which sits below the title line in ``view``.
-        self.picture = ClickablePicture(lambda y, x: self.select_at(y + CAPTION_HEIGHT, x))
-        self.figure = self.picture.figure
+        # The canvas draws the grid, which sits below the title line in ``view``.
+        # A click on a tile selects its channel in the page (click_selects);
+        # the kernel hears the click too and agrees (select_at).
+        self.canvas = PictureCanvas(cmaps=(self.cmap,), mode="tiles", click_selects=True)
+        self.canvas.on_click(lambda y, x: self.select_at(y + CAPTION_HEIGHT, x))
+        self.figure = self.canvas
+        # Links in the page: a move of these controls redraws the canvas in the
+        # next frame, before the kernel hears of it.
+        self._page_links = [
+            widgets.jslink((self.channel, "value"), (self.canvas, "selected")),
+            widgets.jslink((self.sort, "index"), (self.canvas, "sort")),
+            widgets.jslink((self.page, "value"), (self.canvas, "page")),
+        ]
         self.title_image = widgets.Image(format="png")
         self.side_image = widgets.Image(
             format="png", layout=widgets.Layout(margin=f"0 0 0 {SIDE_GAP}px")
@@ -390,10 +406,10 @@ class ActivationBrowser(ViewWidget):
         """Draw the current controls' state, if its data is ready (else a job will).
 
         The picture goes out in three parts, each sent only when it changed:
-        the title line, the grid (in the clickable figure, with the selected
-        tile outlined by the front end) and the side (colour bar and the
-        enlarged channel). Moving the channel sends the side and four corners;
-        ``view`` is the three put together, with the outline drawn in."""
+        the title line, the grid (the canvas: the layer's maps once, then only
+        the channel, sort and page, drawn in the page with the selection ring)
+        and the side (colour bar and the enlarged channel). ``view`` is the
+        three put together, composed when read."""
         with self._draw_lock:
             key = key or self._key()
             data = self._data.get(key)
@@ -407,17 +423,9 @@ class ActivationBrowser(ViewWidget):
             page = int(np.clip(self.page.value, 0, features.num_pages(c, self.per_page) - 1))
             gkey = key + (self.scale.value, page)
             if gkey not in self._grids:
-                grid = features.layer_picture(
-                    acts,
-                    data["order"],
-                    scale=self.scale.value,
-                    page=page,
-                    per_page=self.per_page,
-                    cmap=self.cmap,
-                    max_side=self.grid_side,
-                )
-                self._grids[gkey] = (grid, render.to_png(grid.picture))
-            grid, grid_png = self._grids[gkey]
+                self._grids[gkey] = self._grid_picture(data, page)
+            grid = self._grids[gkey]
+            self._send_grid(key, data, grid, page, channel)
             label = "per tile" if grid.scale == "channel" else "shared"
             side_key = gkey + (channel,)
             if self._shown.get("side") != side_key:
@@ -435,10 +443,7 @@ class ActivationBrowser(ViewWidget):
             if self._shown.get("title") != (title, width):
                 band = render.caption(np.zeros((0, width, 3), np.uint8), title, CAPTION_HEIGHT)
                 self.title_image.value = render.to_png(band)
-            if self._shown.get("grid") != gkey:
-                self.picture.show(grid_png, *grid.picture.shape[:2])
-            self.picture.outline(grid.box_of(channel), gap=grid.pad)
-            self._shown = {"side": side_key, "title": (title, width), "grid": gkey}
+            self._shown.update(side=side_key, title=(title, width), grid=gkey)
             self._parts.update(title=title, grid=grid, channel=channel)
             self.grid = grid
             self.grid_origin = (CAPTION_HEIGHT, 0)
@@ -447,15 +452,84 @@ class ActivationBrowser(ViewWidget):
             self.status.value = html.escape(data["note"])
             self._drawn()
 
+    def _maps_of(self, key: tuple, data: dict) -> features.LayerMaps:
+        """The layer's maps as colour indices (every channel, all pages), cached."""
+        mkey = (key[0], key[1], key[4], self.scale.value)
+        if mkey not in self._layer_maps:
+            if len(self._layer_maps) > 8:
+                self._layer_maps.pop(next(iter(self._layer_maps)))
+            self._layer_maps[mkey] = features.layer_maps(
+                data["acts"], self.scale.value, self.per_page, max_side=self.grid_side
+            )
+        return self._layer_maps[mkey]
+
+    def _grid_picture(self, data: dict, page: int) -> features.LayerPicture:
+        """The page's grid as the canvas draws it (the bar strip of a 2-D layer)."""
+        acts = data["acts"]
+        if acts.ndim == 1:
+            return features.layer_picture(
+                acts, data["order"], scale=self.scale.value, page=page,
+                per_page=self.per_page, cmap=self.cmap, max_side=self.grid_side,
+            )  # fmt: skip
+        maps = self._maps_of(self._key(), data)
+        order = data["order"]
+        return maps.picture(order[page * self.per_page : (page + 1) * self.per_page], self.cmap)
+
+    def _orders(self, data: dict) -> list[list[int]]:
+        """One order per sort option (as ``sort.index`` counts them): every one
+        the page can lay out with no model pass, and this sort's; [] for a sort
+        not computed (the page then keeps its picture until the kernel sends it)."""
+        acts = data["acts"]
+        orders = []
+        for name in self.sort.options:
+            if name == self.sort.value:
+                orders.append([int(c) for c in data["order"]])
+            elif name in ("index", "mean", "max"):
+                orders.append(features.channel_order(acts, name).tolist())
+            else:
+                orders.append([])
+        return orders
+
+    def _send_grid(
+        self, key: tuple, data: dict, grid: features.LayerPicture, page: int, channel: int
+    ) -> None:
+        """Bring the canvas to this state; sends the maps only when the layer,
+        image or scale changed, and a trait only when its value changed."""
+        canvas = self.canvas
+        with canvas.hold_sync():
+            if data["acts"].ndim == 1:  # a bar strip: the kernel's picture, rings drawn in page
+                bars_key = ("bars",) + key + (self.scale.value, page)
+                if self._shown.get("maps") != bars_key:
+                    canvas.mode = "image"
+                    canvas.set_image(grid.picture, png=True)
+                    canvas.set_maps(np.zeros((0, 0, 0), np.uint8), [], [])
+                    self._shown["maps"] = bars_key
+                canvas.tile_hw, canvas.tile_origin = list(grid.tile_hw), [0, 0]
+                canvas.cols = grid.cols
+            else:
+                maps = self._maps_of(key, data)
+                maps_key = (key[0], key[1], key[4], self.scale.value)
+                if self._shown.get("maps") != maps_key:
+                    canvas.mode = "tiles"
+                    canvas.set_maps(
+                        maps.index, maps.ranges, [f"channel {k}" for k in range(len(maps.index))]
+                    )
+                    canvas.upscale, canvas.cols = maps.upscale, 0
+                    self._shown["maps"] = maps_key
+            orders = self._orders(data)
+            if canvas.orders != orders:
+                canvas.orders = orders
+            canvas.pad = canvas.ring = grid.pad
+            canvas.per_page = self.per_page
+            canvas.sort, canvas.page, canvas.selected = self.sort.index, page, channel
+
     def _compose_view(self) -> np.ndarray | None:
         parts = self._parts
         if "grid" not in parts:
             return None
-        grid = parts["grid"]
-        picture = grid.picture
-        box = grid.box_of(parts["channel"])
-        if box is not None:
-            picture = render.ring(picture, box, grid.pad)
+        picture = self.canvas.compose()  # the grid as the page draws it, ring included
+        if picture is None:
+            return None
         body = render.hstack([picture, parts["side"]], pad=SIDE_GAP)
         return render.caption(body, parts["title"], height=CAPTION_HEIGHT)
 

@@ -1,0 +1,469 @@
+// The picture canvas of cnnwidgets (anywidget front end of widgets/canvas.py).
+//
+// The kernel sends the image and the maps once, as binary buffers (uint8 colour
+// indices, the colour tables as 256 x 3 uint8); everything a control changes
+// afterwards (map shown, colour map, opacity, threshold, sort, page, selection)
+// is drawn here, in the next animation frame, with no message to the kernel.
+// The compositing mirrors cnnwidgets/render.py (threshold_level, upsample_index,
+// overlay_index, index_tiles, ring) operation for operation in float64, so the
+// kernel's `view` and this canvas agree pixel for pixel.
+//
+// Wheel zooms about the pointer, drag pans, double click resets; hover shows
+// the value under the pointer; a click (no drag) sends {event: "click", y, x}
+// in picture pixels and, over a tile, selects that tile's item.
+
+const SEPARATOR = 255;
+const SELECTION = [230, 30, 30];
+
+function bytesOf(model, name) {
+  const v = model.get(name);
+  if (!v) return new Uint8Array(0);
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof DataView || ArrayBuffer.isView(v)) {
+    return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  }
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  return new Uint8Array(0);
+}
+
+function gridShape(n, cols) {
+  const c = cols > 0 ? cols : Math.max(1, Math.ceil(Math.sqrt(n)));
+  return [Math.ceil(n / c), c];
+}
+
+// render.threshold_level
+function thresholdLevel(t) {
+  return Math.floor(t * 255 + 0.5);
+}
+
+// render.upsample_index: bilinear, pixel centres aligned, float64, round half up.
+function upsampleIndex(q, h, w, H, W) {
+  if (h === H && w === W) return q;
+  const axis = (n, big) => {
+    const i0 = new Int32Array(big), i1 = new Int32Array(big), f = new Float64Array(big);
+    for (let k = 0; k < big; k++) {
+      let s = ((k + 0.5) * n) / big - 0.5;
+      s = Math.min(Math.max(s, 0), n - 1);
+      const a = Math.floor(s);
+      i0[k] = a;
+      i1[k] = Math.min(a + 1, n - 1);
+      f[k] = s - a;
+    }
+    return [i0, i1, f];
+  };
+  const [y0, y1, fy] = axis(h, H);
+  const [x0, x1, fx] = axis(w, W);
+  const out = new Uint8Array(H * W);
+  for (let y = 0; y < H; y++) {
+    const r0 = y0[y] * w, r1 = y1[y] * w, b = fy[y], a = 1 - b;
+    for (let x = 0; x < W; x++) {
+      const c0 = x0[x], c1 = x1[x], g = fx[x], e = 1 - g;
+      const top = q[r0 + c0] * e + q[r0 + c1] * g;
+      const bottom = q[r1 + c0] * e + q[r1 + c1] * g;
+      const v = Math.floor(top * a + bottom * b + 0.5);
+      out[y * W + x] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+  }
+  return out;
+}
+
+function render({ model, el }) {
+  el.classList.add("cnnwidgets-canvas");
+  const screen = document.createElement("canvas");
+  screen.className = "cnnwidgets-canvas-screen";
+  screen.style.display = "block";
+  screen.style.cursor = "crosshair";
+  screen.style.touchAction = "none";
+  screen.style.imageRendering = "pixelated";
+  const readout = document.createElement("div");
+  readout.className = "cnnwidgets-canvas-readout";
+  readout.style.font = "12px monospace";
+  readout.style.minHeight = "16px";
+  readout.style.whiteSpace = "pre";
+  el.appendChild(screen);
+  el.appendChild(readout);
+  const picture = document.createElement("canvas"); // the composed picture, unzoomed
+  el.cwPicture = picture; // read back by the browser test and the benchmark
+
+  const cache = {}; // decoded buffers and intermediate pictures, by version
+  const view = { zoom: 1, ox: 0, oy: 0 };
+  let frame = null;
+  let painted = 0;
+  let imageRGBA = null; // Uint8ClampedArray of the image (H * W * 4), once decoded
+  let imageVersion = 0;
+
+  const lut = () => {
+    const k = Math.max(0, model.get("cmap") || 0);
+    const all = bytesOf(model, "luts");
+    return all.subarray(k * 768, k * 768 + 768);
+  };
+  const mapsInfo = () => {
+    const [K, h, w] = model.get("maps_shape") || [0, 0, 0];
+    return { K, h, w, data: bytesOf(model, "maps") };
+  };
+  const pageItems = () => {
+    const orders = model.get("orders") || [];
+    const order = orders[model.get("sort")];
+    if (!order || !order.length) return null; // a sort not computed yet: keep the picture
+    const per = model.get("per_page") || order.length;
+    const page = model.get("page") || 0;
+    return order.slice(page * per, (page + 1) * per);
+  };
+
+  // Tile geometry: {items, cols, th, tw, pad, top, left}, or null.
+  const geometry = () => {
+    const items = pageItems();
+    if (!items) return null;
+    const pad = model.get("pad");
+    const [rows, cols] = gridShape(items.length, model.get("cols"));
+    if (model.get("mode") === "tiles") {
+      const { h, w } = mapsInfo();
+      const up = model.get("upscale") || 1;
+      return { items, rows, cols, th: h * up, tw: w * up, pad, top: 0, left: 0 };
+    }
+    const [th, tw] = model.get("tile_hw") || [0, 0];
+    if (!th || !tw) return null;
+    const [top, left] = model.get("tile_origin") || [0, 0];
+    return { items, rows, cols, th, tw, pad, top, left };
+  };
+
+  async function decodeImage() {
+    const version = ++imageVersion;
+    const [H, W] = model.get("image_shape") || [0, 0];
+    const bytes = bytesOf(model, "image");
+    if (!H || !W || !bytes.length) {
+      imageRGBA = null;
+      return;
+    }
+    let rgba;
+    if (model.get("image_format") === "png") {
+      const blob = new Blob([bytes], { type: "image/png" });
+      const bitmap = await createImageBitmap(blob, {
+        colorSpaceConversion: "none",
+        premultiplyAlpha: "none",
+      });
+      const c = document.createElement("canvas");
+      c.width = W;
+      c.height = H;
+      const ctx = c.getContext("2d", { willReadFrequently: true });
+      ctx.drawImage(bitmap, 0, 0);
+      rgba = ctx.getImageData(0, 0, W, H).data;
+    } else {
+      rgba = new Uint8ClampedArray(H * W * 4);
+      for (let i = 0, j = 0; i < H * W; i++, j += 3) {
+        rgba[4 * i] = bytes[j];
+        rgba[4 * i + 1] = bytes[j + 1];
+        rgba[4 * i + 2] = bytes[j + 2];
+        rgba[4 * i + 3] = 255;
+      }
+    }
+    if (version === imageVersion) {
+      imageRGBA = rgba;
+      delete cache.overlay;
+      schedule();
+    }
+  }
+
+  // render.index_tiles: (H, W) RGBA of the page's tiles, separators white.
+  function composeTiles(g) {
+    const { K, h, w, data } = mapsInfo();
+    const up = model.get("upscale") || 1;
+    const H = g.rows * (g.th + g.pad) - g.pad, W = g.cols * (g.tw + g.pad) - g.pad;
+    const out = new Uint8ClampedArray(Math.max(H, 0) * Math.max(W, 0) * 4).fill(SEPARATOR);
+    const table = lut();
+    for (let k = 0; k < g.items.length; k++) {
+      const m = g.items[k];
+      if (m < 0 || m >= K) continue;
+      const base = m * h * w;
+      const top = Math.floor(k / g.cols) * (g.th + g.pad), left = (k % g.cols) * (g.tw + g.pad);
+      for (let y = 0; y < g.th; y++) {
+        const row = base + Math.floor(y / up) * w;
+        let o = ((top + y) * W + left) * 4;
+        for (let x = 0; x < g.tw; x++, o += 4) {
+          const q = data[row + Math.floor(x / up)] * 3;
+          out[o] = table[q];
+          out[o + 1] = table[q + 1];
+          out[o + 2] = table[q + 2];
+        }
+      }
+    }
+    return { H, W, rgba: out };
+  }
+
+  // render.overlay_index over the decoded image.
+  function composeOverlay() {
+    const [H, W] = model.get("image_shape");
+    const { K, h, w, data } = mapsInfo();
+    const shown = model.get("shown");
+    if (!imageRGBA) return null;
+    const out = new Uint8ClampedArray(imageRGBA);
+    if (shown < 0 || shown >= K) return { H, W, rgba: out };
+    const key = `${shown}/${K}/${h}/${w}/${H}/${W}`;
+    if (!cache.overlay || cache.overlay.key !== key || cache.overlay.data !== data) {
+      const q = data.subarray(shown * h * w, (shown + 1) * h * w);
+      cache.overlay = { key, data, big: upsampleIndex(q, h, w, H, W) };
+    }
+    const big = cache.overlay.big;
+    const table = lut();
+    const a = model.get("opacity");
+    const ia = 1 - a;
+    const level = thresholdLevel(model.get("threshold"));
+    for (let i = 0, o = 0; i < H * W; i++, o += 4) {
+      const q = big[i];
+      if (q < level) continue;
+      for (let c = 0; c < 3; c++) {
+        const v = Math.floor(ia * imageRGBA[o + c] + a * table[3 * q + c] + 0.5);
+        out[o + c] = v;
+      }
+    }
+    return { H, W, rgba: out };
+  }
+
+  // render.ring: the `ring` pixels around the selected item's tile.
+  function drawRing(pic, g) {
+    const pad = model.get("ring");
+    if (!g || pad <= 0) return;
+    const k = g.items.indexOf(model.get("selected"));
+    if (k < 0) return;
+    const t = g.top + Math.floor(k / g.cols) * (g.th + g.pad);
+    const l = g.left + (k % g.cols) * (g.tw + g.pad);
+    const b = t + g.th, r = l + g.tw;
+    const top = Math.max(t - pad, 0), bottom = Math.min(b + pad, pic.H);
+    const left = Math.max(l - pad, 0), right = Math.min(r + pad, pic.W);
+    const paint = (y0, y1, x0, x1) => {
+      for (let y = y0; y < y1; y++) {
+        for (let x = x0; x < x1; x++) {
+          const o = (y * pic.W + x) * 4;
+          pic.rgba[o] = SELECTION[0];
+          pic.rgba[o + 1] = SELECTION[1];
+          pic.rgba[o + 2] = SELECTION[2];
+        }
+      }
+    };
+    paint(top, t, left, right);
+    paint(b, bottom, left, right);
+    paint(top, bottom, left, l);
+    paint(top, bottom, r, right);
+  }
+
+  function compose() {
+    const mode = model.get("mode");
+    const g = geometry();
+    let pic = null;
+    if (mode === "tiles") {
+      if (!g) return null;
+      const key = [model.get("cmap"), model.get("sort"), model.get("page"), g.items.length];
+      const data = mapsInfo().data;
+      const hit = cache.tiles && cache.tiles.data === data && cache.tiles.key === key.join("/");
+      if (!hit) cache.tiles = { data, key: key.join("/"), pic: composeTiles(g) };
+      const base = cache.tiles.pic;
+      pic = { H: base.H, W: base.W, rgba: new Uint8ClampedArray(base.rgba) };
+    } else if (mode === "overlay") {
+      pic = composeOverlay();
+    } else if (imageRGBA) {
+      const [H, W] = model.get("image_shape");
+      pic = { H, W, rgba: new Uint8ClampedArray(imageRGBA) };
+    }
+    if (pic) drawRing(pic, g);
+    return pic;
+  }
+
+  function displayScale(pic) {
+    const size = model.get("display_size");
+    return size > 0 ? size / Math.max(pic.H, pic.W) : 1;
+  }
+
+  function paint() {
+    frame = null;
+    const pic = compose();
+    if (!pic || !pic.H || !pic.W) return;
+    if (picture.width !== pic.W || picture.height !== pic.H) {
+      picture.width = pic.W;
+      picture.height = pic.H;
+    }
+    const pctx = picture.getContext("2d", { willReadFrequently: true });
+    pctx.putImageData(new ImageData(pic.rgba, pic.W, pic.H), 0, 0);
+    const s = displayScale(pic);
+    const W = Math.round(pic.W * s), H = Math.round(pic.H * s);
+    if (screen.width !== W || screen.height !== H) {
+      screen.width = W;
+      screen.height = H;
+      screen.style.width = `${W}px`;
+      screen.style.height = `${H}px`;
+    }
+    const ctx = screen.getContext("2d", { willReadFrequently: true });
+    ctx.imageSmoothingEnabled = false;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, W, H);
+    const z = s * view.zoom;
+    ctx.setTransform(z, 0, 0, z, -view.ox * z, -view.oy * z);
+    ctx.drawImage(picture, 0, 0);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    painted += 1;
+    el.dataset.painted = String(painted);
+    el.dataset.zoom = String(view.zoom);
+    // Timed by benchmarks/browser_latency.py: the frame in which the change is drawn.
+    el.dispatchEvent(
+      new CustomEvent("cnnwidgets-painted", {
+        bubbles: true,
+        detail: { t: performance.now(), n: painted },
+      }),
+    );
+  }
+
+  function schedule() {
+    if (frame === null) frame = requestAnimationFrame(paint);
+  }
+
+  // -------------------------------------------------------- pointer
+
+  const toPicture = (event) => {
+    const rect = screen.getBoundingClientRect();
+    const s = picture.width ? screen.width / picture.width : 1;
+    const z = s * view.zoom;
+    const cssX = ((event.clientX - rect.left) * screen.width) / Math.max(rect.width, 1);
+    const cssY = ((event.clientY - rect.top) * screen.height) / Math.max(rect.height, 1);
+    return { x: view.ox + cssX / z, y: view.oy + cssY / z, cssX, cssY };
+  };
+
+  const itemAt = (y, x) => {
+    const g = geometry();
+    if (!g) return { k: -1, g };
+    const yy = y - g.top, xx = x - g.left;
+    if (yy < 0 || xx < 0) return { k: -1, g };
+    const row = Math.floor(yy / (g.th + g.pad)), col = Math.floor(xx / (g.tw + g.pad));
+    if (col >= g.cols || yy % (g.th + g.pad) >= g.th || xx % (g.tw + g.pad) >= g.tw) {
+      return { k: -1, g };
+    }
+    const k = row * g.cols + col;
+    return { k: k < g.items.length ? k : -1, g, row, col };
+  };
+
+  function describe(y, x) {
+    const iy = Math.floor(y), ix = Math.floor(x);
+    if (iy < 0 || ix < 0 || iy >= picture.height || ix >= picture.width) return "";
+    const { K, h, w, data } = mapsInfo();
+    const ranges = model.get("ranges") || [];
+    const labels = model.get("labels") || [];
+    const value = (m, q) => {
+      const [lo, hi] = ranges[m] || [0, 1];
+      return lo + ((hi - lo) * q) / 255;
+    };
+    const fmt = (v) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : v.toPrecision(4));
+    const mode = model.get("mode");
+    if (mode === "tiles") {
+      const { k, g } = itemAt(y, x);
+      if (k < 0) return "";
+      const m = g.items[k], up = model.get("upscale") || 1;
+      const ty = Math.floor((iy - Math.floor(k / g.cols) * (g.th + g.pad)) / up);
+      const tx = Math.floor((ix - (k % g.cols) * (g.tw + g.pad)) / up);
+      const q = data[m * h * w + ty * w + tx];
+      return `${labels[m] || m}  (${ty}, ${tx})  value ${fmt(value(m, q))}`;
+    }
+    const pctx = picture.getContext("2d", { willReadFrequently: true });
+    const px = pctx.getImageData(ix, iy, 1, 1).data;
+    let text = `(${iy}, ${ix})  rgb ${px[0]} ${px[1]} ${px[2]}`;
+    const shown = model.get("shown");
+    if (mode === "overlay" && shown >= 0 && shown < K) {
+      const [H, W] = model.get("image_shape");
+      const my = Math.min(h - 1, Math.floor((iy * h) / H)), mx = Math.min(w - 1, Math.floor((ix * w) / W));
+      const q = data[shown * h * w + my * w + mx];
+      text = `${labels[shown] || ""}  ${text}  map ${fmt(value(shown, q))}`;
+    } else {
+      const { k, g } = itemAt(y, x);
+      if (k >= 0) text = `${labels[g.items[k]] || g.items[k]}  ${text}`;
+    }
+    return text;
+  }
+
+  let drag = null;
+  const onDown = (event) => {
+    if (event.button !== 0) return;
+    screen.setPointerCapture && screen.setPointerCapture(event.pointerId);
+    drag = { x: event.clientX, y: event.clientY, ox: view.ox, oy: view.oy, moved: false };
+  };
+  const onMove = (event) => {
+    const p = toPicture(event);
+    readout.textContent = describe(p.y, p.x);
+    if (!drag) return;
+    const dx = event.clientX - drag.x, dy = event.clientY - drag.y;
+    if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+    if (drag.moved && view.zoom > 1) {
+      const z = (picture.width ? screen.width / picture.width : 1) * view.zoom;
+      view.ox = drag.ox - dx / z;
+      view.oy = drag.oy - dy / z;
+      clampView();
+      schedule();
+    }
+  };
+  const onUp = (event) => {
+    if (!drag) return;
+    const wasDrag = drag.moved;
+    drag = null;
+    if (wasDrag) return;
+    const p = toPicture(event);
+    if (p.y < 0 || p.x < 0 || p.y >= picture.height || p.x >= picture.width) return;
+    if (model.get("click_selects")) {
+      const { k, g } = itemAt(p.y, p.x);
+      if (k >= 0 && g.items[k] !== model.get("selected")) {
+        model.set("selected", g.items[k]);
+        model.save_changes();
+      }
+    }
+    model.send({ event: "click", y: p.y, x: p.x });
+  };
+  const clampView = () => {
+    const W = picture.width, H = picture.height;
+    view.ox = Math.min(Math.max(view.ox, 0), W - W / view.zoom);
+    view.oy = Math.min(Math.max(view.oy, 0), H - H / view.zoom);
+  };
+  const onWheel = (event) => {
+    event.preventDefault();
+    const p = toPicture(event);
+    const zoom = Math.min(32, Math.max(1, view.zoom * (event.deltaY < 0 ? 1.25 : 0.8)));
+    // keep the picture pixel under the pointer where it is
+    view.ox = p.x - (p.x - view.ox) * (view.zoom / zoom);
+    view.oy = p.y - (p.y - view.oy) * (view.zoom / zoom);
+    view.zoom = zoom;
+    clampView();
+    schedule();
+  };
+  const onReset = () => {
+    view.zoom = 1;
+    view.ox = 0;
+    view.oy = 0;
+    schedule();
+  };
+  const onLeave = () => {
+    readout.textContent = "";
+  };
+  screen.addEventListener("pointerdown", onDown);
+  screen.addEventListener("pointermove", onMove);
+  screen.addEventListener("pointerup", onUp);
+  screen.addEventListener("pointerleave", onLeave);
+  screen.addEventListener("wheel", onWheel, { passive: false });
+  screen.addEventListener("dblclick", onReset);
+
+  const drawn = [
+    "maps", "maps_shape", "luts", "lut_names", "cmap", "mode", "orders", "sort", "page",
+    "per_page", "cols", "pad", "upscale", "tile_hw", "tile_origin", "selected", "ring",
+    "shown", "opacity", "threshold", "display_size",
+  ];
+  const onChange = () => schedule();
+  for (const name of drawn) model.on(`change:${name}`, onChange);
+  const onImage = () => decodeImage();
+  model.on("change:image", onImage);
+  model.on("change:image_shape", onImage);
+  decodeImage();
+  schedule();
+
+  return () => {
+    if (frame !== null) cancelAnimationFrame(frame);
+    for (const name of drawn) model.off(`change:${name}`, onChange);
+    model.off("change:image", onImage);
+    model.off("change:image_shape", onImage);
+  };
+}
+
+export default { render };
