@@ -26,18 +26,18 @@ function bytesOf(model, name) {
   return new Uint8Array(0);
 }
 
-function gridShape(n, cols) {
+export function gridShape(n, cols) {
   const c = cols > 0 ? cols : Math.max(1, Math.ceil(Math.sqrt(n)));
   return [Math.ceil(n / c), c];
 }
 
 // render.threshold_level
-function thresholdLevel(t) {
+export function thresholdLevel(t) {
   return Math.floor(t * 255 + 0.5);
 }
 
 // render.upsample_index: bilinear, pixel centres aligned, float64, round half up.
-function upsampleIndex(q, h, w, H, W) {
+export function upsampleIndex(q, h, w, H, W) {
   if (h === H && w === W) return q;
   const axis = (n, big) => {
     const i0 = new Int32Array(big), i1 = new Int32Array(big), f = new Float64Array(big);
@@ -62,6 +62,47 @@ function upsampleIndex(q, h, w, H, W) {
       const bottom = q[r1 + c0] * e + q[r1 + c1] * g;
       const v = Math.floor(top * a + bottom * b + 0.5);
       out[y * W + x] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+  }
+  return out;
+}
+
+// render.index_tiles: (H, W) RGBA of the tiles, tile k showing map items[k]
+// of the (K, h, w) indices `data`, enlarged `up` times, separators white.
+export function tilesRGBA(data, h, w, items, cols, pad, up, table) {
+  const K = h * w ? Math.floor(data.length / (h * w)) : 0;
+  const [rows, c] = gridShape(items.length, cols);
+  const th = h * up, tw = w * up;
+  const H = Math.max(rows * (th + pad) - pad, 0), W = Math.max(c * (tw + pad) - pad, 0);
+  const out = new Uint8ClampedArray(H * W * 4).fill(SEPARATOR);
+  for (let k = 0; k < items.length; k++) {
+    const m = items[k];
+    if (m < 0 || m >= K) continue;
+    const base = m * h * w;
+    const top = Math.floor(k / c) * (th + pad), left = (k % c) * (tw + pad);
+    for (let y = 0; y < th; y++) {
+      const row = base + Math.floor(y / up) * w;
+      let o = ((top + y) * W + left) * 4;
+      for (let x = 0; x < tw; x++, o += 4) {
+        const q = data[row + Math.floor(x / up)] * 3;
+        out[o] = table[q];
+        out[o + 1] = table[q + 1];
+        out[o + 2] = table[q + 2];
+      }
+    }
+  }
+  return { H, W, rgba: out };
+}
+
+// render.overlay_index's blend, in place on `out` (a copy of the image):
+// floor((1 - a) * image + a * colour + 0.5) where the index reaches `level`.
+export function blendRGBA(out, image, big, table, a, level) {
+  const ia = 1 - a;
+  for (let i = 0, o = 0; i < big.length; i++, o += 4) {
+    const q = big[i];
+    if (q < level) continue;
+    for (let c = 0; c < 3; c++) {
+      out[o + c] = Math.floor(ia * image[o + c] + a * table[3 * q + c] + 0.5);
     }
   }
   return out;
@@ -164,30 +205,9 @@ function render({ model, el }) {
     }
   }
 
-  // render.index_tiles: (H, W) RGBA of the page's tiles, separators white.
   function composeTiles(g) {
-    const { K, h, w, data } = mapsInfo();
-    const up = model.get("upscale") || 1;
-    const H = g.rows * (g.th + g.pad) - g.pad, W = g.cols * (g.tw + g.pad) - g.pad;
-    const out = new Uint8ClampedArray(Math.max(H, 0) * Math.max(W, 0) * 4).fill(SEPARATOR);
-    const table = lut();
-    for (let k = 0; k < g.items.length; k++) {
-      const m = g.items[k];
-      if (m < 0 || m >= K) continue;
-      const base = m * h * w;
-      const top = Math.floor(k / g.cols) * (g.th + g.pad), left = (k % g.cols) * (g.tw + g.pad);
-      for (let y = 0; y < g.th; y++) {
-        const row = base + Math.floor(y / up) * w;
-        let o = ((top + y) * W + left) * 4;
-        for (let x = 0; x < g.tw; x++, o += 4) {
-          const q = data[row + Math.floor(x / up)] * 3;
-          out[o] = table[q];
-          out[o + 1] = table[q + 1];
-          out[o + 2] = table[q + 2];
-        }
-      }
-    }
-    return { H, W, rgba: out };
+    const { h, w, data } = mapsInfo();
+    return tilesRGBA(data, h, w, g.items, g.cols, g.pad, model.get("upscale") || 1, lut());
   }
 
   // render.overlay_index over the decoded image.
@@ -203,19 +223,8 @@ function render({ model, el }) {
       const q = data.subarray(shown * h * w, (shown + 1) * h * w);
       cache.overlay = { key, data, big: upsampleIndex(q, h, w, H, W) };
     }
-    const big = cache.overlay.big;
-    const table = lut();
-    const a = model.get("opacity");
-    const ia = 1 - a;
-    const level = thresholdLevel(model.get("threshold"));
-    for (let i = 0, o = 0; i < H * W; i++, o += 4) {
-      const q = big[i];
-      if (q < level) continue;
-      for (let c = 0; c < 3; c++) {
-        const v = Math.floor(ia * imageRGBA[o + c] + a * table[3 * q + c] + 0.5);
-        out[o + c] = v;
-      }
-    }
+    blendRGBA(out, imageRGBA, cache.overlay.big, lut(), model.get("opacity"),
+      thresholdLevel(model.get("threshold")));
     return { H, W, rgba: out };
   }
 

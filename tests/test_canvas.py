@@ -1,0 +1,162 @@
+"""The picture canvas: the kernel's composition (render.py) against plain
+references, the page's arithmetic (canvas.js, run in Node) against the
+kernel's, and the widget's state, clicks and bytes. The browser test reads the
+same pictures back from a real page (tests/browser/)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from cnnwidgets import render
+from cnnwidgets.widgets.canvas import PictureCanvas
+
+CANVAS_JS = pathlib.Path(render.__file__).parent / "widgets" / "canvas.js"
+
+
+def upsample_reference(q: np.ndarray, big_h: int, big_w: int) -> np.ndarray:
+    """Bilinear with pixel centres aligned, one pixel at a time, plain Python floats."""
+    h, w = q.shape
+    out = np.zeros((big_h, big_w), np.uint8)
+    for y in range(big_h):
+        sy = min(max((y + 0.5) * h / big_h - 0.5, 0.0), h - 1.0)
+        y0 = int(np.floor(sy))
+        y1, fy = min(y0 + 1, h - 1), sy - y0
+        for x in range(big_w):
+            sx = min(max((x + 0.5) * w / big_w - 0.5, 0.0), w - 1.0)
+            x0 = int(np.floor(sx))
+            x1, fx = min(x0 + 1, w - 1), sx - x0
+            top = float(q[y0, x0]) * (1 - fx) + float(q[y0, x1]) * fx
+            bottom = float(q[y1, x0]) * (1 - fx) + float(q[y1, x1]) * fx
+            out[y, x] = int(np.floor(top * (1 - fy) + bottom * fy + 0.5))
+    return out
+
+
+@pytest.mark.parametrize("shape, size", [((7, 7), (56, 56)), ((3, 5), (17, 23)), ((4, 4), (4, 4))])
+def test_upsample_index_is_plain_bilinear(shape, size):
+    q = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    np.testing.assert_array_equal(render.upsample_index(q, size), upsample_reference(q, *size))
+
+
+def test_colour_index_gives_apply_colormap():
+    x = np.random.default_rng(1).uniform(-0.1, 1.1, (50, 40)).astype(np.float32)
+    lut = render.colormap_lut("magma")
+    np.testing.assert_array_equal(lut[render.colour_index(x)], render.apply_colormap(x, "magma"))
+
+
+def test_overlay_index_blends_and_thresholds():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    q = np.array([[0, 255], [128, 64]], np.uint8)
+    out = render.overlay_index(image, q, opacity=0.3, cmap="jet", threshold=0.5)
+    big = render.upsample_index(q, (12, 12))
+    colour = render.colormap_lut("jet")[big].astype(np.float64)
+    want = np.floor(0.7 * image + 0.3 * colour + 0.5).astype(np.uint8)
+    shown = big >= render.threshold_level(0.5)
+    assert 0 < shown.sum() < shown.size  # the threshold hides part of the map
+    np.testing.assert_array_equal(out[shown], want[shown])
+    np.testing.assert_array_equal(out[~shown], image[~shown])
+    # Far from the render.overlay of the float map only by the map's 256 levels.
+    smooth = render.overlay(image, q.astype(np.float32) / 255, alpha=0.3, cmap="jet")
+    full = render.overlay_index(image, q, opacity=0.3, cmap="jet")
+    assert np.abs(smooth.astype(int) - full.astype(int)).max() <= 40
+
+
+NODE_CHECK = """
+import * as c from "./canvas.mjs";
+import { readFileSync } from "node:fs";
+const args = JSON.parse(readFileSync(0, "utf8"));
+const u8 = (a) => Uint8Array.from(a);
+const big = c.upsampleIndex(u8(args.q), args.h, args.w, args.H, args.W);
+const image = new Uint8ClampedArray(args.H * args.W * 4);
+args.image.forEach((v, i) => { image[4 * Math.floor(i / 3) + (i % 3)] = v; });
+const out = c.blendRGBA(new Uint8ClampedArray(image), image, big, u8(args.lut), args.opacity,
+                        c.thresholdLevel(args.threshold));
+const tiles = c.tilesRGBA(u8(args.maps), args.mh, args.mw, args.items, 0, 1, args.up, u8(args.lut));
+const rgb = (rgba) => Array.from(rgba).filter((_, i) => i % 4 !== 3);
+process.stdout.write(JSON.stringify({big: Array.from(big), overlay: rgb(out),
+                                     tiles: rgb(tiles.rgba), H: tiles.H, W: tiles.W}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+def test_canvas_js_computes_what_render_computes(tmp_path):
+    """canvas.js's own functions, run in Node, against render.py: to the bit."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(NODE_CHECK)
+    rng = np.random.default_rng(3)
+    q = rng.integers(0, 256, (7, 5)).astype(np.uint8)
+    image = rng.integers(0, 256, (45, 31, 3)).astype(np.uint8)
+    maps = rng.integers(0, 256, (6, 3, 4)).astype(np.uint8)
+    items, lut = [4, 0, 5, 2, 1], render.colormap_lut("jet")
+    args = dict(
+        q=q.ravel().tolist(), h=7, w=5, H=45, W=31, image=image.ravel().tolist(),
+        lut=lut.ravel().tolist(), opacity=0.45000000000000007, threshold=0.3,
+        maps=maps.ravel().tolist(), mh=3, mw=4, items=items, up=3,
+    )  # fmt: skip
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    want = render.upsample_index(q, (45, 31))
+    np.testing.assert_array_equal(np.reshape(got["big"], (45, 31)), want)
+    want = render.overlay_index(image, q, 0.45000000000000007, "jet", threshold=0.3)
+    np.testing.assert_array_equal(np.reshape(got["overlay"], want.shape), want)
+    tiles = render.index_tiles(maps, items, "jet", pad=1, upscale=3)
+    assert (got["H"], got["W"]) == tiles.shape[:2]
+    np.testing.assert_array_equal(np.reshape(got["tiles"], tiles.shape), tiles)
+
+
+def test_canvas_tiles_state_clicks_and_bytes():
+    maps = np.random.default_rng(4).integers(0, 256, (10, 4, 4)).astype(np.uint8)
+    canvas = PictureCanvas(cmaps=("viridis", "gray"), mode="tiles", click_selects=True)
+    canvas.set_maps(maps, [[0.0, 2.0]] * 10, [f"ch {k}" for k in range(10)])
+    canvas.orders = [list(range(10)), list(range(9, -1, -1))]
+    canvas.upscale, canvas.ring, canvas.per_page = 2, 1, 4
+    assert len(canvas.maps) == maps.size and len(canvas.luts) == 2 * 768
+    assert canvas.bytes_sent == maps.size + 2 * 768
+    np.testing.assert_array_equal(
+        canvas.compose(), render.index_tiles(maps, [0, 1, 2, 3], "viridis", pad=1, upscale=2)
+    )
+    canvas.sort, canvas.page = 1, 1  # reversed order, second page: items 5, 4, 3, 2
+    assert canvas.page_items() == [5, 4, 3, 2]
+    canvas.use_colormap("gray")
+    grid = render.index_tiles(maps, [5, 4, 3, 2], "gray", pad=1, upscale=2)
+    canvas.selected = 3
+    box = canvas.box_of(3)
+    assert box == (9, 0, 17, 8)  # tile 2: second row, first column, 8 px tiles
+    np.testing.assert_array_equal(canvas.compose(), render.ring(grid, box, 1))
+    # A click message from the page: callbacks get picture pixels.
+    clicks = []
+    canvas.on_click(lambda y, x: clicks.append((y, x)))
+    canvas._handle_custom_msg({"event": "click", "y": 1.5, "x": 10.0}, [])
+    assert clicks == [(1.5, 10.0)]
+    canvas.click(1.0, 10.0)  # the same from Python also selects, as the page does
+    assert canvas.selected == 4 and canvas.item_at(8.5, 3) == -1  # a separator
+    canvas.use_colormap("magma")  # not offered: its table is sent then
+    assert canvas.lut_names == ["viridis", "gray", "magma"] and canvas.cmap == 2
+    canvas.close()
+
+
+def test_canvas_overlay_and_image_modes():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    maps = rng.integers(0, 256, (3, 5, 5)).astype(np.uint8)
+    canvas = PictureCanvas(cmaps=("jet",), mode="overlay")
+    canvas.set_image(image)
+    assert canvas.image == image.tobytes() and canvas.image_shape == [20, 30]
+    canvas.set_maps(maps, [[0, 1]] * 3)
+    canvas.shown, canvas.opacity, canvas.threshold = 2, 0.6, 0.2
+    want = render.overlay_index(image, maps[2], 0.6, "jet", 0.2)
+    np.testing.assert_array_equal(canvas.compose(), want)
+    canvas.mode = "image"
+    canvas.set_image(image, png=True)
+    assert canvas.image_format == "png" and render.from_png(canvas.image).shape == (20, 30, 3)
+    np.testing.assert_array_equal(canvas.compose(), image)
+    canvas.close()
