@@ -199,6 +199,40 @@ PICTURES_JS = """
 """
 
 
+# Run code in the page's kernel; returns (error or None, the text it printed).
+KERNEL_JS = """
+async (code) => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const future = kernel.requestExecute({code, silent: false, store_history: false});
+  let error = null, text = '';
+  future.onIOPub = (msg) => {
+    if (msg.header.msg_type === 'error') error = msg.content.evalue;
+    if (msg.header.msg_type === 'stream') text += msg.content.text;
+  };
+  await future.done;
+  return [error, text];
+}
+"""
+
+# The picture a cnnwidgets canvas composed (unzoomed), and what its screen canvas
+# shows, as base64 RGBA with their sizes.
+CANVAS_PIXELS_JS = """
+(el) => {
+  const b64 = (data) => {
+    let s = '';
+    for (let i = 0; i < data.length; i += 0x8000) {
+      s += String.fromCharCode.apply(null, data.subarray(i, i + 0x8000));
+    }
+    return btoa(s);
+  };
+  const read = (c) => ({w: c.width, h: c.height,
+    rgba: b64(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)});
+  return {picture: read(el.cwPicture), screen: read(el.querySelector('canvas')),
+          painted: Number(el.dataset.painted || 0), zoom: Number(el.dataset.zoom || 1)};
+}
+"""
+
+
 class LabPage:
     """One notebook open in one Lab page."""
 
@@ -245,6 +279,26 @@ class LabPage:
             "([id, args]) => window.jupyterapp.commands.execute(id, args)",
             [command_id, args or {}],
         )
+
+    def kernel(self, code: str) -> str:
+        """Run ``code`` in this notebook's kernel; returns what it printed."""
+        error, text = self.page.evaluate(KERNEL_JS, textwrap.dedent(code))
+        if error:
+            raise RuntimeError(f"kernel: {error}")
+        return text
+
+    def canvas_pixels(self, canvas) -> dict:
+        """A cnnwidgets canvas's pixels: {'picture': (H, W, 3) uint8 composed,
+        'screen': (h, w, 3) uint8 on screen, 'painted': paints so far, 'zoom'}."""
+        import base64
+
+        import numpy as np
+
+        got = canvas.evaluate(CANVAS_PIXELS_JS)
+        for key in ("picture", "screen"):
+            raw = np.frombuffer(base64.b64decode(got[key]["rgba"]), np.uint8)
+            got[key] = raw.reshape(got[key]["h"], got[key]["w"], 4)[..., :3]
+        return got
 
     def state(self) -> dict | None:
         return self.page.evaluate(STATE_JS)
@@ -447,7 +501,11 @@ WIDGET_CELLS = (
     probe = cw.Probe(model, class_names=names)
     """,
     "cw.GradCAMComparator(probe, image, methods=('gradcam', 'guided-gradcam'), top=4).wait()",
-    "cw.ActivationBrowser(probe, images[:2], layer='block1_conv2').wait()",
+    """\
+    browser = cw.ActivationBrowser(probe, images[:2], layer='block1_conv2')
+    browser.add_class('cwtest-browser')  # the canvas checks find it by this
+    browser.wait()
+    """,
     "cw.FilterGallery(probe, layer='block1_conv1', mode='weights').wait()",
     "cw.OcclusionScrubber(probe, image, patch=16, stride=8).wait()",
     "cw.ModelOverview(probe, images=image).wait()",

@@ -16,7 +16,11 @@ cell run, then check that
   "Error displaying widget" appears nowhere;
 - every cnnwidgets widget (a widget view with an 'image/png' beside it) shows
   a picture, and moving one of its controls (the first slider, dropdown or
-  toggle button that changes anything) changes that picture.
+  toggle button that changes anything) changes that picture;
+- in the every-widget notebook, the pictures composed in the page (the
+  anywidget canvas) are the kernel's ``view`` to within one level per channel,
+  read back from the page, after a control move and a click in the page; hover
+  shows the value under the pointer; the wheel zooms and a double click resets.
 
 Screenshots go to tests/browser/artifacts/ (git-ignored). A harness notebook
 written here (a minimal ViewWidget with a slider) runs beside the real ones,
@@ -26,8 +30,10 @@ so the test proves itself even before any tutorial notebook exists.
 from __future__ import annotations
 
 import pathlib
+import tempfile
 import time
 
+import numpy as np
 import pytest
 from labdriver import WIDGET_CELLS, LabPage
 
@@ -131,6 +137,110 @@ def test_notebook_in_lab(lab_server, context, name):
         lab.screenshot("moved")
         assert not lab.error_texts(), f"{name}: {lab.error_texts()}"
         assert not problems, f"{name}: {problems}\n" + "\n".join(lab.console[-20:])
+        if name == EVERY_WIDGET:
+            check_browser_canvas(lab)
     finally:
         lab.shutdown_kernels()
         page.close()
+
+
+def kernel_picture(lab: LabPage, expression: str) -> np.ndarray:
+    """An (H, W, 3) uint8 array the kernel computes, through a file (same machine)."""
+    path = pathlib.Path(tempfile.mkdtemp()) / "picture.npy"
+    lab.kernel(f"import numpy as _np; _np.save({str(path)!r}, {expression})")
+    return np.load(path)
+
+
+def wait_painted(canvas, after: int, timeout: float = PICTURE_TIMEOUT) -> int:
+    """Wait until the canvas has painted more than ``after`` times; the count."""
+    canvas.page.wait_for_function(
+        "([el, n]) => Number(el.dataset.painted || 0) > n",
+        arg=[canvas.element_handle(), after],
+        timeout=timeout * 1000,
+    )
+    return int(canvas.get_attribute("data-painted"))
+
+
+def assert_same_picture(page_pixels: np.ndarray, kernel: np.ndarray, what: str) -> None:
+    assert page_pixels.shape == kernel.shape, f"{what}: {page_pixels.shape} vs {kernel.shape}"
+    diff = np.abs(page_pixels.astype(int) - kernel.astype(int)).max()
+    assert diff <= 1, f"{what}: the page differs from view by up to {diff} levels"
+
+
+def settle_kernel(lab: LabPage, quiet: float = 1.0) -> None:
+    deadline, calm = time.monotonic() + PICTURE_TIMEOUT, None
+    while time.monotonic() < deadline:
+        state = lab.state()
+        idle = state is not None and state["status"] == "idle"
+        calm = (calm or time.monotonic()) if idle else None
+        if calm is not None and time.monotonic() - calm >= quiet:
+            return
+        time.sleep(0.1)
+
+
+def check_browser_canvas(lab: LabPage) -> None:
+    """The activation browser's canvas in a real page: pixels read back equal the
+    kernel's grid (``view`` holds it below the title line) before and after a
+    channel move and a click; hover reads a value; wheel zoom and reset."""
+    root = lab.page.locator(".cwtest-browser").first
+    canvas = root.locator(".cnnwidgets-canvas").first
+    root.scroll_into_view_if_needed()
+    painted = wait_painted(canvas, 0)
+    got = lab.canvas_pixels(canvas)
+    grid = kernel_picture(lab, "browser.canvas.compose()")
+    assert_same_picture(got["picture"], grid, "browser grid")
+    assert_same_picture(got["screen"], grid, "browser grid on screen")
+    top = int(lab.kernel("print(browser.grid_origin[0])"))
+    view = kernel_picture(lab, "browser.view")
+    assert_same_picture(got["picture"], view[top : top + grid.shape[0], : grid.shape[1]], "view")
+
+    # The channel box, moved as a user would: the page redraws the ring itself.
+    box = root.locator(".widget-inline-hbox input[type=number]").first
+    box.focus()
+    box.press("ArrowUp")
+    box.press("Enter")
+    wait_painted(canvas, painted)
+    settle_kernel(lab)
+    assert lab.kernel("print(browser.channel.value)").strip() == "1"
+    got = lab.canvas_pixels(canvas)
+    assert_same_picture(got["picture"], kernel_picture(lab, "browser.canvas.compose()"), "ring")
+
+    # Hover: the readout names the channel and its value under the pointer, here
+    # the first tile of the second row (the layer is the one the move above chose).
+    screen = canvas.locator("canvas").first
+    screen.scroll_into_view_if_needed()
+    bounds = screen.bounding_box()
+    th, tw, pad, cols = (int(v) for v in lab.kernel(
+        "g = browser.grid; print(*g.tile_hw, g.pad, g.cols)").split())  # fmt: skip
+    pick = int(lab.kernel(f"print(browser.grid.channels[{cols}])"))
+    x, y = bounds["x"] + tw / 2, bounds["y"] + th + pad + th / 2
+    lab.page.mouse.move(x, y)
+    readout = canvas.locator(".cnnwidgets-canvas-readout")
+    has_value = "(el) => el.textContent.includes('value')"
+    lab.page.wait_for_function(has_value, arg=readout.element_handle())
+    assert readout.inner_text().startswith(f"channel {pick} ")
+
+    # A click selects the tile's channel in the page and in the kernel.
+    painted = int(canvas.get_attribute("data-painted"))
+    lab.page.mouse.click(x, y)
+    wait_painted(canvas, painted)
+    settle_kernel(lab)
+    selected = lab.kernel("print(browser.channel.value, browser.canvas.selected)").split()
+    assert selected == [str(pick)] * 2
+    got = lab.canvas_pixels(canvas)
+    after = kernel_picture(lab, "browser.canvas.compose()")
+    assert_same_picture(got["picture"], after, "after the click")
+    assert not np.array_equal(after, grid)
+
+    # Wheel zooms about the pointer (the picture itself stays), double click resets.
+    painted = int(canvas.get_attribute("data-painted"))
+    lab.page.mouse.wheel(0, -300)
+    painted = wait_painted(canvas, painted)
+    zoomed = lab.canvas_pixels(canvas)
+    assert zoomed["zoom"] > 1
+    assert_same_picture(zoomed["picture"], after, "the picture under the zoom")
+    assert not np.array_equal(zoomed["screen"], after)
+    lab.page.mouse.dblclick(x, y)
+    wait_painted(canvas, painted)
+    assert lab.canvas_pixels(canvas)["zoom"] == 1
+    lab.screenshot("canvas", root)
