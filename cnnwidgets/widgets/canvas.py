@@ -211,8 +211,9 @@ class PictureCanvas(anywidget.AnyWidget):
             items, cols, _ = self.grid()
             if not items or self._maps.size == 0:
                 return None
+            up = max(self.upscale, 1)
             picture = render.index_tiles(
-                self._maps, items, self.cmap_name, cols=cols, pad=self.pad, upscale=max(self.upscale, 1)
+                self._maps, items, self.cmap_name, cols=cols, pad=self.pad, upscale=up
             )
         elif self._image is None:
             return None
