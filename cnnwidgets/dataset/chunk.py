@@ -19,6 +19,7 @@ from cnnwidgets.dataset.scores import box_masks, cross_entropy, energy_inside
 from cnnwidgets.dataset.sources import Chunk
 from cnnwidgets.explain.cam import gradcam
 from cnnwidgets.probe import Probe
+from cnnwidgets.probe.targets import Target
 
 __all__ = ["ChunkWork", "RunSpec", "explain_chunk", "scale_maps"]
 
@@ -28,7 +29,8 @@ class RunSpec:
     """What each chunk's work needs besides the model: picklable, so Ray
     actors get the same instructions as the local loop.
 
-    ``classes``: 'predicted', 'label' or a tuple of class indices."""
+    ``classes``: 'predicted', 'label', a tuple of class indices, or 'target'
+    with ``targets``: the K targets explained for every image."""
 
     method: str
     layer: str
@@ -36,6 +38,7 @@ class RunSpec:
     dtype: str = "float16"
     batch_size: int | None = None
     keep_images: bool = True
+    targets: tuple[Target, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,46 +101,68 @@ def explain_chunk(probe: Probe, spec: RunSpec, chunk: Chunk) -> dict[str, np.nda
         {store array name: (n, ...) array}: ``maps`` (n, K, h, w) in
         ``spec.dtype``, the Grad-CAM family maps at the layer's resolution,
         each divided by its peak, and ``map_scale`` (n, K) float32 those
-        peaks (:func:`scale_maps`); ``classes`` (n, K) int32,
-        ``predicted`` (n,) int32, ``confidence`` (n,) float32, ``class_prob``
-        (n, K) float32, ``labels`` (n,) int32 (-1 without), ``loss`` (n,)
+        peaks (:func:`scale_maps`); ``classes`` (n, K) int32 (-1 with
+        targets), ``predicted`` (n,) int32, ``confidence`` (n,) float32
+        (-1 / NaN for a model without a class head), ``class_prob`` (n, K)
+        float32 (with classes) or ``target_score`` (n, K) float32 (with
+        targets), ``labels`` (n,) int32 (-1 without), ``loss`` (n,)
         float32 (NaN without labels), and with boxes or masks
         ``energy_inside`` / ``energy_outside`` (n, K) float32 (and ``boxes``
         (n, 4) int32); ``images`` with ``spec.keep_images``.
     """
     raw = probe.check_images(chunk.images)
     n = len(raw)
-    probs = probe.predict(raw, batch_size=spec.batch_size, cache=False)  # a throw-away batch
-    predicted = probs.argmax(axis=1)
     labels = chunk.labels
-    if labels is not None and (labels.min() < 0 or labels.max() >= probe.num_classes):
-        raise ValueError(
-            f"labels must be class indices in [0, {probe.num_classes}); images "
-            f"{chunk.start}..{chunk.start + n - 1} have labels {labels.min()}..{labels.max()}"
-        )
-    classes = _classes(spec, predicted, labels)
+    # A model without a class head (segmentation, regression, several outputs)
+    # is explained by targets only: nothing is predicted.
+    has_head = spec.targets is None or (len(probe.output_names) == 1 and probe.num_classes > 0)
+    if has_head:
+        probs = probe.predict(raw, batch_size=spec.batch_size, cache=False)  # throw-away
+        predicted = probs.argmax(axis=1)
+        if labels is not None and (labels.min() < 0 or labels.max() >= probe.num_classes):
+            raise ValueError(
+                f"labels must be class indices in [0, {probe.num_classes}); images "
+                f"{chunk.start}..{chunk.start + n - 1} have labels "
+                f"{labels.min()}..{labels.max()}"
+            )
+    if spec.targets is None:
+        classes = _classes(spec, predicted, labels)
+        chosen: dict = {"classes": classes}
+    else:
+        classes = np.full((n, len(spec.targets)), -1, np.int64)
+        chosen = {"target": list(spec.targets)}
     maps = gradcam(
         probe,
         raw,
-        classes=classes,
         layer=spec.layer,
         method=spec.method,
         resize=False,
         normalize=None,
         batch_size=spec.batch_size,
         cache=False,  # each chunk is seen once: keep memory flat
+        **chosen,
     )
     unit, scale = scale_maps(maps)
     out = {
         "maps": unit.astype(spec.dtype),
         "map_scale": scale,
         "classes": classes.astype(np.int32),
-        "predicted": predicted.astype(np.int32),
-        "confidence": probs.max(axis=1).astype(np.float32),
-        "class_prob": np.take_along_axis(probs, classes, axis=1).astype(np.float32),
         "labels": (np.full(n, -1) if labels is None else labels).astype(np.int32),
-        "loss": cross_entropy(probs, labels),
     }
+    if has_head:
+        out["predicted"] = predicted.astype(np.int32)
+        out["confidence"] = probs.max(axis=1).astype(np.float32)
+        out["loss"] = cross_entropy(probs, labels)
+    else:
+        out["predicted"] = np.full(n, -1, np.int32)
+        out["confidence"] = np.full(n, np.nan, np.float32)
+        out["loss"] = np.full(n, np.nan, np.float32)
+    if spec.targets is None:
+        out["class_prob"] = np.take_along_axis(probs, classes, axis=1).astype(np.float32)
+    else:
+        out["target_score"] = probe.target_scores(
+            raw, spec.targets, batch_size=spec.batch_size, cache=False
+        )
     masks = chunk.masks
     if chunk.boxes is not None:
         out["boxes"] = chunk.boxes.astype(np.int32)

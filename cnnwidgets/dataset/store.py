@@ -7,10 +7,11 @@ Layout (N images, K explained classes per image, (h, w) the layer's grid)::
       maps        (N, K, h, w)  float16 | float32   maps at the layer's resolution, each
                                           divided by its peak (largest |value|: 1)
       map_scale   (N, K)        float32   each map's peak: real map = maps * map_scale
-      classes     (N, K)        int32     the class each map explains
-      predicted   (N,)          int32     top-1 class
-      confidence  (N,)          float32   its probability
+      classes     (N, K)        int32     the class each map explains (-1: a target)
+      predicted   (N,)          int32     top-1 class (-1: the model has no class head)
+      confidence  (N,)          float32   its probability (NaN without a class head)
       class_prob  (N, K)        float32   probability of each explained class
+      target_score (N, K)       float32   each target's score, instead (target=)
       labels      (N,)          int32     true class, -1 where none was given
       loss        (N,)          float32   -log p(true class), NaN without a label
       energy_inside, energy_outside (N, K) float32   share of map energy in / out
@@ -76,6 +77,7 @@ RUN_KEYS = (
     "method",
     "layer",
     "classes",
+    "target_key",
     "class_names",
     "input_shape",
     "map_shape",
@@ -95,6 +97,7 @@ ROW_ARRAYS = (
     "loss",
     "classes",
     "class_prob",
+    "target_score",
     "energy_inside",
     "energy_outside",
     "boxes",
@@ -319,7 +322,7 @@ class DatasetStore:
         k_all = len(self.meta["class_names"])
         predicted = self.column("predicted")
         labels = self.column("labels")
-        known = labels >= 0
+        known = (labels >= 0) & (predicted >= 0)  # no class head: nothing predicted
         summary: dict[str, Any] = {"count": int(count), "labelled": int(known.sum())}
         if known.any():
             confusion = np.zeros((k_all, k_all), np.int64)

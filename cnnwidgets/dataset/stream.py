@@ -26,6 +26,7 @@ from cnnwidgets.dataset.store import DatasetStore
 from cnnwidgets.explain import methods as map_methods
 from cnnwidgets.explain.cam import cam_layer
 from cnnwidgets.probe import Probe, as_probe, weights_digest
+from cnnwidgets.probe.targets import as_targets, stable_key
 from cnnwidgets.progress import reporter
 
 __all__ = [
@@ -67,12 +68,30 @@ def _check_spec(
     dtype: Any,
     batch_size: Any,
     keep_images: Any,
+    target: Any = None,
 ) -> RunSpec:
     method = _dataset_method(method)
+    targets = None
+    if target is not None:
+        if classes not in (None, "predicted"):
+            raise TypeError(
+                "give classes= or target=, not both (classes=c is the shorthand for "
+                "target=cw.targets.Class(c))"
+            )
+        if method == "cam":
+            raise ValueError(
+                "method 'cam' explains classes only (it reads the class's Dense weights); "
+                "for target= use 'gradcam', 'gradcam++', 'layercam' or 'scorecam'"
+            )
+        targets = as_targets(target)
+        for t in targets:
+            t.check(probe)  # before any store is made or any model pass
     if layer is None:
         layer = cam_layer(probe) if method == "cam" else probe.last_conv_layer
     path = probe.resolve_4d(layer)
-    if isinstance(classes, str) and classes in CLASS_MODES:
+    if targets is not None:
+        spec_classes: str | tuple[int, ...] = "target"
+    elif isinstance(classes, str) and classes in CLASS_MODES:
         spec_classes: str | tuple[int, ...] = classes
     elif classes is None:
         spec_classes = "predicted"
@@ -90,7 +109,7 @@ def _check_spec(
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if not isinstance(keep_images, (bool, np.bool_)):
         raise TypeError(f"keep_images must be True or False, got {keep_images!r}")
-    return RunSpec(method, path, spec_classes, dtype, batch_size, bool(keep_images))
+    return RunSpec(method, path, spec_classes, dtype, batch_size, bool(keep_images), targets)
 
 
 def _function_name(fn: Callable | None) -> str | None:
@@ -102,12 +121,20 @@ def _function_name(fn: Callable | None) -> str | None:
 def run_metadata(probe: Probe, spec: RunSpec, chunk: int, count: int | None) -> dict:
     """The store metadata of a run (every key of ``store.RUN_KEYS`` and more)."""
     info = probe.layer_info(spec.layer)
-    k = 1 if isinstance(spec.classes, str) else len(spec.classes)
+    if spec.targets is not None:
+        k = len(spec.targets)
+    else:
+        k = 1 if isinstance(spec.classes, str) else len(spec.classes)
+    targets = spec.targets or ()
     return {
         "method": spec.method,
         "layer": spec.layer,
         "classes": spec.classes if isinstance(spec.classes, str) else list(spec.classes),
         "k": k,
+        # What each of the K maps explains with target= (None with classes), and a
+        # digest of the targets that is the same in every process (resumption).
+        "target": [t.describe() for t in targets] if targets else None,
+        "target_key": [stable_key(t) for t in targets] if targets else None,
         "class_names": list(probe.class_names),
         "model_name": probe.model.name,
         "input_shape": [int(d) if d is not None else None for d in probe.input_shape[1:]],
@@ -147,6 +174,7 @@ def explain_dataset(
     ray_options: dict | None = None,
     overwrite: bool = False,
     progress: Any = None,
+    target: Any = None,
 ) -> DatasetStore:
     """Class activation maps and scores of every image of a dataset, written
     to a Zarr store a chunk at a time (bounded memory, resumable).
@@ -188,6 +216,18 @@ def explain_dataset(
         progress: None (a progress bar when the run is long: more than
             ``cnnwidgets.progress.AUTO_MIN_CALLS`` model calls), True (always),
             False (never) or a function ``(done, total)`` of images.
+        target: instead of ``classes`` (leave it at its default): one target,
+            or a list of K, explained for every image (see
+            :mod:`cnnwidgets.probe.targets`), e.g.
+            ``cw.targets.Output("age", cw.targets.Regression())``; every CAM
+            method but ``"cam"``. The store's metadata keeps each target's
+            ``describe()`` ("target") and a digest ("target_key"; a rerun with
+            other targets does not resume), its ``classes`` array holds -1 and
+            ``target_score`` (N, K) float32 each image's score of each target.
+            ``predicted`` / ``confidence`` / ``loss`` come from the model's class
+            head when it has one (else -1 / NaN). Bad targets raise a
+            ValueError before any store is made. Per-image targets (a region
+            of each image's own mask) are not taken: run one call per target.
 
     Returns:
         The :class:`~cnnwidgets.dataset.store.DatasetStore` (see its docstring
@@ -211,7 +251,7 @@ def explain_dataset(
         probe = model
     else:
         probe = as_probe(model, class_names=class_names, preprocess=preprocess)
-    spec = _check_spec(probe, method, layer, classes, dtype, batch_size, keep_images)
+    spec = _check_spec(probe, method, layer, classes, dtype, batch_size, keep_images, target)
     stream = sources.chunks(data, int(chunk), labels=labels, boxes=boxes, masks=masks)
     if spec.classes == "label" and stream.labelled is False:
         raise ValueError(

@@ -19,7 +19,10 @@ Methods (:data:`CAM_METHODS`):
 - ``"layercam"`` (Jiang et al. 2021): W = ReLU(gradient) at each position.
 - ``"scorecam"`` (Wang et al. 2020): W = the class probability of the input
   masked by each channel's upsampled, min-max scaled activation. Needs one
-  forward pass per channel, batched, with progress and cancellation.
+  forward pass per channel, batched, with progress and cancellation. With
+  ``target=``: W = the target's score of the masked input minus its score of
+  the all-zero input (the paper's increase of confidence; a logit or a value
+  has no probability scale, and the difference ignores its offset).
 - ``"cam"`` (Zhou et al. 2016): W = the Dense weights of a GAP + Dense head.
 
 Class scores are logits, found by the Probe without touching the model. A
@@ -233,13 +236,21 @@ def _scorecam_weights(ctx: _Context) -> np.ndarray:
     probe, acts = ctx.probe, ctx.acts
     n, _, _, c = acts.shape
     size = ctx.x.shape[1:3]
-    k = ctx.classes.shape[1]
+    k = ctx.classes.shape[1] if ctx.classes is not None else 0
     # Masks: each channel upsampled to the input and min-max scaled to [0, 1].
     up = resize_maps(np.moveaxis(acts, -1, 1), size)  # (N, C, H, W)
     lo = up.min(axis=(2, 3), keepdims=True)
     span = up.max(axis=(2, 3), keepdims=True) - lo
     masks = np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
     bs = ctx.batch_size or probe.batch_size()
+    targets = ctx.request.targets
+    if targets is not None:
+        # A target's score has no probability scale: a channel counts by how much
+        # its masked input raises the score over the all-masked input (the paper's
+        # increase of confidence, f(X * H) - f(X_b), with X_b = 0).
+        k = len(targets)
+        scorer = probe.target_model(targets)
+        (base,) = probe.run(scorer, np.zeros_like(ctx.x[:1]), batch_size=1)
     weights = np.zeros((n, k, c), np.float32)
     total, done = n * c, 0
     ctx.progress(0, total)
@@ -248,9 +259,13 @@ def _scorecam_weights(ctx: _Context) -> np.ndarray:
             m = masks[i, s : s + bs, :, :, None]
             # The mask multiplies the model input (after preprocess), as in the paper.
             batch = (ctx.x[i][None] * m).astype(np.float32)
-            scores, output = probe.run(probe.scores_model, batch, batch_size=bs)
-            probs = probe.probabilities(scores, output)  # [1 - p, p] for a binary head
-            weights[i, :, s : s + len(m)] = probs[:, ctx.classes[i]].T
+            if targets is not None:
+                (scores,) = probe.run(scorer, batch, batch_size=bs)
+                weights[i, :, s : s + len(m)] = (scores - base).T
+            else:
+                scores, output = probe.run(probe.scores_model, batch, batch_size=bs)
+                probs = probe.probabilities(scores, output)  # [1 - p, p] for a binary head
+                weights[i, :, s : s + len(m)] = probs[:, ctx.classes[i]].T
             done += len(m)
             ctx.progress(done, total)
     return weights
@@ -330,13 +345,11 @@ def _check_method(method: Any) -> str:
 
 def _prepare(model_or_probe, images, classes, layer, method, target=None) -> _Request:
     method = _check_method(method)
-    if target is not None and not METHOD_INFO[method].needs_gradients:
-        # Score-CAM weighs channels by class probabilities and CAM reads the
-        # Dense weights of a class: neither is defined for any score.
+    if target is not None and method == "cam":
+        # CAM reads the Dense weights of a class: not defined for any score.
         raise ValueError(
-            f"method {method!r} explains classes only (it reads class probabilities or the "
-            "class's Dense weights); for target= use a gradient method: "
-            f"{[m for m, i in METHOD_INFO.items() if i.needs_gradients]}, or give classes="
+            "method 'cam' explains classes only (it reads the class's Dense weights); for "
+            f"target= use {[m for m in METHOD_INFO if m != 'cam']}, or give classes="
         )
 
     def target_layer(probe: Probe, raw: np.ndarray) -> str:
@@ -405,7 +418,7 @@ def channel_weights(
         method: one of :data:`CAM_METHODS`. For ``"layercam"``, whose weights
             vary over space, this is the spatial mean of ReLU(gradient).
         target: instead of ``classes``, one target or a list of K (see
-            :mod:`cnnwidgets.probe.targets`); gradient methods only.
+            :mod:`cnnwidgets.probe.targets`); every method but ``"cam"``.
 
     Returns:
         (N, K, C) float32. For gradcam, gradcam++, scorecam and cam the map is
@@ -457,8 +470,9 @@ def gradcam(
             target shared by all images or a list of K, e.g.
             ``cw.targets.Output("value", cw.targets.Regression())`` or
             ``Class("cat") - Class("dog")`` (see :mod:`cnnwidgets.probe.targets`).
-            Gradient methods only (gradcam, gradcam++, layercam); Score-CAM and
-            CAM raise a ValueError.
+            Every method but plain CAM (a ValueError): gradcam, gradcam++ and
+            layercam differentiate the target's score; Score-CAM weighs each
+            channel by the score its masked input gains over the all-zero input.
 
     Returns:
         (N, K, H, W) float32, >= 0, never NaN; a map with no positive evidence

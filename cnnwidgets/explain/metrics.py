@@ -7,7 +7,8 @@
   near 1) shows the picture, not what the model learned.
 - :func:`deletion_auc` / :func:`insertion_auc` (Petsiuk et al. 2018, RISE):
   remove (or insert) pixels from the most salient down, in batched steps,
-  and integrate the class probability over the fraction of pixels changed.
+  and integrate the class probability (or a target's score, ``target=``)
+  over the fraction of pixels changed.
   A faithful map makes deletion fall fast (low AUC) and insertion rise fast
   (high AUC).
 - :func:`pointing_game` (Zhang et al. 2016): the fraction of maps whose
@@ -27,6 +28,7 @@ import numpy as np
 from cnnwidgets.explain.common import prepare
 from cnnwidgets.explain.saliency import make_baseline, saliency
 from cnnwidgets.probe import Probe, as_probe
+from cnnwidgets.probe.targets import as_targets
 from cnnwidgets.progress import reporter
 
 __all__ = [
@@ -180,9 +182,16 @@ def _auc_curves(
     insert: bool,
     batch_size: int | None,
     progress: Any,
+    target: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if target is not None and classes is not None:
+        raise TypeError(
+            "give classes= or target=, not both (classes=c is the shorthand for "
+            "target=cw.targets.Class(c))"
+        )
+    targets = None if target is None else as_targets(target)
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
     n, h, w, _ = raw.shape
@@ -195,7 +204,16 @@ def _auc_curves(
             "or (N, H, W), as returned by saliency()"
         )
     k = maps.shape[1]
-    if classes is None and k == 1:
+    if targets is not None:
+        if len(targets) != k:
+            raise ValueError(
+                f"maps hold K={k} maps per image but target gives {len(targets)} targets; "
+                "give one target per map"
+            )
+        for t in targets:
+            t.check(probe)
+        cls = np.tile(np.arange(k, dtype=np.int64)[None], (n, 1))  # column j: target j
+    elif classes is None and k == 1:
         cls = probe.resolve_classes(None, raw)
     else:
         if classes is None:
@@ -224,13 +242,17 @@ def _auc_curves(
         changed = (rank[i, j] < counts[t][:, None]).reshape(-1, h, w, 1)
         src, dst = (canvas[i], raw[i]) if insert else (raw[i], canvas[i])
         batch = np.where(changed, dst, src)
-        p = probe.predict(batch, batch_size=len(idx))
+        if targets is None:
+            p = probe.predict(batch, batch_size=len(idx), cache=False)
+        else:  # all K scores ride one pass; each row keeps its own map's target
+            p = probe.target_scores(batch, targets, batch_size=len(idx), cache=False)
         probs[idx] = p[np.arange(len(idx)), cls[i, j]]
         report(int(idx[-1]) + 1, total)
     curves = probs.reshape(n, k, steps + 1)
     frac = counts / pixels
     auc = ((curves[..., 1:] + curves[..., :-1]) * 0.5 * np.diff(frac)).sum(axis=-1)
     return auc.astype(np.float32), curves
+
 
 
 def deletion_auc(
@@ -243,6 +265,7 @@ def deletion_auc(
     batch_size: int | None = None,
     progress: Any = None,
     return_curves: bool = False,
+    target: Any = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Deletion metric (Petsiuk et al. 2018): lower is more faithful.
 
@@ -261,12 +284,19 @@ def deletion_auc(
         baseline: what removed pixels become: ``"black"`` (RISE's choice),
             ``"mean"``, ``"blur"``, a number or raw pixels.
         return_curves: also return the curves (N, K, steps + 1) float32.
+        target: instead of ``classes`` (giving both is a TypeError): one
+            target, or a list of K, one per map (see
+            :mod:`cnnwidgets.probe.targets`); the curve is then the target's
+            score in its own units (a logit, a value), not a probability, so
+            the AUC is not bounded to [0, 1]: compare AUCs of one target.
+            Bad targets raise a ValueError before any model pass.
 
     Returns:
         (N, K) float32 AUCs (and the curves).
     """
     auc, curves = _auc_curves(
-        model_or_probe, images, maps, classes, steps, baseline, False, batch_size, progress
+        model_or_probe, images, maps, classes, steps, baseline, False, batch_size, progress,
+        target,
     )
     return (auc, curves) if return_curves else auc
 
@@ -281,15 +311,18 @@ def insertion_auc(
     batch_size: int | None = None,
     progress: Any = None,
     return_curves: bool = False,
+    target: Any = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Insertion metric (Petsiuk et al. 2018): higher is more faithful.
 
     Starts from the baseline (default a blurred copy, RISE's canvas) and
     puts the original pixels back from the most salient down; otherwise as
-    :func:`deletion_auc`. Returns (N, K) float32 AUCs (and the curves).
+    :func:`deletion_auc` (``target=`` too). Returns (N, K) float32 AUCs (and
+    the curves).
     """
     auc, curves = _auc_curves(
-        model_or_probe, images, maps, classes, steps, baseline, True, batch_size, progress
+        model_or_probe, images, maps, classes, steps, baseline, True, batch_size, progress,
+        target,
     )
     return (auc, curves) if return_curves else auc
 

@@ -16,7 +16,7 @@ The positions are ``range(0, H - patch + 1, stride)`` plus ``H - patch`` when
 the last stride falls short (the same across the width), so every pixel is
 covered and every patch lies fully inside the image.
 
-Two engines compute the patched images' probabilities (``engine=``):
+Two engines compute the patched images' probabilities or target scores (``engine=``):
 'batched' runs every patched copy through the whole model; 'incremental'
 (:mod:`cnnwidgets.probe.incremental`) computes the unpatched activations once and
 recomputes each layer only inside the window the patch can reach, equal to
@@ -49,7 +49,9 @@ from cnnwidgets.probe.incremental import (
     IncrementalPlan,
     NotIncremental,
     choose_engine,
+    target_head,
 )
+from cnnwidgets.probe.targets import as_targets
 from cnnwidgets.progress import reporter
 
 __all__ = [
@@ -151,6 +153,7 @@ def occlusion_plan(
     patch: int = 16,
     stride: int = 8,
     engine: str = "auto",
+    target: Any = None,
 ) -> IncrementalPlan:
     """Which engine :func:`occlusion` would use for these arguments, and why.
 
@@ -163,15 +166,21 @@ def occlusion_plan(
         engine also checks itself on each image before use and falls back to
         'batched' under 'auto' if that check fails (logged).
 
+        ``target``: as for :func:`occlusion` (the targets' own check runs first).
+
     Raises:
-        ValueError: bad patch / stride / engine, or engine='incremental' on a
-            model it cannot run on (the message says which node and why).
+        ValueError: bad patch / stride / engine / target, or
+            engine='incremental' on a model or targets it cannot run on (the
+            message says which node and why).
     """
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
     h, w = raw.shape[1:3]
     ys, xs = patch_positions(h, w, patch, stride)
-    return choose_engine(probe, (h, w), int(patch), len(ys) * len(xs), _check_engine(engine))
+    targets = None if target is None else as_targets(target)
+    return choose_engine(
+        probe, (h, w), int(patch), len(ys) * len(xs), _check_engine(engine), targets
+    )
 
 
 def _fill_key(fill: Any) -> Any:
@@ -297,11 +306,7 @@ class _Occluder:
         self.source = _fill_source(raw, fill, patch)
         per_image = len(self.ys) * len(self.xs)
         self.asked = engine
-        if targets is None:
-            self.plan = choose_engine(probe, (h, w), patch, per_image, engine)
-        else:
-            # The incremental engine replays the class head only.
-            self.plan = IncrementalPlan("batched", "targets run on the batched engine")
+        self.plan = choose_engine(probe, (h, w), patch, per_image, engine, targets)
         self.engine = self.plan.engine
         self._incremental: tuple[int, IncrementalModel] | None = None
         self.batch_size = batch_size
@@ -351,9 +356,13 @@ class _Occluder:
         or target scores (M, K), batch size) for image n, on the engine of the plan."""
         if self.engine == "incremental":
             try:
+                cut, head = (None, None)
+                if self.targets is not None:
+                    # Stop at the output node's input; the target head scores it.
+                    cut, head = target_head(self.probe, self.targets)
                 if self._incremental is None or self._incremental[0] != n:
                     self._incremental = None  # one image's cached activations at a time
-                    model = IncrementalModel(self.probe, self.raw[n], self.patch)
+                    model = IncrementalModel(self.probe, self.raw[n], self.patch, output=cut)
                     self._incremental = (n, model)
                 model = self._incremental[1]
                 if self.batch_size is not None:
@@ -361,7 +370,14 @@ class _Occluder:
                 else:
                     per = max(1, model.bytes_per_image(self.patch))
                     batch = int(np.clip(self.probe.memory_budget // per, 1, 64))
-                return model.predict, batch
+                if head is None:
+                    return model.predict, batch
+
+                def scored(images: np.ndarray) -> np.ndarray:
+                    (scores,) = self.probe.run(head, model.outputs(images), len(images))
+                    return scores.astype(np.float32)
+
+                return scored, batch
             except NotIncremental as exc:
                 if self.asked == "incremental":
                     raise ValueError(
@@ -479,8 +495,12 @@ def occlusion(
             target shared by all images or a list of K (see
             :mod:`cnnwidgets.probe.targets`); the map is then the drop of the
             target's score, score(image) - score(patched image), in the
-            score's own units (logits for Class). Targets run on the batched
-            engine ('auto' picks it; 'incremental' raises a ValueError).
+            score's own units (logits for Class). Targets ride the
+            incremental engine on single-output models (it stops at the output
+            node's input and a compiled target head scores the recomputed
+            values); on models with several outputs (detectors, two heads)
+            they run batched, and ``engine='incremental'`` raises a ValueError
+            saying why (see :func:`occlusion_plan`).
 
     Returns:
         (N, K, H, W) float32: at each pixel, the mean over the patches covering
@@ -541,11 +561,6 @@ def occlusion_progressive(
         :class:`OcclusionLevel` with maps (N, K, H, W) float32.
     """
     engine = _check_engine(engine)
-    if target is not None and engine == "incremental":
-        raise ValueError(
-            "engine='incremental' replays the class head only; targets run on "
-            "engine='batched' (or 'auto', which picks it)"
-        )
     req, patch, stride, fill_, key = _prepare(
         model_or_probe, images, classes, patch, stride, fill, target
     )

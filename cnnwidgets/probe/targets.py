@@ -22,6 +22,8 @@ Kinds:
 - :class:`Regression`: a predicted value, raised (``sign=+1``) or lowered (-1).
 - :class:`Region`: a segmentation output's channel, averaged over a mask or a box.
 - :class:`Output`: one output of a multi-output model, then another target.
+- :class:`Box`: a detector's class score for one box before non-maximum
+  suppression (the anchors that match the box, averaged).
 - any callable ``outputs -> (N,)`` written with keras.ops (:class:`Function`).
 - sums and scalar multiples: ``Class(a) - Class(b)``, ``0.5 * t``, ``sum(ts)``.
 
@@ -32,6 +34,7 @@ ValueError saying what is wrong before any model pass.
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
@@ -48,6 +51,7 @@ class Probe(Protocol):
 
     model: keras.Model
     head: Any
+    input_shape: tuple
     output_names: list[str]
 
     def output_index(self, which: Any) -> int: ...
@@ -58,6 +62,8 @@ class Probe(Protocol):
     def class_index(self, cls: Any) -> int: ...
 
 __all__ = [
+    "BOX_MATCHES",
+    "Box",
     "Class",
     "Function",
     "Labels",
@@ -68,7 +74,10 @@ __all__ = [
     "Target",
     "as_target",
     "as_targets",
+    "box_iou",
+    "decode_center_xywh",
     "region_mask",
+    "stable_key",
     "target_keys",
 ]
 
@@ -462,6 +471,308 @@ class Output(Target):
         return self.inner._tensor_at(probe, probe.output_index(self.which))
 
 
+#: Values of :class:`Box`'s ``match``.
+BOX_MATCHES = ("anchors", "decoded")
+
+#: The output names of keras_hub's detectors (RetinaNet): box deltas, class logits.
+_HUB_OUTPUTS = ("bbox_regression", "cls_logits")
+
+
+def box_iou(boxes: Any, box: Any) -> Any:
+    """Intersection over union of boxes with one box, with ``keras.ops``.
+
+    Args:
+        boxes: (..., 4) float32 boxes (y0, x0, y1, x1), numpy or tensors.
+        box: (4,) the box (y0, x0, y1, x1).
+
+    Returns:
+        (...) float32 IoU in [0, 1] (0 where both areas are empty).
+    """
+    ops = keras.ops
+    boxes = ops.cast(boxes, "float32")
+    b = ops.cast(ops.convert_to_tensor(np.asarray(box, np.float32)), "float32")
+    h = ops.maximum(ops.minimum(boxes[..., 2], b[2]) - ops.maximum(boxes[..., 0], b[0]), 0.0)
+    w = ops.maximum(ops.minimum(boxes[..., 3], b[3]) - ops.maximum(boxes[..., 1], b[1]), 0.0)
+    inter = h * w
+    area = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * ops.maximum(
+        boxes[..., 3] - boxes[..., 1], 0.0
+    )
+    union = area + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ops.maximum(union, 1e-12)
+
+
+def decode_center_xywh(anchors: Any, deltas: Any) -> Any:
+    """Boxes from anchors and per-anchor deltas, as keras_hub's RetinaNet decodes them.
+
+    The deltas are (dx, dy, dw, dh) in the 'center_xywh' encoding: the box's
+    centre is the anchor's centre moved by (dx, dy) anchor widths / heights,
+    its size the anchor's times (exp(dw), exp(dh)); no variance scaling.
+
+    Args:
+        anchors: (A, 4) float32 anchor boxes (y0, x0, y1, x1) in input pixels.
+        deltas: (N, A, 4) float32 (dx, dy, dw, dh), a tensor.
+
+    Returns:
+        (N, A, 4) float32 decoded boxes (y0, x0, y1, x1), written with ``keras.ops``.
+    """
+    ops = keras.ops
+    a = np.asarray(anchors, np.float32)
+    ah, aw = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    acy, acx = a[:, 0] + 0.5 * ah, a[:, 1] + 0.5 * aw
+    cx = deltas[..., 0] * aw + acx
+    cy = deltas[..., 1] * ah + acy
+    w = ops.exp(deltas[..., 2]) * aw
+    h = ops.exp(deltas[..., 3]) * ah
+    return ops.stack([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w], axis=-1)
+
+
+class Box(Target):
+    """A detector's score for one box before non-maximum suppression.
+
+    A detector such as keras_hub's ``RetinaNetObjectDetector`` outputs, per
+    anchor (A of them), class logits (N, A, C) and box deltas (N, A, 4); the
+    boxes it reports come from those after decoding and NMS. This target is
+    the mean logit of class ``cls`` over the anchors that match ``box``: an
+    anchor matches when the IoU of its box with ``box`` is at least ``iou``.
+
+    Which box of an anchor is compared (``match``):
+
+    - ``"anchors"`` (default): the anchor's own box, as the detector's
+      training assigns anchors to an object (RetinaNet: IoU >= 0.5). The
+      matched set is known before any model pass (no match is a ValueError
+      then) and is the same on every image and every occluded copy, so the
+      score is a fixed average of logits: gradients are exact and an
+      occlusion map shows how a patch changes the logits of the anchors
+      responsible for that box.
+    - ``"decoded"``: the box the model predicts from the anchor (anchor plus
+      its deltas, ``decode``), on each image and each occluded copy: the
+      anchors whose predictions NMS would merge into ``box``, as
+      pytorch-grad-cam's box targets match. The match is held constant
+      under differentiation (a step function of the deltas); an image where
+      no decoded box matches scores 0, which can only be seen after a pass.
+
+    Args:
+        box: (y0, x0, y1, x1) in input pixels (rows, then columns; floats
+            welcome), y1 > y0 and x1 > x0. keras_hub's ``"yxyx"`` format.
+        cls: the class index, 0 <= cls < C.
+        iou: the IoU threshold in (0, 1]; 0.5 by default (RetinaNet's
+            foreground threshold).
+        match: ``"anchors"`` or ``"decoded"`` (see above).
+        anchors: (A, 4) anchor boxes (y0, x0, y1, x1) in input pixels, in the
+            order of the outputs' anchor axis; None reads the model's own
+            ``anchor_generator`` (keras_hub detectors) for its input size.
+        decode: for ``match="decoded"``, ``decode(anchors (A, 4) ndarray,
+            deltas (N, A, 4) tensor) -> (N, A, 4)`` boxes (y0, x0, y1, x1)
+            written with ``keras.ops``; None: :func:`decode_center_xywh`
+            (keras_hub's RetinaNet).
+        outputs: (box deltas output, class scores output), each a name or an
+            index; None: keras_hub's ``("bbox_regression", "cls_logits")``,
+            else the model's two 3-D outputs (N, A, 4) and (N, A, C) told
+            apart by their last axis (a model with one 3-D output: that is
+            the class scores, enough for ``match="anchors"``).
+
+    The class scores are read on logits: a softmax / sigmoid ending the
+    class output comes off (keras_hub's ``cls_logits`` already are logits).
+    """
+
+    def __init__(
+        self,
+        box: Sequence[float],
+        cls: int,
+        iou: float = 0.5,
+        match: str = "anchors",
+        anchors: Any = None,
+        decode: Callable | None = None,
+        outputs: tuple[int | str, int | str] | None = None,
+    ):
+        try:
+            values = np.asarray(box, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            values = None
+        if values is None or values.size != 4 or not np.isfinite(values).all():
+            raise TypeError(f"Box takes a box (y0, x0, y1, x1) of 4 finite numbers, got {box!r}")
+        y0, x0, y1, x1 = (float(v) for v in values)
+        if y1 <= y0 or x1 <= x0:
+            raise ValueError(
+                f"box {tuple(values.tolist())} is empty; give (y0, x0, y1, x1) in input pixels "
+                "with y1 > y0 and x1 > x0 (keras_hub's 'yxyx')"
+            )
+        if not _is_int(cls) or cls < 0:
+            raise TypeError(f"Box takes a class index (int >= 0), got {cls!r}")
+        if not _is_real(iou) or not 0 < iou <= 1:
+            raise ValueError(f"iou must be a number in (0, 1], got {iou!r}")
+        if match not in BOX_MATCHES:
+            raise ValueError(f"match must be one of {BOX_MATCHES}, got {match!r}")
+        if decode is not None and not callable(decode):
+            raise TypeError(f"decode must be a function of (anchors, deltas), got {decode!r}")
+        if outputs is not None:
+            if not (isinstance(outputs, (tuple, list)) and len(outputs) == 2):
+                raise TypeError(
+                    "outputs takes (box deltas output, class scores output), names or indices; "
+                    f"got {outputs!r}"
+                )
+            outputs = tuple(int(o) if _is_int(o) else o for o in outputs)
+        self.box = (y0, x0, y1, x1)
+        self.cls = int(cls)
+        self.iou = float(iou)
+        self.match = match
+        self.anchors: np.ndarray | None = None
+        if anchors is not None:
+            a = np.asarray(anchors, np.float32)
+            if a.ndim != 2 or a.shape[1] != 4 or len(a) == 0:
+                raise ValueError(
+                    f"anchors must be (A, 4) boxes (y0, x0, y1, x1), got shape {a.shape}"
+                )
+            self.anchors = a
+            self.anchors.flags.writeable = False
+        self.decode = decode
+        self.outputs = outputs
+        self._model_anchors: dict[tuple, np.ndarray] = {}
+
+    @property
+    def key(self) -> Hashable:
+        anchors = "model" if self.anchors is None else array_key(self.anchors)
+        decode = None if self.decode is None else _Identity(self.decode)
+        return ("box", self.box, self.cls, self.iou, self.match, anchors, decode, self.outputs)
+
+    def describe(self) -> str:
+        y0, x0, y1, x1 = (f"{v:g}" for v in self.box)
+        return f"class {self.cls} in box ({y0}, {x0}, {y1}, {x1})"
+
+    # ------------------------------------------------------------ resolving
+
+    def _outputs(self, probe: Probe) -> tuple[int | None, int]:
+        """(index of the box deltas output or None, index of the class scores output)."""
+        if self.outputs is not None:
+            deltas, scores = (probe.output_index(o) for o in self.outputs)
+        else:
+            names = probe.output_names
+            if all(n in names for n in _HUB_OUTPUTS):
+                deltas, scores = (names.index(n) for n in _HUB_OUTPUTS)
+            else:
+                three = [i for i in range(len(names)) if len(probe.output_shape(i)) == 3]
+                fours = [i for i in three if probe.output_shape(i)[2] == 4]
+                others = [i for i in three if probe.output_shape(i)[2] != 4]
+                if len(three) == 1:
+                    deltas, scores = None, three[0]
+                elif len(three) == 2 and len(fours) == 1 and len(others) == 1:
+                    deltas, scores = fours[0], others[0]
+                else:
+                    shapes = {n: probe.output_shape(i) for i, n in enumerate(names)}
+                    raise ValueError(
+                        "Box reads a detector's per-anchor outputs, box deltas (N, A, 4) and "
+                        f"class scores (N, A, C); could not tell them apart among {shapes}: "
+                        "name them with Box(..., outputs=(deltas, scores))"
+                    )
+        shape = probe.output_shape(scores)
+        if len(shape) != 3:
+            raise ValueError(
+                f"Box reads per-anchor class scores (N, A, C); {_output_label(probe, scores)} "
+                "is not one"
+            )
+        if deltas is not None and (len(probe.output_shape(deltas)) != 3 or
+                                   probe.output_shape(deltas)[2] != 4):
+            raise ValueError(
+                f"Box reads per-anchor box deltas (N, A, 4); {_output_label(probe, deltas)} "
+                "is not one"
+            )
+        if deltas is None and self.match == "decoded":
+            raise ValueError(
+                "Box(match='decoded') decodes the per-anchor box deltas (N, A, 4), but the "
+                "model has no such output; name it with outputs=(deltas, scores) or use "
+                "match='anchors'"
+            )
+        return deltas, scores
+
+    def anchor_boxes(self, probe: Probe) -> np.ndarray:
+        """The anchors: (A, 4) float32 (y0, x0, y1, x1) in input pixels.
+
+        ``anchors=`` as given, or the model's ``anchor_generator`` (keras_hub)
+        run for the model's input size (no model pass: it reads a shape)."""
+        if self.anchors is not None:
+            return self.anchors
+        model = probe.model
+        gen = getattr(model, "anchor_generator", None)
+        if gen is None:
+            raise ValueError(
+                f"model {model.name!r} has no anchor_generator (a keras_hub detector has one); "
+                "give the anchors: Box(box, cls, anchors=(A, 4) boxes (y0, x0, y1, x1))"
+            )
+        h, w, c = probe.input_shape[1:]
+        if h is None or w is None:
+            raise ValueError(
+                f"model {model.name!r} takes images of any size, and its anchors depend on "
+                "the size; give them: Box(box, cls, anchors=...) for your image size"
+            )
+        key = (int(h), int(w), id(gen))
+        if key not in self._model_anchors:
+            levels = gen(np.zeros((1, int(h), int(w), int(c or 3)), np.float32))
+            a = keras.ops.concatenate(list(levels.values()), axis=0)
+            fmt = getattr(gen, "bounding_box_format", "yxyx")
+            if fmt != "yxyx":
+                a = keras.utils.bounding_boxes.convert_format(
+                    a, source=fmt, target="yxyx", height=int(h), width=int(w)
+                )
+            self._model_anchors[key] = np.asarray(keras.ops.convert_to_numpy(a), np.float32)
+        return self._model_anchors[key]
+
+    def matched(self, probe: Probe) -> np.ndarray:
+        """(A,) bool: the anchors whose own box matches (``match='anchors'``)."""
+        anchors = self.anchor_boxes(probe)
+        iou = np.asarray(keras.ops.convert_to_numpy(box_iou(anchors, self.box)))
+        return iou >= self.iou
+
+    def _check_at(self, probe: Probe, output: int | None) -> None:
+        if output is not None:
+            raise ValueError(
+                "Box reads two outputs of a detector (box deltas and class scores); give "
+                "them with Box(..., outputs=(deltas, scores)), not inside Output()"
+            )
+        deltas, scores = self._outputs(probe)
+        _, a, c = probe.output_shape(scores)
+        if c is not None and self.cls >= c:
+            raise ValueError(
+                f"class {self.cls} out of range; {_output_label(probe, scores)} has {c} classes"
+            )
+        h, w = probe.input_shape[1:3]
+        y0, x0, y1, x1 = self.box
+        if h is not None and w is not None and (y0 >= h or x0 >= w or y1 <= 0 or x1 <= 0):
+            raise ValueError(
+                f"box {self.box} lies outside the {h}x{w} input; give (y0, x0, y1, x1) in "
+                "input pixels"
+            )
+        anchors = self.anchor_boxes(probe)
+        if a is not None and len(anchors) != a:
+            raise ValueError(
+                f"{len(anchors)} anchors, but {_output_label(probe, scores)} has {a}; give "
+                "one anchor per row of the outputs, in their order"
+            )
+        if self.match == "anchors":
+            iou = np.asarray(keras.ops.convert_to_numpy(box_iou(anchors, self.box)))
+            if not (iou >= self.iou).any():
+                best = int(iou.argmax())
+                raise ValueError(
+                    f"no anchor matches box {self.box} at IoU >= {self.iou:g}: the closest, "
+                    f"anchor {best} {tuple(np.round(anchors[best], 1).tolist())}, has IoU "
+                    f"{iou[best]:.2f}; lower iou=, or check that the box is (y0, x0, y1, x1) "
+                    "in input pixels"
+                )
+
+    def _tensor_at(self, probe: Probe, output: int | None) -> Any:
+        ops = keras.ops
+        deltas, scores = self._outputs(probe)
+        logits, _ = probe.output_logits(scores)  # the output itself if nothing came off
+        logit = ops.cast(logits[:, :, self.cls], "float32")  # (N, A)
+        anchors = self.anchor_boxes(probe)
+        if self.match == "anchors":
+            m = self.matched(probe).astype(np.float32)
+            return ops.sum(logit * (m / m.sum()), axis=1)
+        decode = self.decode or decode_center_xywh
+        boxes = decode(anchors, ops.cast(probe.output_tensor(deltas), "float32"))
+        m = ops.stop_gradient(ops.cast(box_iou(boxes, self.box) >= self.iou, "float32"))
+        return ops.sum(logit * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
+
+
 class _Identity:
     """Hashes and compares a callable by identity, holding it so its id is not
     reused while a cache holds the key."""
@@ -597,8 +908,8 @@ def as_target(obj: Any) -> Target:
     if _is_int(obj) or isinstance(obj, str):
         hint = f"; for a class use classes={obj!r} or target=cw.targets.Class({obj!r})"
     raise TypeError(
-        "a target is cw.targets.Class, Labels, Regression, Region, Output (or a sum of them) "
-        f"or a function of the outputs, got {type(obj).__name__}{hint}"
+        "a target is cw.targets.Class, Labels, Regression, Region, Output, Box (or a sum of "
+        f"them) or a function of the outputs, got {type(obj).__name__}{hint}"
     )
 
 
@@ -614,6 +925,25 @@ def as_targets(target: Any) -> tuple[Target, ...]:
 def target_keys(targets: Sequence[Target]) -> tuple:
     """The keys of K targets, for caches and compiled functions."""
     return tuple(t.key for t in targets)
+
+
+def stable_key(target: Target) -> str:
+    """A digest of a target's key that is the same in every process (for
+    on-disk stores): functions count by their module and qualified name.
+
+    Returns:
+        A 32-character hex string."""
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, _Identity):
+            fn = obj.fn
+            return ("fn", getattr(fn, "__module__", "?"), getattr(fn, "__qualname__", repr(fn)))
+        if isinstance(obj, tuple):
+            return tuple(plain(o) for o in obj)
+        return obj
+
+    text = repr(plain(as_target(target).key))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def region_mask(prediction: Any, y: int, x: int) -> np.ndarray:

@@ -33,7 +33,9 @@ One idea per module:
   and the one walk carrying a changed region through it;
 - :mod:`.cost`: the time and memory model, and :func:`choose_engine`, the
   one policy choosing between the incremental and the batched engine;
-- :mod:`.executor`: :class:`IncrementalModel`, which computes the windows.
+- :mod:`.executor`: :class:`IncrementalModel`, which computes the windows;
+- :mod:`.heads`: targets on the engine: the cut at the output node's input
+  and the compiled target head that scores its values.
 """
 
 from cnnwidgets.probe.incremental.cost import (
@@ -47,6 +49,7 @@ from cnnwidgets.probe.incremental.cost import (
     plan,
 )
 from cnnwidgets.probe.incremental.executor import IncrementalModel
+from cnnwidgets.probe.incremental.heads import output_cut, target_head
 from cnnwidgets.probe.incremental.propagation import NotIncremental
 
 __all__ = [
@@ -59,5 +62,7 @@ __all__ = [
     "IncrementalPlan",
     "NotIncremental",
     "choose_engine",
+    "output_cut",
     "plan",
+    "target_head",
 ]

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cnnwidgets.probe import Probe, geometry, kinds
+from cnnwidgets.probe.incremental.heads import target_head
 from cnnwidgets.probe.incremental.propagation import (
     Node,
     NotIncremental,
@@ -178,6 +180,7 @@ def choose_engine(
     patch: int,
     positions: int | None = None,
     engine: str = "auto",
+    targets: Any = None,
 ) -> IncrementalPlan:
     """The engine occlusion runs on, and why: the one policy.
 
@@ -188,6 +191,11 @@ def choose_engine(
         positions: patch positions per image, or None to leave the set-up
             cost out (whether the engine pays off per pass only).
         engine: 'auto', 'incremental' or 'batched' (what the caller asked for).
+        targets: None (class probabilities) or the targets scored (one or a
+            list, :mod:`cnnwidgets.probe.targets`): they ride the engine when
+            :func:`cnnwidgets.probe.incremental.heads.target_head` can cut the
+            model at its output node's input (one output, one tensor into it);
+            else 'batched', the reason saying why.
 
     Returns:
         :class:`IncrementalPlan`. 'auto' takes 'incremental' where every node
@@ -200,6 +208,16 @@ def choose_engine(
     """
     if engine == "batched":
         return IncrementalPlan("batched", "engine='batched' was asked for")
+    if targets is not None:
+        try:
+            target_head(probe, targets)
+        except NotIncremental as exc:
+            if engine == "incremental":
+                raise ValueError(
+                    f"engine='incremental' cannot run these targets: {exc}; use "
+                    "engine='batched' or 'auto'"
+                ) from exc
+            return IncrementalPlan("batched", f"targets run batched: {exc}")
     found = estimate(probe, size, patch)
     speedup = found.speedup
     if found.unavailable:

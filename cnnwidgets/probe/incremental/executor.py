@@ -15,7 +15,7 @@ doc); any difference raises :class:`NotIncremental`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -159,18 +159,39 @@ class IncrementalModel:
         patch: the patch side the callers will use (for the self-check and the
             compiled tails).
         check: verify the engine on the base image first (see the module doc).
+        output: the catalog path of the node whose values :meth:`outputs`
+            gives (default: the class head's node); nodes after it are not
+            computed. Targets stop at the output node's input
+            (:func:`cnnwidgets.probe.incremental.heads.target_head`).
 
     Raises:
         NotIncremental: the model has a node the engine cannot replay exactly.
     """
 
-    def __init__(self, probe: Probe, image: np.ndarray, patch: int = 16, check: bool = True):
+    def __init__(
+        self,
+        probe: Probe,
+        image: np.ndarray,
+        patch: int = 16,
+        check: bool = True,
+        output: str | None = None,
+    ):
         raw = probe.check_images(image)
         if len(raw) != 1:
             raise ValueError(f"IncrementalModel takes one base image, got {len(raw)}")
         self.probe = probe
         self.size = raw.shape[1:3]
         self.nodes, self.out = classify(probe, self.size)
+        if output is not None:
+            # Stop at this node: what comes after it is not computed.
+            paths = [n.path for n in self.nodes]
+            if output not in paths:
+                raise NotIncremental(f"node {output!r} is not one the engine computes")
+            self.out = paths.index(output)
+            self.nodes = [
+                replace(n, consumers=[c for c in n.consumers if c <= self.out])
+                for n in self.nodes[: self.out + 1]
+            ]
         self.base_input = probe.model_inputs(raw)[0]
         paths = [n.path for n in self.nodes]
         outs = probe.run(probe.submodel(paths), self.base_input[None], batch_size=1)
@@ -213,8 +234,9 @@ class IncrementalModel:
         return peak_bytes(self.nodes, self.base, self.size, patch)
 
     def outputs(self, images: np.ndarray) -> np.ndarray:
-        """The model's output (M, K) float32 for raw images (M, H, W, C) that differ
-        from the base image anywhere (a small window pays off)."""
+        """The output node's values (M, ...) float32 (the model's output (M, K), or
+        the ``output`` node's) for raw images (M, H, W, C) that differ from the
+        base image anywhere (a small window pays off)."""
         raw = self.probe.check_images(images)
         x = self.probe.model_inputs(raw)
         changed = np.any(x != self.base_input[None], axis=3)  # (M, H, W)
@@ -285,7 +307,9 @@ class IncrementalModel:
         final = states[self.out]
         if final.vals is None:
             return np.repeat(self.base[self.out][None], m, axis=0)
-        return final.vals
+        # A map computed in a window (an output node that is a convolution, or the
+        # cut of a target head) goes out whole: the window pasted into the base.
+        return self._whole(self.out, final, m)
 
     def _whole_from(self, regions: Sequence[Region]) -> int:
         """The first node from which every node runs whole (or unchanged)."""
@@ -338,7 +362,7 @@ class IncrementalModel:
                 sym[i] = _apply(node, [sym[p] for p in node.parents])
             return keras.Model(inputs, sym[self.out], name="cw_incremental_tail")
 
-        key = (tuple(self.size), start)
+        key = (tuple(self.size), start, self.nodes[self.out].path)
         return frontier, self.probe.cached("incremental-tail", key, build, versioned=False)
 
     def _input_state(self, x: np.ndarray, r: Region) -> _State:
