@@ -107,6 +107,54 @@ def overlay(
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+#: Colours of segmentation classes (class c takes colour c mod 10).
+LABEL_COLOURS = np.array(
+    [
+        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    ],
+    np.float32,
+)
+
+
+def label_overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    highlight: np.ndarray | None = None,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """Colour each pixel of ``image`` by its class.
+
+    Args:
+        image: (H, W, C) picture.
+        labels: (h, w) ints, a class per pixel on any grid (resized to the
+            image by nearest neighbour).
+        highlight: (h, w) bool on the same grid or None: a region drawn
+            opaque, its border in the selection colour.
+        alpha: opacity of the class colours elsewhere.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    base = to_rgb_uint8(image).astype(np.float32)
+    h, w = base.shape[:2]
+    rows = (np.arange(h) * labels.shape[0] // h)[:, None]
+    cols = (np.arange(w) * labels.shape[1] // w)[None, :]
+    colour = LABEL_COLOURS[labels[rows, cols] % len(LABEL_COLOURS)]
+    weight = np.full((h, w, 1), alpha, np.float32)
+    if highlight is not None:
+        inside = highlight[rows, cols]
+        weight[inside] = 0.8
+        edge = inside & ~(
+            np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1)
+            & np.roll(inside, -1, 1)
+        )
+        colour[edge] = SELECTION
+        weight[edge] = 1.0
+    out = (1.0 - weight) * base + weight * colour
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def grid_shape(n: int, cols: int | None = None) -> tuple[int, int]:
     """(rows, cols) of a near-square grid for n tiles."""
     cols = cols or max(1, int(np.ceil(np.sqrt(n))))

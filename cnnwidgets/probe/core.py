@@ -138,7 +138,7 @@ class Probe:
         k = self.head.num_classes
         if self.head.kind == "none":
             if names is not None:
-                self.require_classes()
+                return self._segmentation_names(names)
             return []
         if names is None:
             if self.head.kind == "binary":
@@ -151,6 +151,22 @@ class Probe:
             hint = " ([negative, positive] for a one-unit sigmoid head)" if k == 2 else ""
             raise ValueError(
                 f"class_names has {len(names)} names but the model has {k} classes{hint}"
+            )
+        return names
+
+    def _segmentation_names(self, names: Any) -> list[str]:
+        """Names of a single segmentation output's channels (N, H, W, K): the
+        classes its regions are labelled with; any other non-class output refuses names."""
+        shape = tuple(self._trace.output.shape) if self._trace.output is not None else ()
+        if len(shape) != 4 or shape[-1] is None:
+            self.require_classes()
+        if isinstance(names, str):
+            raise TypeError("class_names must be a list of names, not one string")
+        names = [str(n) for n in names]
+        if len(names) != shape[-1]:
+            raise ValueError(
+                f"class_names has {len(names)} names but the segmentation output has "
+                f"{shape[-1]} channels"
             )
         return names
 
@@ -396,6 +412,23 @@ class Probe:
         if not cache:
             return compute()
         return self.cached("target_scores", (array_key(raw), target_keys(targets)), compute)
+
+    def outputs(self, images: Any, batch_size: int | None = None) -> list[np.ndarray]:
+        """The model's outputs on raw images, in ``output_names`` order: a list
+        of float32 arrays, each (N, ...) as the model gives it (read-only, cached)."""
+        raw = self.check_images(images)
+        batch_size = check_batch_size(batch_size)
+        key = ((), "outputs")
+
+        def compute() -> tuple[np.ndarray, ...]:
+            if key not in self._submodels:
+                self._submodels[key] = keras.Model(
+                    self._trace.input, list(self._trace.outputs), name="cw_outputs"
+                )
+            out = self.run(self._submodels[key], self.model_inputs(raw), batch_size)
+            return tuple(np.asarray(o, np.float32) for o in out)
+
+        return list(self.cached("outputs", (array_key(raw),), compute))
 
     def pre_activation(self, name: Any) -> Callable | None:
         """A function giving this Dense / Conv layer's output before its activation

@@ -10,6 +10,7 @@ the colour map or the scaling only re-draws, with no model pass.
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,9 +22,12 @@ import traitlets
 
 from cnnwidgets import render
 from cnnwidgets.explain import methods as map_methods
+from cnnwidgets.explain import target_choices
 from cnnwidgets.explain.common import normalize_maps
+from cnnwidgets.explain.target_choices import Choice
 from cnnwidgets.probe import as_probe, weights_held
-from cnnwidgets.widgets.base import BLANK_PNG, ViewWidget, layer_options
+from cnnwidgets.probe.targets import Class, as_targets
+from cnnwidgets.widgets.base import BLANK_PNG, ClickablePicture, ViewWidget, layer_options
 
 #: Colour maps offered by the ``cmap`` control.
 CMAPS: tuple[str, ...] = ("jet", "viridis", "magma", "inferno", "turbo", "gray")
@@ -46,11 +50,20 @@ def row_scale(mode: str | None, peak: float) -> tuple[float, str]:
         return peak, "raw value, one scale for the row"
     return 1.0, "raw value, clipped at 1"
 
+
 __all__ = ["GradCAMComparator"]
 
 
 class GradCAMComparator(ViewWidget):
-    """Compare class activation maps of a pinned class and a slider-picked class.
+    """Compare the maps of a pinned target and a slider-picked target.
+
+    On a classifier the targets are its classes, ranked by probability. On
+    any other model the slider steps through what its outputs offer (see
+    :mod:`cnnwidgets.explain.target_choices`): the classes present in a
+    segmentation (a click on the segmentation picture picks the connected
+    region under it), the labels of a multi-label head, the values of a
+    regression output (with a "raises / lowers" toggle), or the ``targets``
+    given.
 
     Args:
         model: a keras.Model (never changed) or a :class:`~cnnwidgets.Probe`.
@@ -63,16 +76,23 @@ class GradCAMComparator(ViewWidget):
         top: how many ranked classes the slider and bar chart cover.
         class_names: class names ([negative, positive] for a one-unit sigmoid).
         preprocess: function applied to the raw pixels before the model.
+        targets: what to explain instead of classes: a list of
+            :mod:`cnnwidgets.targets` (or one), offered in this order.
 
     Controls (public, drive them as a user would): ``class_slider`` (rank
     1..top), ``pinned``, ``layer``, ``methods``, ``opacity``, ``cmap``,
-    ``normalize``; ``bars`` is the bqplot bar chart of probabilities (click a
-    bar to pick its class). ``view`` is the (H, W, 3) uint8 picture shown.
+    ``normalize``, ``sign`` (shown for regression targets); ``bars`` is the
+    bqplot bar chart of the targets' values (click a bar to pick it);
+    ``click(y, x)`` picks a segmentation region. ``view`` is the (H, W, 3)
+    uint8 picture of the panels.
     """
 
     selected_class = traitlets.Int(
         0,
         help="Index of the class at the slider's rank; set it (or link it) to move the slider.",
+    )
+    selected_target = traitlets.Any(
+        None, help="The target (cw.targets) at the slider's rank, on any model."
     )
 
     def __init__(
@@ -85,15 +105,21 @@ class GradCAMComparator(ViewWidget):
         top: int = 10,
         class_names: Sequence[str] | None = None,
         preprocess: Callable | None = None,
+        targets: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.probe = as_probe(model, class_names=class_names, preprocess=preprocess)
         method_values, methods, layer_path = self._check_arguments(top, methods, layer)
+        if targets is not None and classes is not None:
+            raise TypeError("give classes= or targets=, not both")
         self._top = int(top)
         self._class_arg = classes
+        self._targets_arg = targets
+        self._sign = 1
+        self._picked: Choice | None = None  # the region a click picked
         self._lock = threading.RLock()
-        self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, class) -> (H, W)
+        self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, choice) -> (H, W)
         self._errors: dict[str, str] = {}
         self._scaled: dict[tuple, np.ndarray] = {}
         # Drawn panels of the current style: (picture, its PNG).
@@ -141,6 +167,18 @@ class GradCAMComparator(ViewWidget):
         self.pinned = widgets.Dropdown(
             options=self._pinned_options(), value=ranked[0], description="pinned"
         )
+        self.sign = widgets.ToggleButtons(
+            options=[("raises", 1), ("lowers", -1)],
+            value=1,
+            description="value",
+            tooltips=["what raises the predicted value", "what lowers it"],
+            layout=widgets.Layout(display=None if self._regression else "none"),
+        )
+        # The segmentation picture: a click picks the region under it.
+        self.picker: ClickablePicture | None = None
+        if target_choices.segmentation_output(self.probe) is not None:
+            self.picker = ClickablePicture(self.click, size=PANEL_SIZE)
+            self._show_segmentation()
         self.layer = widgets.Dropdown(
             options=layer_options(self.probe), value=layer_path, description="layer"
         )
@@ -169,9 +207,11 @@ class GradCAMComparator(ViewWidget):
         )
 
     def _lay_out(self) -> None:
+        picker = [] if self.picker is None else [self.picker.figure]
         self.children = [
             widgets.HBox([self.class_slider, self.class_label]),
-            widgets.HBox([self.pinned, self.layer]),
+            widgets.HBox([self.pinned, self.layer, self.sign]),
+            *picker,
             widgets.HBox([self.methods, widgets.VBox([self.opacity, self.cmap, self.normalize])]),
             self.progress,
             self.status,
@@ -188,6 +228,7 @@ class GradCAMComparator(ViewWidget):
         self.opacity.observe(self._on_redraw, names="value")
         self.cmap.observe(self._on_redraw, names="value")
         self.normalize.observe(self._on_redraw, names="value")
+        self.sign.observe(self._on_sign, names="value")
 
     # ------------------------------------------------------------ state
 
@@ -198,43 +239,91 @@ class GradCAMComparator(ViewWidget):
         self._raw = raw
         self._picture = render.to_rgb_uint8(raw[0])
         self._version = self.probe.weights_version()
-        self._probs = self.probe.predict(raw)[0]
-        if self._class_arg is None:
-            candidates = np.arange(self.probe.num_classes)
-        else:
-            candidates = np.unique(self.probe.resolve_classes(self._class_arg, raw)[0])
-        order = candidates[np.argsort(-self._probs[candidates], kind="stable")]
-        k = self.probe.num_classes if self.probe.head.kind == "binary" else self._top
-        self.ranked: list[int] = [int(c) for c in order[:k]]
+        self._classifier = self._targets_arg is None and self.probe.head.kind != "none"
+        self._probs = self.probe.predict(raw)[0] if self._classifier else None
+        self._set_choices()
         self._store.clear()
         self._scaled.clear()
         self._panels.clear()
 
+    def _set_choices(self) -> None:
+        """The targets the slider offers on the current image (and the region
+        a click picked, first), ranked."""
+        raw = self._raw
+        if self._classifier:
+            choices = target_choices.class_choices(self.probe, raw, self._class_arg, self._top)
+        elif self._targets_arg is not None:
+            targets = [
+                target_choices.with_sign(t, self._sign) for t in as_targets(self._targets_arg)
+            ]
+            choices = target_choices.given_choices(self.probe, raw, targets)
+        else:
+            choices = target_choices.offered_choices(self.probe, raw, self._top, self._sign)
+        if self._picked is not None:
+            choices = [self._picked] + [c for c in choices if c.key != self._picked.key]
+        self._choices = {c.key: c for c in choices}
+        self.ranked: list = [c.key for c in choices]
+        self._regression = target_choices.has_regression(choices)
+
     def set_image(self, image: Any) -> None:
-        """Show another image: re-rank classes and recompute the maps."""
+        """Show another image: re-rank the targets and recompute the maps."""
+        self._picked = None
         self._reload(image, keep_pinned=False)
 
     def _reload(self, image: Any, keep_pinned: bool) -> None:
         with self._lock:
             pinned = self.pinned.value
             self._set_image_state(image)
-            self.class_slider.max = max(1, len(self.ranked))
-            self.pinned.options = self._pinned_options()
-            self.pinned.value = pinned if keep_pinned else self.ranked[0]
-            self._update_bars()
-            self._update_labels()
+            self._offer_choices(pinned if keep_pinned else None)
         self._recompute()
 
-    def _name(self, cls: int) -> str:
-        return self.probe.class_names[cls]
+    def _offer_choices(self, pinned: Any = None, rank: int | None = None) -> None:
+        """Put the current choices on the slider, the pinned menu and the bars."""
+        with self._setting_controls():
+            self.class_slider.max = max(1, len(self.ranked))
+            if rank is not None:
+                self.class_slider.value = min(rank, len(self.ranked))
+            self.pinned.options = self._pinned_options()
+            keys = [v for _, v in self.pinned.options]
+            self.pinned.value = pinned if pinned in keys else self.ranked[0]
+        self._update_bars()
+        self._update_labels()
+        self.sign.layout.display = None if self._regression else "none"
+        if self.picker is not None:
+            self._show_segmentation()
 
-    def _pinned_options(self) -> list[tuple[str, int]]:
+    def _choice(self, key: Any) -> Choice:
+        """The choice of this key: offered ones, or any class of a classifier (pinned)."""
+        if key in self._choices:
+            return self._choices[key]
+        c = int(key)
+        return Choice(
+            key=c,
+            target=Class(c),
+            label=self.probe.class_names[c],
+            value=float(self._probs[c]),
+            value_text=f"{self._probs[c]:.1%}",
+            kind="class",
+            cls=c,
+        )
+
+    def _name(self, key: Any) -> str:
+        return self._choice(key).label
+
+    def _pinned_options(self) -> list[tuple[str, Any]]:
+        if not self._classifier:
+            return [(f"{c.label} ({c.value_text})", c.key) for c in self._choices.values()]
         order = np.argsort(-self._probs, kind="stable")
         return [(f"{self._name(c)} ({self._probs[c]:.1%})", int(c)) for c in order]
 
     @traitlets.validate("selected_class")
     def _valid_class(self, proposal) -> int:
         cls = int(proposal["value"])
+        if not self._classifier:
+            raise traitlets.TraitError(
+                "selected_class is a classifier's; this comparator offers targets "
+                f"({[self._name(k) for k in self.ranked]}): move class_slider"
+            )
         if cls not in self.ranked:
             names = [self._name(c) for c in self.ranked]
             raise traitlets.TraitError(
@@ -250,8 +339,15 @@ class GradCAMComparator(ViewWidget):
 
     @property
     def probabilities(self) -> np.ndarray:
-        """(K_all,) float32 class probabilities of the image."""
+        """(K_all,) float32 class probabilities of the image (classifiers only)."""
+        if self._probs is None:
+            self.probe.require_classes()
         return self._probs.copy()
+
+    @property
+    def choices(self) -> list[Choice]:
+        """What the slider offers, in rank order (target, label, value)."""
+        return [self._choices[k] for k in self.ranked]
 
     def _binary_note(self) -> str | None:
         if self.probe.head.kind != "binary":
@@ -267,10 +363,38 @@ class GradCAMComparator(ViewWidget):
         neg, pos = self.probe.class_names
         return f"one sigmoid unit: p({neg}) = 1 - p({pos})"
 
+    def raw_map(self, method: str, which: str = "slider") -> np.ndarray:
+        """The map behind a panel, before any scaling: (H, W) float32 >= 0.
+
+        ``method``: one of the shown methods; ``which``: 'slider' or 'pinned'.
+        Call :meth:`wait` first when the maps may still be computing."""
+        if which not in ("slider", "pinned"):
+            raise ValueError(f"which must be 'slider' or 'pinned', got {which!r}")
+        method = map_methods.resolve(method)
+        key = self._selected_key if which == "slider" else self.pinned.value
+        stored = self._store.get(self._key(method, key))
+        if stored is None:
+            raise ValueError(
+                f"no {method} map of {self._name(key)!r}: "
+                + (self._errors.get(method) or f"the methods shown are {self.methods.value}")
+            )
+        return stored.copy()
+
+    @property
+    def _selected_key(self) -> Any:
+        return self.ranked[self.class_slider.value - 1]
+
     def _update_labels(self) -> None:
-        self.selected_class = cls = self.ranked[self.class_slider.value - 1]
+        key = self._selected_key
+        choice = self._choice(key)
+        if self._classifier:
+            self.selected_class = key
+            value = f"p = {self._probs[key]:.2%}"
+        else:
+            value = choice.value_text
+        self.selected_target = choice.target
         self.class_label.value = (
-            f"<b>{self._name(cls)}</b> p = {self._probs[cls]:.2%} "
+            f"<b>{html.escape(choice.label)}</b> {value} "
             f"(rank {self.class_slider.value} of {len(self.ranked)})"
         )
         self.bars.selected = [self.class_slider.value - 1]
@@ -305,9 +429,18 @@ class GradCAMComparator(ViewWidget):
         self._update_bars()
 
     def _update_bars(self) -> None:
+        choices = self.choices
+        values = np.array([c.value for c in choices], np.float64)
+        probabilities = all(c.kind in ("class", "label", "region") for c in choices)
+        scale = self.bars.scales["y"]
         with self.bars.hold_sync():
-            self.bars.x = [self._name(c) for c in self.ranked]
-            self.bars.y = self._probs[self.ranked].astype(np.float64)
+            self.bars.x = [c.label for c in choices]
+            self.bars.y = values
+            # Probabilities on [0, 1]; predicted values on their own range, from 0.
+            scale.min = 0.0 if probabilities else float(min(0.0, values.min()))
+            scale.max = 1.0 if probabilities else float(max(0.0, values.max()) or 1.0)
+        self.figure.title = "top classes" if self._classifier else "targets: the model's values"
+        self.figure.axes[1].tick_format = ".0%" if probabilities else ".3g"
 
     def _on_bar_click(self, bars: Any, event: dict) -> None:
         """bqplot element click: {'event': 'element_click', 'data': {'index': i, ...}}."""
@@ -317,7 +450,7 @@ class GradCAMComparator(ViewWidget):
 
     # ------------------------------------------------------------ compute
 
-    def _missing(self) -> list[tuple[str, list[int]]]:
+    def _missing(self) -> list[tuple[str, list]]:
         classes = list(dict.fromkeys(self.ranked + [self.pinned.value]))
         todo = []
         for m in self.methods.value:
@@ -326,14 +459,14 @@ class GradCAMComparator(ViewWidget):
                 todo.append((m, need))
         return todo
 
-    def _key(self, method: str, cls: int, layer: str | None = None) -> tuple:
+    def _key(self, method: str, choice: Any, layer: str | None = None) -> tuple:
         """The store's key of a map: the layer is part of it for every method
         whose maps depend on the layer (the CAM family, guided Grad-CAM)."""
         if not map_methods.METHODS[method].uses_layer:
             layer = None
         elif layer is None:
             layer = self.layer.value
-        return (layer, method, int(cls))
+        return (layer, method, choice)
 
     def _compute(self, todo, layer: str, progress) -> dict:
         """{method: (classes, (K, H, W) maps) or an error message}."""
@@ -344,15 +477,20 @@ class GradCAMComparator(ViewWidget):
             def part(done, total, i=i):
                 progress(i * 100 + int(100 * done / max(total, 1)), n * 100)
 
+            chosen = [self._choice(k) for k in classes]
+            if all(c.cls is not None for c in chosen):
+                what = {"classes": [c.cls for c in chosen]}
+            else:
+                what = {"target": [c.target for c in chosen]}
             try:
                 maps = map_methods.explain(
                     self.probe,
                     self._raw,
-                    classes,
-                    method,
+                    method=method,
                     layer=layer,
                     normalize=None,
                     progress=part,
+                    **what,
                 )
                 out[method] = (classes, np.maximum(np.nan_to_num(maps[0]), 0.0))
             except (ValueError, TypeError) as exc:
@@ -416,9 +554,10 @@ class GradCAMComparator(ViewWidget):
             self._scaled[key] = scaled
         return self._scaled[key]
 
-    def _caption(self, method: str, cls: int, what: str) -> str:
-        # The method names the row (its legend), so the caption is the class alone.
-        return f"{what}: {self._name(cls)} {self._probs[cls]:.1%}"
+    def _caption(self, method: str, key: Any, what: str) -> str:
+        # The method names the row (its legend), so the caption is the target alone.
+        choice = self._choice(key)
+        return f"{what}: {choice.label} {choice.value_text}"
 
     def _legend(self, method: str, height: int) -> tuple[np.ndarray, bytes]:
         """The row's label and colour bar: what the colour of this row means."""
@@ -440,7 +579,7 @@ class GradCAMComparator(ViewWidget):
         """Draw the grid from stored maps (no model pass); panels are cached, so a
         slider move draws one new panel per method at most."""
         with self._lock:
-            pinned, cls = self.pinned.value, self.selected_class
+            pinned, cls = self.pinned.value, self._selected_key
             shown = self._display_maps()
             h, w = self._picture.shape[:2]
             factor = max(1, PANEL_SIZE // max(h, w))
@@ -526,6 +665,8 @@ class GradCAMComparator(ViewWidget):
         return True
 
     def _on_rank(self, change) -> None:
+        if self._controls_being_set:
+            return
         with weights_held():  # the staleness check and the cached lookups: one read
             if self._refresh_if_stale():
                 return
@@ -533,6 +674,8 @@ class GradCAMComparator(ViewWidget):
             self._render()
 
     def _on_pinned(self, change) -> None:
+        if self._controls_being_set:
+            return
         if self._refresh_if_stale():
             return
         self._recompute()
@@ -549,3 +692,36 @@ class GradCAMComparator(ViewWidget):
                 return
             self._render()
 
+    def _on_sign(self, change) -> None:
+        """Raise or lower the predicted values: new targets, new maps."""
+        pinned = self._choices.get(self.pinned.value)
+        self._sign = int(change["new"])
+        rank = self.class_slider.value
+        with self._lock:
+            self._set_choices()
+            if pinned is not None:
+                pinned = target_choices.with_sign(pinned.target, self._sign).key
+            self._offer_choices(pinned, rank)
+        self._recompute()
+
+    # ------------------------------------------------------------ regions
+
+    def click(self, y: float, x: float) -> Choice:
+        """Pick the region under image pixel (y, x) of a segmentation output:
+        the connected area of the class predicted there becomes the slider's
+        first target, and its maps are computed. Returns the picked choice."""
+        with self._lock:
+            picked = target_choices.region_at(self.probe, self._raw, y, x)
+            self._picked = picked
+            self._set_choices()
+            self._offer_choices(self.pinned.value, rank=1)
+        self._recompute()
+        return picked
+
+    def _show_segmentation(self) -> None:
+        """The image under its predicted classes, the picked region outlined."""
+        index = target_choices.segmentation_output(self.probe)
+        out = self.probe.outputs(self._raw)[index][0]
+        picked = None if self._picked is None else self._picked.mask
+        picture = render.label_overlay(self._picture, out.argmax(-1), picked)
+        self.picker.show(render.to_png(picture), *picture.shape[:2])

@@ -19,6 +19,7 @@ import numpy as np
 import traitlets
 
 from cnnwidgets import render
+from cnnwidgets.explain import target_choices
 from cnnwidgets.explain.occlusion import (
     FILLS,
     occlude,
@@ -26,6 +27,7 @@ from cnnwidgets.explain.occlusion import (
     patch_positions,
 )
 from cnnwidgets.probe import as_probe
+from cnnwidgets.probe.targets import Class
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget
 
 __all__ = ["OcclusionScrubber"]
@@ -49,13 +51,19 @@ class OcclusionScrubber(ViewWidget):
         preprocess: function applied to raw pixels before the model (ignored for a Probe).
         fill: 'mean', 'zero', 'blur' or a number (see :func:`cnnwidgets.occlusion`).
         top_k: how many classes the bar chart shows.
+        targets: follow these targets (:mod:`cnnwidgets.targets`, one or a
+            list) instead of classes; on a model that is not a classifier
+            the menu offers what its outputs offer (segmentation regions,
+            labels, predicted values), and the scores followed are the
+            targets' own (logits, predicted values), not probabilities.
 
     Controls (public attributes, drive them as a user would):
         x, y: IntSliders, column and row of the patch's TOP-LEFT corner.
         patch, stride: IntSliders in pixels.
         fill: Dropdown of fills.
-        class_: Dropdown of classes (value = class index); ``class_`` with a
-            trailing underscore because ``class`` is a Python keyword.
+        class_: Dropdown of classes (value = class index) or of targets
+            (value = the target's key); ``class_`` with a trailing underscore
+            because ``class`` is a Python keyword.
         bars: bqplot Bars, P(class) unoccluded vs occluded for the top-k classes.
         figure: bqplot Figure with the clickable occluded image.
 
@@ -75,6 +83,7 @@ class OcclusionScrubber(ViewWidget):
     selected_class = traitlets.Int(
         0, help="Index of the class followed (one of the class menu's); set or link it."
     )
+    selected_target = traitlets.Any(None, help="The target (cw.targets) followed now.")
 
     def __init__(
         self,
@@ -87,12 +96,27 @@ class OcclusionScrubber(ViewWidget):
         preprocess: Any = None,
         fill: Any = "mean",
         top_k: int = 5,
+        targets: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         probe = as_probe(model, class_names, preprocess)
         raw = probe.check_images(image)
-        chosen, offered = self._check_arguments(probe, raw, classes, patch, stride, fill)
+        if targets is not None and classes is not None:
+            raise TypeError("give classes= or targets=, not both")
+        self._classifier = targets is None and probe.head.kind != "none"
+        self._choices: dict = {}
+        if self._classifier:
+            chosen, offered = self._check_arguments(probe, raw, classes, patch, stride, fill)
+        else:
+            self._check_arguments(probe, raw, None, patch, stride, fill, False)
+            if targets is None:
+                choices = target_choices.offered_choices(probe, raw, max(int(top_k), 10))
+            else:
+                choices = target_choices.given_choices(probe, raw, targets)
+            self._choices = {c.key: c for c in choices}
+            offered = list(self._choices)
+            chosen = offered[:1]
         self.probe = probe
         self._raw = raw
         h, w = raw.shape[1:3]
@@ -109,14 +133,21 @@ class OcclusionScrubber(ViewWidget):
         self._build_bars()
         self._lay_out()
         self._wire()
-        self._mirror(self.class_, "selected_class")
+        if self._classifier:
+            self._mirror(self.class_, "selected_class")
         self._update_live()
         self._start_map()
 
     @staticmethod
     def _check_arguments(
-        probe: Any, raw: np.ndarray, classes: Any, patch: int, stride: int, fill: Any
-    ) -> tuple[np.ndarray, list[int]]:
+        probe: Any,
+        raw: np.ndarray,
+        classes: Any,
+        patch: int,
+        stride: int,
+        fill: Any,
+        check_classes: bool = True,
+    ) -> tuple[np.ndarray, list[int]] | None:
         """Validate the image, patch, stride, fill and classes up front; (chosen, offered)."""
         if len(raw) != 1:
             raise ValueError(
@@ -125,6 +156,8 @@ class OcclusionScrubber(ViewWidget):
         h, w = raw.shape[1:3]
         patch_positions(h, w, patch, stride)  # validates patch and stride (ValueError)
         occlude(raw[0], 0, 0, patch, fill)  # validates fill
+        if not check_classes:
+            return None
         probe.predict(raw)  # validates the image once, up front
         chosen = probe.resolve_classes(classes, raw)[0]
         if isinstance(classes, (list, tuple, np.ndarray)):
@@ -155,10 +188,14 @@ class OcclusionScrubber(ViewWidget):
         if not (isinstance(fill, str) and fill in FILLS):
             fill_options.append((str(fill), fill))
         self.fill = widgets.Dropdown(options=fill_options, value=fill, description="fill")
+        if self._classifier:
+            options = [(probe.class_names[i], i) for i in offered]
+            chosen = int(chosen[0])
+        else:
+            options = [(c.label, c.key) for c in self._choices.values()]
+            chosen = chosen[0]
         self.class_ = widgets.Dropdown(
-            options=[(probe.class_names[i], i) for i in offered],
-            value=int(chosen[0]),
-            description="class",
+            options=options, value=chosen, description="class" if self._classifier else "target"
         )
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="map")
         self.status = widgets.HTML()
@@ -171,7 +208,8 @@ class OcclusionScrubber(ViewWidget):
 
     def _build_bars(self) -> None:
         bx = bqplot.OrdinalScale()
-        by = bqplot.LinearScale(min=0.0, max=1.0)
+        # Probabilities on [0, 1]; target scores (logits, values) on their own range.
+        by = bqplot.LinearScale(min=0.0, max=1.0) if self._classifier else bqplot.LinearScale()
         self.bars = bqplot.Bars(
             x=["-"],
             y=[[0.0], [0.0]],
@@ -185,9 +223,13 @@ class OcclusionScrubber(ViewWidget):
             marks=[self.bars],
             axes=[
                 bqplot.Axis(scale=bx),
-                bqplot.Axis(scale=by, orientation="vertical", label="P(class)"),
+                bqplot.Axis(
+                    scale=by,
+                    orientation="vertical",
+                    label="P(class)" if self._classifier else "target score",
+                ),
             ],
-            title="top classes",
+            title="top classes" if self._classifier else "targets",
             legend_location="top-right",
             layout=widgets.Layout(width="360px", height="260px"),
         )
@@ -212,6 +254,8 @@ class OcclusionScrubber(ViewWidget):
     @traitlets.validate("selected_class")
     def _valid_class(self, proposal) -> int:
         cls = int(proposal["value"])
+        if not self._classifier:
+            raise ValueError("this scrubber follows targets, not classes: set class_.value")
         offered = [v for _, v in self.class_.options]
         if cls not in offered:
             names = [self.probe.class_names[c] for c in offered[:10]]
@@ -275,10 +319,24 @@ class OcclusionScrubber(ViewWidget):
         f = self.fill.value
         return f if isinstance(f, str) else float(f)
 
+    def _scores(self, images: np.ndarray) -> tuple[np.ndarray, list[str], int]:
+        """(values of what the bars show (K,), their names, the followed one's
+        position): class probabilities, or the menu's target scores."""
+        if self._classifier:
+            return self.probe.predict(images)[0], self.probe.class_names, self.class_.value
+        choices = list(self._choices.values())
+        values = self.probe.target_scores(images, [c.target for c in choices])[0]
+        return values, [c.label for c in choices], list(self._choices).index(self.class_.value)
+
     def _update_live(self) -> None:
         """Occlude at the current position, one (cached) forward pass, redraw."""
-        x, y, p, c = self.x.value, self.y.value, self.patch.value, self.class_.value
+        x, y, p = self.x.value, self.y.value, self.patch.value
         occluded = occlude(self._raw[0], x, y, p, self.fill.value)
+        if not self._classifier:
+            self._update_live_target(occluded, x, y)
+            return
+        c = self.class_.value
+        self.selected_target = Class(c)
         # Both cached by the probe under the current weights version: after
         # training, the next move shows the new model.
         probs = self.probe.predict(occluded[None])[0]
@@ -294,6 +352,29 @@ class OcclusionScrubber(ViewWidget):
             self.bars.y = np.stack([base[top], probs[top]]).astype(np.float64)
         self.status.value = (
             f"P({names[c]}) {base[c]:.3f} &rarr; {probs[c]:.3f} with the patch at "
+            f"x={x}, y={y}: drop <b>{self.drop:+.3f}</b>"
+        )
+        self._redraw()
+
+    def _update_live_target(self, occluded: np.ndarray, x: int, y: int) -> None:
+        """The target mode of :meth:`_update_live`: the followed target's score
+        with and without the patch, and the menu's scores in the bars."""
+        probs, names, c = self._scores(occluded[None])
+        base, _, _ = self._scores(self._raw)
+        choice = self._choices[self.class_.value]
+        self.selected_target = choice.target
+        with self._lock:
+            self.occluded = occluded
+            self.probabilities = probs
+            self.drop = float(base[c] - probs[c])
+        top = np.argsort(-base, kind="stable")[: self.top_k]
+        if c not in top:
+            top = np.append(top[: self.top_k - 1], c)
+        with self.bars.hold_sync():
+            self.bars.x = [names[i] for i in top]
+            self.bars.y = np.stack([base[top], probs[top]]).astype(np.float64)
+        self.status.value = (
+            f"{choice.label}: score {base[c]:.3f} &rarr; {probs[c]:.3f} with the patch at "
             f"x={x}, y={y}: drop <b>{self.drop:+.3f}</b>"
         )
         self._redraw()
@@ -323,11 +404,21 @@ class OcclusionScrubber(ViewWidget):
             return
         patch, stride, _, cls, _ = key
         fill = self.fill.value
+        if self._classifier:
+            what = {"classes": [cls]}
+        else:
+            what = {"target": [self._choices[cls].target]}
 
         def work(progress):
             final = None
             for level in occlusion_progressive(
-                self.probe, self._raw, [cls], patch, stride, fill, progress=progress
+                self.probe,
+                self._raw,
+                patch=patch,
+                stride=stride,
+                fill=fill,
+                progress=progress,
+                **what,
             ):
                 final = level.maps[0, 0]
                 self._set_map(generation, final, level.stride)
@@ -374,19 +465,25 @@ class OcclusionScrubber(ViewWidget):
             small = render.to_rgb_uint8(self.occluded)
             self.input_picture.show(render.to_png(small), *small.shape[:2])
             left = render.enlarge(small, s)
-            left = render.caption(
-                left, f"P({self.probe.class_names[c]}) {self.probabilities[c]:.2f}"
-            )
+            left = render.caption(left, self._followed_text(c))
             right, text = self._overlay_panel()
             box = (y * s, x * s, (y + p) * s, (x + p) * s)
             right = render.caption(render.outline(right, box, width=2), text)
             self._show(render.hstack([left, right, self._legend(right.shape[0])]))
 
+    def _followed_text(self, key: Any) -> str:
+        """The caption of the occluded image: the followed score now."""
+        if self._classifier:
+            return f"P({self.probe.class_names[key]}) {self.probabilities[key]:.2f}"
+        i = list(self._choices).index(key)
+        return f"{self._choices[key].label}: {self.probabilities[i]:.3g}"
+
     def _legend(self, height: int) -> np.ndarray:
         """The map's colour bar: what the colour of the sensitivity map means."""
         sens = self.sensitivity
         peak = float(sens.max()) if sens is not None else 0.0
-        name = self.probe.class_names[self.class_.value]
-        return render.legend(
-            "occlusion", 0.0, max(peak, 0.0), f"fall of P({name}) when hidden", "jet", height
-        )
+        if self._classifier:
+            meaning = f"fall of P({self.probe.class_names[self.class_.value]}) when hidden"
+        else:
+            meaning = f"fall of the score of {self._choices[self.class_.value].label} when hidden"
+        return render.legend("occlusion", 0.0, max(peak, 0.0), meaning, "jet", height)
