@@ -16,10 +16,10 @@ from cnnwidgets.explain.saliency import attributions
 
 T = cw.targets
 # Quality floors on fresh seeds (the training script's held-out seeds are 32 and 42).
-MIN_MEAN_IOU = 0.85
+MIN_MEAN_IOU = 0.88
 MIN_PIXEL_ACCURACY = 0.97
 MIN_SHAPE_ACCURACY = 0.95
-MIN_AREA_R2 = 0.95
+MIN_AREA_R2 = 0.90
 
 
 def assert_close(got, want, tol=1e-5):
