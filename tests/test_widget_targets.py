@@ -165,3 +165,18 @@ def test_a_click_on_a_classifier_comparator_says_what_it_needs(models, shapes_pr
     with pytest.raises(ValueError, match="segmentation output"):
         w.click(3, 3)
     w.close()
+
+
+def test_the_refusal_of_classes_names_a_target_that_fits_each_output(models):
+    import re
+
+    with pytest.raises(ValueError) as refused:
+        cw.gradcam(models["two"], models["image"], classes=0)
+    hints = re.findall(r"cw\.targets\.Output\('(\w+)', cw\.targets\.(\w+)\(", str(refused.value))
+    assert dict(hints) == {"cls": "Class", "size": "Regression"}
+    # Each hint, written as the message writes it, runs.
+    for name, kind in hints:
+        inner = Class(0) if kind == "Class" else Regression()
+        cw.gradcam(models["two"], models["image"], target=Output(name, inner))
+    with pytest.raises(ValueError, match=r"target=cw\.targets\.Region\(channel"):
+        cw.gradcam(models["seg"], models["image"], classes=0)

@@ -131,8 +131,20 @@ class Probe:
         """Raise a ValueError saying what works when the model is not a classifier."""
         if self.head.kind == "none":
             if self._trace.output is None:
-                raise ValueError(several_outputs(self.model.name, self.output_names))
-            raise ValueError(not_a_classifier(self.model.name, tuple(self._trace.output.shape)))
+                n = len(self.output_names)
+                raise ValueError(
+                    several_outputs(
+                        self.model.name,
+                        self.output_names,
+                        [self.output_shape(i) for i in range(n)],
+                        [self.output_logits(i)[1] for i in range(n)],
+                    )
+                )
+            raise ValueError(
+                not_a_classifier(
+                    self.model.name, tuple(self._trace.output.shape), self.output_logits(0)[1]
+                )
+            )
 
     def _check_class_names(self, names):
         k = self.head.num_classes

@@ -51,26 +51,42 @@ def binary_scores(logit: Any) -> Any:
     return keras.ops.concatenate([-logit, logit], axis=-1)
 
 
-def not_a_classifier(model_name: str, shape: tuple) -> str:
-    """Why a model with this output cannot have its classes explained, and what works."""
+def fitting_target(name: str | None, shape: tuple, activation: str | None) -> str:
+    """The cw.targets expression that explains an output of this shape and
+    activation (inside ``Output(name, ...)`` when ``name`` is given)."""
+    if len(shape) == 4:
+        inner = "Region(channel, mask_or_box)"
+    elif len(shape) == 2 and shape[1] not in (None, 1) and activation == "sigmoid":
+        inner = "Labels(0)"
+    elif len(shape) == 2 and activation in ("softmax", "sigmoid"):
+        inner = "Class(0)"
+    else:
+        inner = "Regression()"
+    inner = f"cw.targets.{inner}"
+    return inner if name is None else f"cw.targets.Output({name!r}, {inner})"
+
+
+def not_a_classifier(model_name: str, shape: tuple, activation: str | None = None) -> str:
+    """Why a model with this output has no classes to explain, and what works."""
     return (
         f"model {model_name!r} outputs shape {shape}, not a class vector (N, K), so it has no "
-        "classes to explain. Class methods (predict, Grad-CAM, saliency, occlusion, the "
-        "comparator and scrubber) need an image classifier: a softmax, sigmoid or logit "
-        "vector per image (one sigmoid unit for a binary task). Layers, activations, filters "
-        "and receptive fields work on any model. To explain a segmentation or feature map "
-        "output, give it a class view, e.g. keras.Model(model.input, "
-        "keras.layers.GlobalAveragePooling2D()(model.output))."
+        "classes for classes= or predict(). Explain it with a target instead, e.g. "
+        f"target={fitting_target(None, shape, activation)} (cw.targets lists them); the "
+        "comparator and the scrubber offer its targets themselves. Layers, activations, "
+        "filters and receptive fields work on any model."
     )
 
 
-def several_outputs(model_name: str, names: list[str]) -> str:
-    """Why ``classes=`` cannot be used on a multi-output model, and what works."""
+def several_outputs(
+    model_name: str, names: list[str], shapes: list[tuple], activations: list[str | None]
+) -> str:
+    """Why ``classes=`` cannot be used on a multi-output model, and what works: a
+    target that fits each output."""
+    fits = ", ".join(fitting_target(n, s, a) for n, s, a in zip(names, shapes, activations))
     return (
         f"model {model_name!r} has {len(names)} outputs {names}, so classes= is ambiguous. "
-        "Explain one output with a target, e.g. target=cw.targets.Output("
-        f"{names[0]!r}, cw.targets.Class(0)) or cw.targets.Output({names[-1]!r}, "
-        "cw.targets.Regression()); or pass keras.Model(model.inputs, model.outputs[i])"
+        f"Explain one output with a target: {fits}; or pass keras.Model(model.inputs, "
+        "model.outputs[i])"
     )
 
 
