@@ -42,6 +42,7 @@ def main() -> None:
         "occlusion_scrubber": cw.OcclusionScrubber(probe, image, patch=16, stride=8),
         "model_overview": cw.ModelOverview(probe, images=image, comparator=comparator),
         "dataset_explorer": _explorer(probe),
+        "gradcam_comparator_regions": _regions(),
     }
     for name, widget in widgets.items():
         widget.wait()
@@ -51,6 +52,22 @@ def main() -> None:
         print(f"{path.relative_to(OUT.parents[1])}: {widget.view.shape}, {size} bytes")
     for widget in widgets.values():
         widget.close()
+
+
+def _regions() -> cw.GradCAMComparator:
+    """The comparator on the shipped segmenter, after a click on one shape:
+    the pinned row explains the largest region, the slider the clicked one."""
+    images, segmentation, _ = cw.assets.make_scenes(4, seed=2, objects=(2, 3))
+    image = images[2].astype(np.float32)
+    y, x = np.argwhere(segmentation[2] > 0)[0] + 2  # just inside the first shape
+    widget = cw.GradCAMComparator(
+        cw.assets.shapes_segmenter(),
+        image,
+        class_names=cw.assets.SEGMENT_CLASSES,
+        methods=("gradcam", "vanilla"),
+    )
+    widget.click(int(y), int(x))
+    return widget
 
 
 def _explorer(probe: cw.Probe) -> cw.DatasetExplorer:

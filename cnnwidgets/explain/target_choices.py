@@ -135,13 +135,12 @@ def _region_choice(
     """A region of output ``index``: class ``c`` over ``mask`` (H', W')."""
     target = _wrap(probe, index, Region(int(c), mask))
     value = float(probs[..., c][mask].mean())
-    share = mask.mean()
     return Choice(
         key=target.key,
         target=target,
-        label=f"{_channel_name(probe, index, c)} {what}",
+        label=f"{what} {_channel_name(probe, index, c)}",
         value=value,
-        value_text=f"p {value:.2f} over {share:.0%} of px",
+        value_text=f"p {value:.2f}",
         kind="region",
         mask=mask,
     )
@@ -152,7 +151,7 @@ def _segmentation_choices(probe: Probe, index: int, out: np.ndarray, top: int) -
     predicted = probs.argmax(axis=-1)
     classes, areas = np.unique(predicted, return_counts=True)
     order = classes[np.argsort(-areas, kind="stable")][:top]
-    return [_region_choice(probe, index, probs, int(c), predicted == c, "region") for c in order]
+    return [_region_choice(probe, index, probs, int(c), predicted == c, "all") for c in order]
 
 
 def _vector_choices(probe: Probe, index: int, out: np.ndarray, top: int, sign: int) -> list[Choice]:
@@ -301,4 +300,4 @@ def region_at(probe: Probe, raw: np.ndarray, y: float, x: float) -> Choice:
     gy, gx = min(int(y * gh / h), gh - 1), min(int(x * gw / w), gw - 1)
     mask = region_mask(probs, gy, gx)
     c = int(probs[gy, gx].argmax())
-    return _region_choice(probe, index, probs, c, mask, f"at ({int(y)}, {int(x)})")
+    return _region_choice(probe, index, probs, c, mask, "clicked")

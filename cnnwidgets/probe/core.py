@@ -196,14 +196,37 @@ class Probe:
 
     @property
     def last_conv_layer(self) -> str:
-        """The default CAM layer: the last 4-D layer with spatial extent that is not pooling."""
+        """The default CAM layer: the last 4-D layer with spatial extent that is not
+        pooling, nor the head of a segmentation output (its channels are the class
+        scores themselves, whose Grad-CAM says nothing about where the evidence is)."""
+        heads = self._segmentation_heads()
         for info in reversed(self._trace.infos):
             if not info.is_4d or info.is_model or info.kind in kinds.POOLING:
+                continue
+            if info.name in heads:
                 continue
             h, w = info.output_shape[1:3]
             if (h is None or h > 1) or (w is None or w > 1):
                 return info.name
         raise ValueError("the model has no 4-D layer to explain")
+
+    def _segmentation_heads(self) -> set[str]:
+        """Paths of the layers that make a 4-D output's class scores: the output's
+        producer, and the layer under it when the producer is an activation alone."""
+        trace, heads = self._trace, set()
+        for tensor, path in zip(trace.outputs, trace.output_producers):
+            if len(tensor.shape) != 4:
+                continue
+            heads.add(path)
+            node = trace.objects.get(path)
+            if (
+                type(node).__name__ in ("Activation", "Softmax", "ReLU")
+                and path in trace.first_input
+            ):
+                below = trace.producer(trace.first_input[path])
+                if below is not None:
+                    heads.add(below)
+        return heads
 
     @property
     def num_classes(self) -> int:
@@ -284,9 +307,7 @@ class Probe:
                 if any(t is None for t in outputs):
                     raise ValueError("these layers have several outputs; pick single-output ones")
                 outputs.append(self.target_tensor(targets))
-                self._submodels[key] = keras.Model(
-                    self._trace.input, outputs, name="cw_submodel"
-                )
+                self._submodels[key] = keras.Model(self._trace.input, outputs, name="cw_submodel")
             return self._submodels[key]
         key = (paths, scores)
         if key not in self._submodels:
@@ -343,8 +364,7 @@ class Probe:
             close = difflib.get_close_matches(which, known, n=3, cutoff=0.4)
             hint = f"; closest: {close}" if close else ""
             raise ValueError(
-                f"model {self.model.name!r} has no output {which!r}; its outputs are "
-                f"{names}{hint}"
+                f"model {self.model.name!r} has no output {which!r}; its outputs are {names}{hint}"
             )
         raise TypeError(f"an output is given by index (int) or name (str), got {which!r}")
 
@@ -462,8 +482,10 @@ class Probe:
                 weights (e.g. the top layers only, for Adebayo et al.'s
                 cascading test).
         """
-        names = None if layers is None else frozenset(
-            self.resolve(n).rsplit("/", 1)[-1] for n in layers
+        names = (
+            None
+            if layers is None
+            else frozenset(self.resolve(n).rsplit("/", 1)[-1] for n in layers)
         )
 
         def build() -> Probe:
@@ -595,9 +617,7 @@ class Probe:
         a one-unit sigmoid head gives [1 - p, p]."""
         return probabilities(self.head, scores, output)
 
-    def predict(
-        self, images: Any, batch_size: int | None = None, cache: bool = True
-    ) -> np.ndarray:
+    def predict(self, images: Any, batch_size: int | None = None, cache: bool = True) -> np.ndarray:
         """Class probabilities (N, K) float32; a one-unit sigmoid head gives [1 - p, p]."""
         return self.scores(images, batch_size, cache)[1].copy()
 

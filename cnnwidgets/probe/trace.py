@@ -110,6 +110,10 @@ class GraphTrace:
             int(np.prod([d or 1 for d in info.output_shape[1:]])) for info in self.infos
         )
 
+    def producer(self, tensor: Any) -> str | None:
+        """The path of the node that produced this tensor of the flat graph (None if unknown)."""
+        return self._producer.get(id(tensor))
+
     def _call_model(self, model, x, prefix: str):
         if isinstance(model, keras.Sequential):
             for layer in model.layers:
