@@ -89,6 +89,7 @@ def _numpy_call(traced: Callable, with_classes: bool) -> Callable:
             args.append(tf.constant(classes, tf.int32))
         return tuple(o.numpy() for o in traced(*args))
 
+    call.experimental_get_tracing_count = traced.experimental_get_tracing_count
     return call
 
 
