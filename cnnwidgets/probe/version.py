@@ -48,21 +48,30 @@ def _sampler(variables: list) -> Any:
         size = int(np.prod(v.shape)) if len(v.shape) else 1
         idx = _positions(size)
         plan.append((v, idx, _PROJECTION[: len(idx)]))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    # Small variables are read whole; large ones are gathered on the backend
-    # first (keras.ops.take on the flat variable), so a 400 MB kernel is never
-    # copied to numpy. keras.ops only: no backend is imported here.
-    def project_all():
-        rows = []
-        for v, idx, proj in plan:
-            if len(idx) == (int(np.prod(v.shape)) if len(v.shape) else 1):
-                sample = keras.ops.convert_to_numpy(v.value).reshape(-1)
-            else:
-                sample = keras.ops.convert_to_numpy(keras.ops.take(v.value, idx))
-            rows.append(proj.T @ sample.astype(np.float64))
+        def project_all():
+            rows = []
+            for v, idx, proj in plan:
+                # Gather before casting: a cast of the whole variable would copy it.
+                sample = tf.cast(tf.gather(tf.reshape(v.value, [-1]), idx), tf.float64)
+                rows.append(tf.linalg.matvec(tf.constant(proj.T), sample))
+            if not rows:
+                return tf.zeros((0, 2), tf.float64)
+            return tf.stack(rows)
+
+        compiled = tf.function(project_all, autograph=False)
+        return lambda: compiled().numpy()
+
+    def project_numpy():
+        rows = [
+            proj.T @ keras.ops.convert_to_numpy(v.value).astype(np.float64).reshape(-1)[idx]
+            for v, idx, proj in plan
+        ]
         return np.stack(rows) if rows else np.zeros((0, 2))
 
-    return project_all
+    return project_numpy
 
 
 @contextlib.contextmanager
