@@ -96,6 +96,7 @@ def test_every_function_same_on_jax_as_on_tensorflow(both):
         # uint8 pictures (maximize, the comparator view) may round one step apart
         tol = 1.0 if ("maximize" in key or "view" in key) else TOL * max(1.0, np.abs(a).max())
         diff = float(np.abs(a - b).max()) if a.size else 0.0
+        print(f"{key}: max |jax - tf| = {diff:.2g}")
         if diff > tol:
             bad.append(f"{key}: max |jax - tf| = {diff:.3g} > {tol:.3g}")
     assert not bad, "\n".join(bad)
