@@ -10,7 +10,7 @@ OPEN_BROWSER ?= 1
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: install lab test unit notebooks browser lint chromium docs bench bench-browser train clean
+.PHONY: install lab test test-jax unit notebooks browser lint chromium docs bench bench-browser train clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -63,6 +63,12 @@ browser: $(TEST_STAMP) chromium
 TEST_WORKERS ?= 2
 test: $(TEST_STAMP) chromium lint
 	$(PY) -m pytest tests --nbval notebooks -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The backend matrix on JAX (issue 26): this process on KERAS_BACKEND=jax, the
+# reference maps on TensorFlow in a subprocess, compared array by array. `make test`
+# runs the same file the other way round (tests/test_backends.py).
+test-jax: $(TEST_STAMP)
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu CNNWIDGETS_FULL_MATRIX=1 $(PY) -m pytest tests/test_backends.py -q -p no:randomly $(PYTEST_ARGS)
 
 # The documentation site in site/ (offline; the same build runs in `make test`).
 docs: $(DOCS_STAMP)

@@ -12,7 +12,7 @@ from tiny_models import batchnorm_cnn, random_images, residual_cnn
 
 import cnnwidgets as cw
 from cnnwidgets.explain import deconvnet
-from cnnwidgets.gradients import RELU_OVERRIDES
+from cnnwidgets.gradients.tf_backend import RELU_OVERRIDES
 
 # ----------------------------------------------------------- numpy reference
 

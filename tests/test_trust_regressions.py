@@ -112,7 +112,7 @@ def test_compiled_functions_are_traced_once_per_signature(tiny_model):
     x = random_images(5, 16)
     for bs in (1, 2, 5):
         gradients.layer_gradients(probe, x, "conv2", np.zeros((5, 2), int), batch_size=bs)
-    key = ("layer", "conv2", 2, (None, 16, 16, 3))
+    key = ("tensorflow", "layer", "conv2", 2, (None, 16, 16, 3), "classes")
     fn = probe.cached("compiled", key, lambda: None, versioned=False)
     assert fn.experimental_get_tracing_count() == 1
 

@@ -1,11 +1,13 @@
-"""Activation maximization: the compiled gradient-ascent loop (TensorFlow).
+"""Activation maximization: the compiled gradient-ascent loop.
 
 :func:`ascend` optimizes a batch of images, one per target (a channel of a
 layer, or a class logit), all at once: every image's loss depends on that
 image only, and every random choice (starting point, jitter, scale, rotation)
 comes in from the caller per image, so image ``i`` of a batch is the image a
 batch of one would give. ``cnnwidgets.explain.maximize`` prepares those
-arrays with numpy and never imports TensorFlow.
+arrays with numpy. The objective is written with ``keras.ops`` here; the loop
+itself (autodiff, Adam, the image warps) is the backend module's
+``ascent_fns`` / ``ascend`` (:func:`cnnwidgets.gradients.backend`).
 
 Two parameterizations:
 
@@ -19,17 +21,14 @@ Two parameterizations:
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from types import SimpleNamespace
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-from collections.abc import Callable  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from cnnwidgets.gradients import compiled  # noqa: E402
-from cnnwidgets.probe import Probe  # noqa: E402
+from cnnwidgets.gradients import backend, compiled
+from cnnwidgets.probe import Probe
 
 #: How the optimized images are parameterized: the pixels themselves, or a
 #: scaled Fourier spectrum (Lucid's decorrelated space).
@@ -71,16 +70,6 @@ def fourier_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
     return (scale * np.sqrt(h * w)).astype(np.float32)
 
 
-def _fourier_image(var, scale, hw: tuple[int, int]):
-    """Spectrum (B, c, h, wf, 2) -> image (B, h, w, c) in (0, 1)."""
-    spec = tf.complex(var[..., 0] * scale, var[..., 1] * scale)
-    img = tf.signal.irfft2d(spec, fft_length=list(hw))
-    img = tf.transpose(img, (0, 2, 3, 1)) / 4.0
-    if img.shape[-1] == 3:
-        img = tf.einsum("bhwc,dc->bhwd", img, COLOR_DECORRELATION)
-    return tf.sigmoid(img)
-
-
 def _objective_fn(probe: Probe, layer: str, target: str) -> Callable:
     """x (B, H, W, C) model inputs -> (B, K) per-channel spatial means of the target.
 
@@ -117,72 +106,19 @@ def _objective_fn(probe: Probe, layer: str, target: str) -> Callable:
 
 def _spatial_mean(y):
     axes = list(range(1, len(y.shape) - 1))
-    return tf.reduce_mean(y, axis=axes) if axes else y
-
-
-def _affine_warp(img, transforms, out_hw: tuple[int, int]):
-    """Per-image projective warps (B, 8), grey (0.5) outside the picture."""
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=img,
-        transforms=transforms,
-        output_shape=tf.constant(out_hw, tf.int32),
-        fill_value=tf.constant(0.5, tf.float32),
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-    )
+    return keras.ops.mean(y, axis=axes) if axes else y
 
 
 def _step_fn(
     probe: Probe, layer: str, target: str, param: str, hw: tuple[int, int], c: int
-) -> Callable:
-    return compiled(probe, ("ascent", layer, target, param, hw, c), lambda: _build_step(
-        probe, layer, target, param, hw))
-
-
-def _build_step(probe: Probe, layer: str, target: str, param: str, hw: tuple[int, int]):
-    objective = _objective_fn(probe, layer, target)
-    scale = tf.constant(fourier_scale(*hw))
-
-    def to_image(var):
-        return var if param == "pixel" else _fourier_image(var, scale, hw)
-
-    def per_image_objective(var, onehot, transform, pre_a, pre_b):
-        img = to_image(var)
-        if param == "fourier":
-            img = _affine_warp(img, transform, hw)
-        x = tf.einsum("bhwc,dc->bhwd", img * 255.0, pre_a) + pre_b
-        return tf.reduce_sum(objective(x) * onehot, axis=1)  # (B,)
-
-    @tf.function(reduce_retracing=True)
-    def run(var, m, v, t0, onehot, transforms, pre_a, pre_b, lr):
-        n = tf.shape(transforms)[1]
-        for i in tf.range(n):
-            with tf.GradientTape() as tape:
-                tape.watch(var)
-                loss = tf.reduce_sum(
-                    per_image_objective(var, onehot, transforms[:, i], pre_a, pre_b)
-                )
-            g = tape.gradient(loss, var)
-            if param == "pixel":
-                # Normalize per image (RMS over its pixels), step up, stay a picture.
-                rms = tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3], keepdims=True))
-                var = tf.clip_by_value(var + lr * g / (rms + 1e-8), 0.0, 1.0)
-            else:
-                # Adam (ascent): element-wise, so images stay independent.
-                t = tf.cast(t0 + i + 1, tf.float32)
-                m = 0.9 * m + 0.1 * g
-                v = 0.999 * v + 0.001 * tf.square(g)
-                mhat = m / (1.0 - tf.pow(0.9, t))
-                vhat = v / (1.0 - tf.pow(0.999, t))
-                var = var + lr * mhat / (tf.sqrt(vhat) + 1e-8)
-        return var, m, v
-
-    def evaluate(var, onehot, pre_a, pre_b):  # once per batch: eager is enough
-        img = to_image(var)
-        x = tf.einsum("bhwc,dc->bhwd", img * 255.0, pre_a) + pre_b
-        return img, tf.reduce_sum(objective(x) * onehot, axis=1)
-
-    return run, evaluate
+):
+    consts = SimpleNamespace(scale=fourier_scale(*hw), decorrelation=COLOR_DECORRELATION)
+    impl = backend()
+    return compiled(
+        probe,
+        ("ascent", layer, target, param, hw, c),
+        lambda: impl.ascent_fns(probe, _objective_fn(probe, layer, target), param, hw, consts),
+    )
 
 
 def ascend(
@@ -222,21 +158,7 @@ def ascend(
     """
     check_param(param)
     c = int(init.shape[-1] if param == "pixel" else init.shape[1])
-    run, evaluate = _step_fn(probe, layer, target, param, tuple(hw), c)
+    fns = _step_fn(probe, layer, target, param, tuple(hw), c)
     if preprocess is None:
         preprocess = (np.eye(c, dtype=np.float32), np.zeros(c, np.float32))
-    pre_a = tf.constant(preprocess[0], tf.float32)
-    pre_b = tf.constant(preprocess[1], tf.float32)
-    var = tf.constant(init, tf.float32)
-    m = tf.zeros_like(var)
-    v = tf.zeros_like(var)
-    oh = tf.constant(onehot, tf.float32)
-    lr_t = tf.constant(lr, tf.float32)
-    steps = transforms.shape[1]
-    for s in range(0, steps, STEP_CHUNK):
-        chunk = tf.constant(transforms[:, s : s + STEP_CHUNK], tf.float32)
-        var, m, v = run(var, m, v, tf.constant(s, tf.int32), oh, chunk, pre_a, pre_b, lr_t)
-        if progress is not None:
-            progress(min(s + STEP_CHUNK, steps))
-    img, value = evaluate(var, oh, pre_a, pre_b)
-    return img.numpy(), value.numpy()
+    return backend().ascend(fns, init, onehot, transforms, lr, preprocess, STEP_CHUNK, progress)

@@ -324,6 +324,32 @@ class Probe:
             self._submodels[key] = keras.Model(self._trace.input, outputs, name="cw_submodel")
         return self._submodels[key]
 
+    def split(self, layer: Any, targets: Sequence[Target] | None = None) -> keras.Model:
+        """The graph above a layer: a cached keras.Model [model input, this
+        layer's output] -> class scores (N, K) on logits, or the targets'
+        scores (N, K). The input stays an input for paths that bypass the
+        layer (skip connections), so gradients in the layer's output are
+        those a tape watching that tensor gives."""
+        path = self.resolve(layer)
+        tensor = self._trace.tensors[path]
+        if tensor is None:
+            raise ValueError(f"layer {path!r} has several outputs; pick a single-output layer")
+        if targets is None:
+            self.require_classes()
+            key = ((path,), "split")
+            out = self._scores
+        else:
+            targets = as_targets(targets)
+            key = ((path,), "split", target_keys(targets))
+            out = None
+        if key not in self._submodels:
+            if out is None:
+                out = self.target_tensor(targets)
+            self._submodels[key] = keras.Model(
+                [self._trace.input, tensor], out, name="cw_split"
+            )
+        return self._submodels[key]
+
     @property
     def scores_model(self) -> keras.Model:
         """keras.Model: images -> [class scores (N, K) on logits, model output]."""

@@ -1,0 +1,81 @@
+"""JAX against TensorFlow in one run (issue 26): Grad-CAM K=10, saliency,
+occlusion and a comparator slider move, each backend in its own subprocess
+(KERAS_BACKEND is read once per process). Median of warm repeats (compiles
+excluded and reported apart); prints the JAX / TF ratio per task.
+
+    python benchmarks/backends.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+CHILD = r"""
+import json, time, numpy as np, keras, cnnwidgets as cw
+model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
+                                       classes=10)
+model.load_weights(WEIGHTS)
+x = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
+probe = cw.Probe(model)
+def gradcam(): cw.gradcam(probe, x, classes=list(range(10)), cache=False)
+def saliency(): cw.saliency(probe, x, classes=[0])
+def occlusion(): cw.occlusion(probe, x, classes=[0], patch=16, stride=8)
+comp = cw.GradCAMComparator(model, x[0], classes=list(range(10)))
+comp.wait()
+def slider():
+    s = comp.class_slider
+    s.value = s.min if s.value != s.min else s.max
+    comp.wait()
+out = {}
+for name, fn in [("gradcam K=10", gradcam), ("saliency", saliency), ("occlusion", occlusion),
+                 ("comparator slider", slider)]:
+    t = time.perf_counter(); fn(); first = time.perf_counter() - t
+    times = []
+    for _ in range(REPEATS):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    out[name] = (first, float(np.median(times)))
+print("RESULT" + json.dumps(out))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    import tempfile
+
+    weights = os.path.join(tempfile.mkdtemp(), "mnv2.weights.h5")
+    build = ("import keras; keras.utils.set_random_seed(0); keras.applications.MobileNetV2("
+             "input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10)"
+             f".save_weights({weights!r})")
+    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = {}
+    for backend in ("tensorflow", "jax"):
+        env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
+                   PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        code = f"WEIGHTS = {weights!r}\nREPEATS = {args.repeats}\n" + CHILD
+        t = time.perf_counter()
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True)
+        line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
+        if run.returncode or not line:
+            sys.exit(f"{backend} failed:\n{run.stderr[-3000:]}")
+        results[backend] = json.loads(line[0][6:])
+        print(f"{backend}: {time.perf_counter() - t:.0f} s in all", flush=True)
+    print(f"\nMobileNetV2 (alpha 0.35, 96 x 96, random weights), median of {args.repeats} warm "
+          "runs; first call (compiles) in brackets")
+    print(f"{'task':22} {'TensorFlow':>18} {'JAX':>18} {'JAX / TF':>9}")
+    for task, (tf_first, tf_med) in results["tensorflow"].items():
+        jx_first, jx_med = results["jax"][task]
+        print(f"{task:22} {tf_med * 1e3:8.1f} ms ({tf_first:4.1f} s) {jx_med * 1e3:8.1f} ms "
+              f"({jx_first:4.1f} s) {jx_med / tf_med:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
