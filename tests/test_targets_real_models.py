@@ -443,3 +443,39 @@ def test_regression_gradcam_saliency_and_incremental_occlusion(regressor, images
             cw.Probe(model), images[:1], target=T.Regression(), patch=8, stride=4, engine=engine
         )
         assert_close(got[0, 0], want)
+
+
+# ------------------------------------------------------------------ widgets
+
+
+def test_comparator_on_deeplab_offers_regions_and_a_click_picks_one(segmenter, images):
+    """The widget on keras_hub's segmenter: its regions are the predicted classes, a
+    click picks the connected region, and the panel's map is cw.gradcam's."""
+    image = images[0]
+    w = cw.GradCAMComparator(segmenter, image, methods=("gradcam",))
+    pred = segmenter.predict(image[None], verbose=0)[0].argmax(-1)
+    assert sorted(c.target.cls for c in w.choices) == sorted(np.unique(pred))
+    picked = w.click(10, 12)
+    w.wait()
+    np.testing.assert_array_equal(picked.mask, T.region_mask(pred, 10, 12))
+    want = cw.gradcam(segmenter, image, target=picked.target, layer=w.layer.value, normalize=None)
+    assert_close(w.raw_map("gradcam"), np.maximum(want[0, 0], 0))
+    w.close()
+
+
+def test_comparator_and_scrubber_follow_a_box_of_retinanet(detector, images):
+    image, target = images[0], T.Box(BOX, 2)
+    w = cw.GradCAMComparator(detector, image, targets=[target], methods=("vanilla",))
+    w.wait()
+    # The widget's wiring: its map is cw.saliency's (itself checked against a tape above).
+    want = cw.saliency(detector, image, target=target, method="vanilla", normalize=None)
+    assert_close(w.raw_map("vanilla"), want[0, 0])
+    w.close()
+    s = cw.OcclusionScrubber(detector, image, targets=target, patch=16, stride=16)
+    s.move(0, 0)
+    s.wait()
+    scores = cw.Probe(detector).target_scores
+    hidden = occlude(image, 0, 0, 16, "mean")
+    drop = scores(image[None], target)[0, 0] - scores(hidden[None], target)[0, 0]
+    assert s.drop == pytest.approx(float(drop), abs=1e-5)
+    s.close()
