@@ -481,6 +481,26 @@ def outline(
     return np.asarray(img)
 
 
+def frame(
+    picture: np.ndarray, box: tuple[int, int, int, int], width: int = 2, colour=(255, 255, 255)
+) -> np.ndarray:
+    """Colour the ``width`` pixels just inside a box (top, left, bottom, right),
+    bottom/right exclusive, on a copy of an (H, W, 3) uint8 picture, clipped to
+    it: :func:`outline`'s rectangle, in the arithmetic canvas.js repeats."""
+    out = picture.copy()
+    h, w = out.shape[:2]
+    t, l_, b, r = (int(v) for v in box)
+    t, l_, b, r = max(t, 0), max(l_, 0), min(b, h), min(r, w)
+    if t >= b or l_ >= r or width <= 0:
+        return out
+    rgb = np.array(colour, np.uint8)
+    out[t : min(t + width, b), l_:r] = rgb
+    out[max(b - width, t) : b, l_:r] = rgb
+    out[t:b, l_ : min(l_ + width, r)] = rgb
+    out[t:b, max(r - width, l_) : r] = rgb
+    return out
+
+
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
     crc = zlib.crc32(data, zlib.crc32(tag)) & 0xFFFFFFFF
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)

@@ -85,6 +85,7 @@ const small = c.upsampleIndex(u8(args.q), args.h, args.w, bh, bw);
 const boxed = c.blendBox(new Uint8ClampedArray(image), image, args.W, small, t, l, bh, bw,
                          u8(args.lut), args.opacity, c.thresholdLevel(args.threshold));
 const big2 = c.enlargeRGBA({H: args.H, W: args.W, rgba: boxed}, 2);
+c.frameRGBA(big2, 2 * 30, 2 * 20, 2 * 30 + 2 * 16, 2 * 20 + 2 * 16, 2, [255, 255, 255]);
 const picks = [[1, [], 5], [2, [-1, 4, 0], 5], [0, [-1, 4, 0], 5], [3, [-1, 4, 0], 5], [1, [9], 5]]
   .map(([v, of, K]) => c.shownMap(v, of, K));
 process.stdout.write(JSON.stringify({big: Array.from(big), overlay: rgb(out),
@@ -122,6 +123,7 @@ def test_canvas_js_computes_what_render_computes(tmp_path):
     np.testing.assert_array_equal(np.reshape(got["tiles"], tiles.shape), tiles)
     # The box and the enlargement, against the kernel's canvas composing the same.
     canvas = PictureCanvas(cmaps=("jet",), mode="overlay", upscale=2, map_box=[5, 7, 20, 12])
+    canvas.mark_y, canvas.mark_x, canvas.mark_size = 30, 20, 16  # clipped at the border
     canvas.set_image(image)
     canvas.set_maps(q[None], [[0, 1]])
     canvas.opacity, canvas.threshold = 0.45000000000000007, 0.3

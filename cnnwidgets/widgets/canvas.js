@@ -14,6 +14,7 @@
 
 const SEPARATOR = 255;
 const SELECTION = [230, 30, 30];
+const MARK = [255, 255, 255]; // render.frame's colour (the occlusion patch)
 
 function bytesOf(model, name) {
   const v = model.get(name);
@@ -128,6 +129,29 @@ export function enlargeRGBA(pic, up) {
     }
   }
   return { H, W, rgba: out };
+}
+
+// render.frame: the `width` pixels just inside box (top, left, bottom, right),
+// clipped to the picture, in `colour`.
+export function frameRGBA(pic, top, left, bottom, right, width, colour) {
+  const t = Math.max(top, 0), l = Math.max(left, 0);
+  const b = Math.min(bottom, pic.H), r = Math.min(right, pic.W);
+  if (t >= b || l >= r || width <= 0) return pic;
+  const paint = (y0, y1, x0, x1) => {
+    for (let y = y0; y < y1; y++) {
+      for (let x = x0; x < x1; x++) {
+        const o = (y * pic.W + x) * 4;
+        pic.rgba[o] = colour[0];
+        pic.rgba[o + 1] = colour[1];
+        pic.rgba[o + 2] = colour[2];
+      }
+    }
+  };
+  paint(t, Math.min(t + width, b), l, r);
+  paint(Math.max(b - width, t), b, l, r);
+  paint(t, b, l, Math.min(l + width, r));
+  paint(t, b, Math.max(r - width, l), r);
+  return pic;
 }
 
 // The map drawn in 'overlay' mode: `shown`, through `shownOf` when it is given;
@@ -294,7 +318,13 @@ function render({ model, el }) {
       blendBox(pic.rgba, imageRGBA, W, cache.overlay.big, top, left, bh, bw, lut(),
         model.get("opacity"), thresholdLevel(model.get("threshold")));
     }
-    pic = enlargeRGBA(pic, model.get("upscale") || 1);
+    const up = model.get("upscale") || 1;
+    pic = enlargeRGBA(pic, up);
+    const n = (model.get("mark_size") || 0) * up;
+    if (n > 0) {
+      const y = model.get("mark_y") * up, x = model.get("mark_x") * up;
+      frameRGBA(pic, y, x, y + n, x + n, model.get("mark_width"), MARK);
+    }
     const ch = model.get("caption_height") || 0;
     if (ch > 0) {
       const out = new Uint8ClampedArray((pic.H + ch) * pic.W * 4).fill(255);
@@ -550,6 +580,7 @@ function render({ model, el }) {
     "maps", "maps_shape", "luts", "lut_names", "cmap", "mode", "orders", "sort", "page",
     "per_page", "cols", "pad", "upscale", "tile_hw", "tile_origin", "selected", "ring",
     "shown", "opacity", "threshold", "display_size", "shown_of", "map_box", "caption_height",
+    "mark_x", "mark_y", "mark_size", "mark_width",
   ];
   const onChange = () => schedule();
   for (const name of drawn) model.on(`change:${name}`, onChange);

@@ -15,7 +15,8 @@ Three modes:
 - ``'overlay'``: map ``shown`` over the image, bilinear to the image's size
   (or to ``map_box``, a part of it), with ``opacity`` and ``threshold``
   (:func:`cnnwidgets.render.overlay_index`), enlarged ``upscale`` times, under
-  the map's own caption strip when ``caption_height`` is set. With
+  the map's own caption strip when ``caption_height`` is set, a square
+  (``mark_x``, ``mark_y``, ``mark_size``, image pixels) outlined. With
   ``shown_of``, ``shown`` is a control's value (a slider's rank, a dropdown's
   index) and the map drawn is ``shown_of[shown]``: the control is jslinked to
   ``shown`` and the page answers it alone.
@@ -106,6 +107,16 @@ class PictureCanvas(anywidget.AnyWidget):
     map_box = traitlets.List(
         traitlets.Int(), help="[top, left, height, width]: where the map goes ([]: everywhere)."
     ).tag(sync=True)
+    mark_x = traitlets.Int(0, help="Left of the marked square, image pixels ('overlay').").tag(
+        sync=True
+    )
+    mark_y = traitlets.Int(0, help="Top of the marked square, image pixels.").tag(sync=True)
+    mark_size = traitlets.Int(0, help="Side of the marked square, image pixels (0: none).").tag(
+        sync=True
+    )
+    mark_width = traitlets.Int(2, help="Its outline's width, picture pixels (render.frame).").tag(
+        sync=True
+    )
     captions = traitlets.Bytes(
         b"", help="PNG of (K * caption_height, W * upscale, 3): strip k is map k's caption."
     ).tag(sync=True)
@@ -327,7 +338,11 @@ class PictureCanvas(anywidget.AnyWidget):
                 picture = render.overlay_index(
                     image, index, self.opacity, self.cmap_name, self.threshold
                 )
-        picture = render.enlarge(picture, max(self.upscale, 1))
+        up = max(self.upscale, 1)
+        picture = render.enlarge(picture, up)
+        if self.mark_size > 0:
+            y, x, n = self.mark_y * up, self.mark_x * up, self.mark_size * up
+            picture = render.frame(picture, (y, x, y + n, x + n), self.mark_width)
         ch = self.caption_height
         if ch > 0:
             strip = np.full((ch, picture.shape[1], 3), 255, np.uint8)
