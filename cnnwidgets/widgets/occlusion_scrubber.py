@@ -361,9 +361,20 @@ class OcclusionScrubber(ViewWidget):
         self._start_map()
 
     def _on_style(self, _change: Any) -> None:
-        """Opacity or colour map: the page has drawn it; the kernel's canvases follow."""
+        """Opacity or colour map: the page has drawn it; the kernel's canvases
+        follow (no picture is sent)."""
         with self._lock:
-            self._redraw()
+            self._style_canvases()
+            self._view = None
+            self._drawn()
+
+    def _style_canvases(self) -> None:
+        canvas = self.map_canvas
+        with canvas.hold_sync():
+            canvas.mark_x, canvas.mark_y = self.x.value, self.y.value
+            canvas.mark_size = self.patch.value
+            canvas.opacity = self.opacity.value
+            canvas.cmap = self.legend_canvas.cmap = self.cmap.index
 
     def _map_click(self, y: float, x: float) -> None:
         """A click on the map panel (picture pixels) centres the patch there too."""
@@ -549,22 +560,19 @@ class OcclusionScrubber(ViewWidget):
 
     def _redraw(self) -> None:
         with self._lock:
-            x, y, p = self.x.value, self.y.value, self.patch.value
             c = self.class_.value
             s = self._scale
             small = render.to_rgb_uint8(self.occluded)
-            self.input_picture.show(render.to_png(small), *small.shape[:2])
+            if self._sent.get("input") is not self.occluded:  # a new patch position
+                self.input_picture.show(render.to_png(small), *small.shape[:2])
+                self._sent["input"] = self.occluded
             left = render.caption(render.enlarge(small, s), self._followed_text(c))
             if self._left is None or not np.array_equal(left, self._left):
                 self.left_image.value = render.to_png(left)
                 self._left = left
             self._send_map()
             self._send_legend(left.shape[0])
-            canvas = self.map_canvas
-            with canvas.hold_sync():
-                canvas.mark_x, canvas.mark_y, canvas.mark_size = x, y, p
-                canvas.opacity = self.opacity.value
-                canvas.cmap = self.legend_canvas.cmap = self.cmap.index
+            self._style_canvases()
             self._view = None  # composed when read
             self._drawn()
 
