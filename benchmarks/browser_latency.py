@@ -71,7 +71,8 @@ class Control:
 
 CONTROLS = (
     Control("comparator", "class_slider", "comparator class slider", False),
-    Control("comparator", "pinned", "comparator pinned class", False),
+    # the ranked top 10 (the default top): their maps are in the page already
+    Control("comparator", "pinned", "comparator pinned class", False, options=10),
     Control("comparator", "opacity", "comparator opacity", False),
     Control("comparator", "cmap", "comparator colour map", False),
     Control("comparator", "layer", "comparator layer", True),
@@ -87,6 +88,8 @@ CONTROLS = (
     Control("scrubber", "x", "scrubber x", True),
     Control("scrubber", "y", "scrubber y", True),
     Control("scrubber", "patch", "scrubber patch", True),
+    Control("scrubber", "opacity", "scrubber opacity", False),
+    Control("scrubber", "cmap", "scrubber colour map", False),
 )
 
 WIDGETS = {
@@ -544,6 +547,10 @@ def measure_control(
     settle(lab)
     move(lab, element, +1, control.options)  # untimed: first-call costs go here
     settle(lab)
+    # Background work (a model pass on the widget's worker thread) leaves the
+    # kernel idle: wait for it too, or the first timed move races it.
+    kernel(lab, f"W[{control.widget!r}].wait(timeout=900)")
+    settle(lab)
     owner: list[Result] = []  # the row of each timed move
     walls: list[tuple[float, float]] = []  # per move: key press, final source set (ms)
     for k in range(moves):
@@ -556,7 +563,8 @@ def measure_control(
         if not move(lab, element, +1, control.options):
             note = f"could not move after {k} moves"
             break
-        got = wait_picture(lab, key)
+        # A model pass runs on the widget's thread while the kernel reads idle.
+        got = wait_picture(lab, key, idle_for=30.0 if control.model_pass else 3.0)
         if got is None:
             note = "the picture did not change"
             break

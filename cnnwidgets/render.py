@@ -118,8 +118,16 @@ def overlay(
 #: Colours of segmentation classes (class c takes colour c mod 10).
 LABEL_COLOURS = np.array(
     [
-        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
     ],
     np.float32,
 )
@@ -154,7 +162,9 @@ def label_overlay(
         inside = highlight[rows, cols]
         weight[inside] = 0.8
         edge = inside & ~(
-            np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1)
+            np.roll(inside, 1, 0)
+            & np.roll(inside, -1, 0)
+            & np.roll(inside, 1, 1)
             & np.roll(inside, -1, 1)
         )
         colour[edge] = SELECTION
@@ -411,15 +421,29 @@ def legend(
     font = _font()
     draw.text((2, 1), fit_text(title, width - 4), fill=(20, 20, 20), font=font)
     lines = _wrap(meaning, width - 4)
-    top, bottom = 22, height - 6 - 14 * len(lines)
-    bar_h = max(8, bottom - top)
-    ramp = np.linspace(1.0, 0.0, bar_h, dtype=np.float32)[:, None].repeat(12, axis=1)
-    canvas.paste(Image.fromarray(apply_colormap(ramp, cmap)), (4, top))
+    top, left, bar_h, bar_w = legend_ramp(meaning, height, width)
+    canvas.paste(Image.fromarray(colormap_lut(cmap)[ramp_index(bar_h, bar_w)]), (left, top))
     draw.text((20, top - 4), f"{vmax:.3g}", fill=(20, 20, 20), font=font)
     draw.text((20, top + bar_h - 10), f"{vmin:.3g}", fill=(20, 20, 20), font=font)
     for i, line in enumerate(lines):
         draw.text((2, top + bar_h + 3 + 14 * i), line, fill=(70, 70, 70), font=font)
     return np.asarray(canvas)
+
+
+def legend_ramp(meaning: str, height: int = 208, width: int = 116) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the colour ramp in :func:`legend`'s picture
+    of this ``meaning`` and size: the box a canvas recolours when the colour map
+    changes in the page."""
+    lines = _wrap(meaning, width - 4)
+    top, bottom = 22, height - 6 - 14 * len(lines)
+    return top, 4, max(8, bottom - top), 12
+
+
+def ramp_index(height: int, width: int = 12) -> np.ndarray:
+    """(height, width) uint8 colour indices of a vertical ramp, top = 255, bottom
+    = 0: colouring them with :func:`colormap_lut` draws a colour bar."""
+    ramp = np.linspace(1.0, 0.0, int(height), dtype=np.float32)[:, None]
+    return colour_index(ramp.repeat(int(width), axis=1))
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -455,6 +479,26 @@ def outline(
     t, l, b, r = box
     ImageDraw.Draw(img).rectangle([l, t, r - 1, b - 1], outline=tuple(colour), width=width)
     return np.asarray(img)
+
+
+def frame(
+    picture: np.ndarray, box: tuple[int, int, int, int], width: int = 2, colour=(255, 255, 255)
+) -> np.ndarray:
+    """Colour the ``width`` pixels just inside a box (top, left, bottom, right),
+    bottom/right exclusive, on a copy of an (H, W, 3) uint8 picture, clipped to
+    it: :func:`outline`'s rectangle, in the arithmetic canvas.js repeats."""
+    out = picture.copy()
+    h, w = out.shape[:2]
+    t, l_, b, r = (int(v) for v in box)
+    t, l_, b, r = max(t, 0), max(l_, 0), min(b, h), min(r, w)
+    if t >= b or l_ >= r or width <= 0:
+        return out
+    rgb = np.array(colour, np.uint8)
+    out[t : min(t + width, b), l_:r] = rgb
+    out[max(b - width, t) : b, l_:r] = rgb
+    out[t:b, l_ : min(l_ + width, r)] = rgb
+    out[t:b, max(r - width, l_) : r] = rgb
+    return out
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:

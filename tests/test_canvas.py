@@ -79,8 +79,18 @@ const out = c.blendRGBA(new Uint8ClampedArray(image), image, big, u8(args.lut), 
                         c.thresholdLevel(args.threshold));
 const tiles = c.tilesRGBA(u8(args.maps), args.mh, args.mw, args.items, 0, 1, args.up, u8(args.lut));
 const rgb = (rgba) => Array.from(rgba).filter((_, i) => i % 4 !== 3);
+// A map in a box of the picture, then the picture enlarged (the comparator's panels).
+const [t, l, bh, bw] = args.box;
+const small = c.upsampleIndex(u8(args.q), args.h, args.w, bh, bw);
+const boxed = c.blendBox(new Uint8ClampedArray(image), image, args.W, small, t, l, bh, bw,
+                         u8(args.lut), args.opacity, c.thresholdLevel(args.threshold));
+const big2 = c.enlargeRGBA({H: args.H, W: args.W, rgba: boxed}, 2);
+c.frameRGBA(big2, 2 * 30, 2 * 20, 2 * 30 + 2 * 16, 2 * 20 + 2 * 16, 2, [255, 255, 255]);
+const picks = [[1, [], 5], [2, [-1, 4, 0], 5], [0, [-1, 4, 0], 5], [3, [-1, 4, 0], 5], [1, [9], 5]]
+  .map(([v, of, K]) => c.shownMap(v, of, K));
 process.stdout.write(JSON.stringify({big: Array.from(big), overlay: rgb(out),
-                                     tiles: rgb(tiles.rgba), H: tiles.H, W: tiles.W}));
+                                     tiles: rgb(tiles.rgba), H: tiles.H, W: tiles.W,
+                                     boxed: rgb(big2.rgba), picks}));
 """
 
 
@@ -97,7 +107,7 @@ def test_canvas_js_computes_what_render_computes(tmp_path):
     args = dict(
         q=q.ravel().tolist(), h=7, w=5, H=45, W=31, image=image.ravel().tolist(),
         lut=lut.ravel().tolist(), opacity=0.45000000000000007, threshold=0.3,
-        maps=maps.ravel().tolist(), mh=3, mw=4, items=items, up=3,
+        maps=maps.ravel().tolist(), mh=3, mw=4, items=items, up=3, box=[5, 7, 20, 12],
     )  # fmt: skip
     done = subprocess.run(
         ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
@@ -111,6 +121,16 @@ def test_canvas_js_computes_what_render_computes(tmp_path):
     tiles = render.index_tiles(maps, items, "jet", pad=1, upscale=3)
     assert (got["H"], got["W"]) == tiles.shape[:2]
     np.testing.assert_array_equal(np.reshape(got["tiles"], tiles.shape), tiles)
+    # The box and the enlargement, against the kernel's canvas composing the same.
+    canvas = PictureCanvas(cmaps=("jet",), mode="overlay", upscale=2, map_box=[5, 7, 20, 12])
+    canvas.mark_y, canvas.mark_x, canvas.mark_size = 30, 20, 16  # clipped at the border
+    canvas.set_image(image)
+    canvas.set_maps(q[None], [[0, 1]])
+    canvas.opacity, canvas.threshold = 0.45000000000000007, 0.3
+    want = canvas.compose()
+    np.testing.assert_array_equal(np.reshape(got["boxed"], want.shape), want)
+    assert got["picks"] == [1, 0, -1, -1, -1]
+    canvas.close()
 
 
 def test_canvas_tiles_state_clicks_and_bytes():
@@ -160,3 +180,40 @@ def test_canvas_overlay_and_image_modes():
     assert canvas.image_format == "png" and render.from_png(canvas.image).shape == (20, 30, 3)
     np.testing.assert_array_equal(canvas.compose(), image)
     canvas.close()
+
+
+def test_canvas_overlay_picks_boxes_enlarges_captions_and_reloads():
+    """'overlay' as the comparator uses it: a control's value picks the map
+    through shown_of, the map may cover a box only, the picture is enlarged and
+    each map has its caption strip; from_state (a saved notebook's state)
+    composes the same picture."""
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)
+    maps = rng.integers(0, 256, (3, 10, 12)).astype(np.uint8)
+    strips = np.stack(
+        [render.caption(np.zeros((0, 36, 3), np.uint8), f"map {k}") for k in range(3)]
+    )
+    canvas = PictureCanvas(cmaps=("jet", "gray"), mode="overlay", upscale=3)
+    canvas.set_image(image, png=True)
+    canvas.set_maps(maps, [[0, 2.0]] * 3, ["a", "b", "c"])
+    canvas.set_captions(strips)
+    canvas.shown_of, canvas.shown, canvas.cmap = [-1, 2, 0], 1, 1
+    assert canvas.map_shown == 2 and canvas.caption_height == 16
+    want = render.caption(
+        render.enlarge(render.overlay_index(image, maps[2], 0.4, "gray"), 3), "map 2"
+    )
+    np.testing.assert_array_equal(canvas.compose(), want)
+    assert canvas.image_point(16 + 7, 35) == (7 / 3, 35 / 3) and canvas.image_point(3, 3) is None
+    canvas.shown = 0  # not sent: the kernel draws the bare photo under a blank line
+    assert canvas.map_shown == -1
+    np.testing.assert_array_equal(canvas.compose()[16:], render.enlarge(image, 3))
+    canvas.shown, canvas.map_box = 2, [2, 3, 4, 5]
+    boxed = image.copy()
+    boxed[2:6, 3:8] = render.overlay_index(image[2:6, 3:8], maps[0], 0.4, "gray")
+    np.testing.assert_array_equal(canvas.compose()[16:], render.enlarge(boxed, 3))
+    state = {k: getattr(canvas, k) for k in canvas.traits(sync=True) if not k.startswith("_")}
+    again = PictureCanvas.from_state(state)
+    np.testing.assert_array_equal(again.compose(), canvas.compose())
+    assert canvas.bytes_sent == len(canvas.image) + maps.size + 2 * 768 + len(canvas.captions)
+    canvas.close()
+    again.close()

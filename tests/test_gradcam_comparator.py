@@ -24,7 +24,9 @@ def widget(shapes_probe, pair):
 
 def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, cmap="jet"):
     """The picture built from scratch: cw.gradcam maps and the pure renderer,
-    each row led by its legend (the method, its colour bar and what it means)."""
+    each row led by its legend (the method, its colour bar and what it means).
+    Each panel is what the page's canvas composes: the map as 256 colour
+    indices over the photo (render.overlay_index), enlarged, captioned."""
     probs = probe.predict(image)[0]
     maps, caps, peaks = [], [], []
     for m in methods:
@@ -57,7 +59,22 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
         render.legend(m, 0.0, peak if mode == "method" else 1.0, meaning, cmap, height)
         for m, peak in zip(methods, peaks)
     ]
-    return render.heatmap_grid(image, maps, caps, opacity=opacity, cmap=cmap, legends=legends)
+    photo = render.to_rgb_uint8(image)
+    factor = max(1, 192 // max(image.shape[:2]))
+    rows = [
+        [legend]
+        + [
+            render.caption(
+                render.enlarge(
+                    render.overlay_index(photo, render.colour_index(heat), opacity, cmap), factor
+                ),
+                text,
+            )
+            for heat, text in zip(row, row_caps)
+        ]
+        for legend, row, row_caps in zip(legends, maps, caps)
+    ]
+    return render.panel_grid(rows)
 
 
 def test_initial_state_ranks_classes_by_probability(widget, shapes_probe, pair):
@@ -148,8 +165,8 @@ def test_methods_layer_pinned_and_scale(widget, shapes_probe, pair):
         ["gradcam", "gradcam++"],
         mode="method",
     )
-    diff = np.abs(widget.view.astype(int) - ref.astype(int))
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding of the shared scale
+    # float32 rounding of the shared scale moves a few indices by one colour step
+    assert (widget.view != ref).any(axis=-1).mean() < 1e-3
     widget.normalize.value = "map"
     widget.pinned.value = widget.ranked[3]
     widget.wait()
@@ -164,12 +181,8 @@ def test_methods_layer_pinned_and_scale(widget, shapes_probe, pair):
 
 
 def _captions(widget):
-    # The captions the last render used (rebuilt the same way _render does).
-    return " ".join(
-        widget._caption(m, c, what)
-        for m in widget.methods.value
-        for c, what in ((widget.pinned.value, "pinned"), (widget.selected_class, "slider"))
-    )
+    # The captions of the panels shown now.
+    return " ".join(text for row in widget.captions for text in row)
 
 
 def test_cam_on_wrong_layer_is_reported_not_raised(widget):
@@ -203,6 +216,7 @@ def test_binary_head_shows_both_classes_and_note(binary_probe):
     panels = expected_view(binary_probe, img, 0, 1, ["gradcam"])
     np.testing.assert_array_equal(w.view[-panels.shape[0] :], panels)
 
+
 def test_render_panels_is_pure_and_places_panels():
     img = np.full((8, 8, 3), 100, np.uint8)
     maps = np.zeros((2, 2, 8, 8), np.float32)
@@ -233,11 +247,13 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     )
     assert w.class_slider.max == 3 and len(w.bars.x) == 3
     assert "image/png" in w._repr_mimebundle_()
-    # What the front end receives (per row a legend and two panels) decodes
-    # to exactly ``view`` (lossless PNG).
-    cells = [render.from_png(c.value) for c in w.panels.children]
+    # What the front end composes (per row a legend canvas and two panel
+    # canvases, from the buffers they received) is exactly ``view``.
+    cells = [c.compose() for c in w.panels.children]
     assert len(cells) == 6 and w.panels.layout.grid_template_columns.count("max-content") == 3
     np.testing.assert_array_equal(render.panel_grid([cells[:3], cells[3:]]), w.view)
+    photo = render.from_png(w.panels.children[1].image)  # the photo travels losslessly
+    np.testing.assert_array_equal(photo, render.to_rgb_uint8(pair[2]))
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     np.testing.assert_array_equal(render.from_png(render.to_png(noisy)), noisy)
     path = w.save(tmp_path / "v.png")
@@ -254,7 +270,6 @@ def test_bad_arguments(shapes_probe, pair):
         GradCAMComparator(shapes_probe, pair[0], layer="gap")
     with pytest.raises(ValueError, match="top"):
         GradCAMComparator(shapes_probe, pair[0], top=0)
-
 
 
 def test_selected_class_is_a_linkable_trait(shapes_probe, pair):
@@ -275,33 +290,49 @@ def test_selected_class_is_a_linkable_trait(shapes_probe, pair):
     widget.close()
 
 
-def test_a_slider_move_sends_only_the_slider_panels(shapes_model):
-    """The pinned panels stay where they are; moving back to a class shown
-    before sends its cached panel again and nothing is redrawn."""
+def test_browser_only_controls_send_no_maps(shapes_model):
+    """Slider, pinned (among the offered targets), opacity and colour map change
+    only what the canvases draw: no map, image or caption is sent again, and
+    the page's traits (map picked, opacity, colour table) follow the controls."""
     image = cw.assets.make_shapes(1, seed=2)[0][0]
     w = GradCAMComparator(shapes_model, image, methods=("gradcam", "gradcam++"), top=3).wait()
-    # Each row: the method's legend, the pinned panel, the slider panel.
-    pinned_cells = [w.panels.children[1], w.panels.children[4]]
     sent = []
-    for cell in w.panels.children:
-        cell.observe(lambda change, cell=cell: sent.append(cell), "value")
-    before = [c.value for c in pinned_cells]
+    for row in w._rows:
+        for canvas in row:
+            canvas.observe(
+                lambda change: sent.append(change["name"]), ["maps", "image", "captions"]
+            )
+    legend, pinned, slider = w.panels.children[:3]
+    first = w.view.copy()
     start = w.class_slider.value
     other = 3 if start != 3 else 1
     w.class_slider.value = other
     w.wait()
-    assert set(map(id, sent)) == {id(w.panels.children[2]), id(w.panels.children[5])}
-    assert [c.value for c in pinned_cells] == before
-    first = w.view.copy()
-    w.class_slider.value = start
-    w.class_slider.value = other
+    assert slider.shown == other and slider.map_shown == w.ranked.index(w.selected_class)
+    moved = w.view.copy()
+    assert not np.array_equal(moved, first)
+    w.pinned.value = w.ranked[1]
     w.wait()
-    np.testing.assert_array_equal(w.view, first)
-    # The opacity changes every panel: all four cells are sent again.
-    sent.clear()
+    assert pinned.map_shown == 1 and pinned.shown == w.pinned.index
     w.opacity.value = 0.2
+    w.cmap.value = "viridis"
+    assert sent == []
+    assert slider.opacity == 0.2 and slider.cmap_name == legend.cmap_name == "viridis"
+    # The legend's colour bar follows the colour map in the page too.
+    vmax, meaning = 1.0, "each map divided by its own peak"
+    height = legend.image_shape[0]
+    np.testing.assert_array_equal(
+        legend.compose(), render.legend("gradcam", 0.0, vmax, meaning, "viridis", height)
+    )
+    w.pinned.value = w.ranked[0]
+    w.opacity.value, w.cmap.value = 0.4, "jet"
+    w.class_slider.value = other
+    np.testing.assert_array_equal(w.view, moved)
+    # A class outside the offered ones needs its maps: computed, then sent.
+    outside = next(c for _, c in w.pinned.options if c not in w.ranked)
+    w.pinned.value = outside
     w.wait()
-    assert len(set(map(id, sent))) == 4
+    assert "maps" in sent and pinned.map_shown == len(w.ranked)
     w.close()
 
 
@@ -318,7 +349,7 @@ def test_an_all_zero_map_says_so_in_its_caption():
     maps = cw.gradcam(model, image[None], classes=[0, 1, 2], layer="conv2", normalize=None)
     assert not maps.any()  # the premise, from the plain function
     w = GradCAMComparator(model, image, layer="conv2", top=3).wait()
-    captions = [text for _key, text, _missing in w._panels]  # the panels drawn so far
+    captions = w.captions[0]  # the row's (pinned, slider) captions
     assert len(captions) == 2 and all(t.endswith("| map all zero") for t in captions)
     w.close()
 

@@ -132,3 +132,36 @@ def test_bad_arguments(shapes_probe, shapes_images):
         cw.OcclusionScrubber(shapes_probe, image, fill="noise")
     with pytest.raises(ValueError, match="one image"):
         cw.OcclusionScrubber(shapes_probe, shapes_images[0][:2])
+
+
+def test_map_panel_is_composed_by_the_canvas_and_style_sends_no_map(scrubber, shapes_images):
+    """The map panel is the map's colour indices over the photo, enlarged, the
+    patch framed, under its caption; opacity, colour map and the outline are
+    drawn by the page: moving them sends no map."""
+    from cnnwidgets import render
+
+    image = render.to_rgb_uint8(shapes_images[0][0])
+    sens, s = scrubber.sensitivity, scrubber._scale
+    sent = []
+    for canvas in (scrubber.map_canvas, scrubber.legend_canvas):
+        canvas.observe(lambda change: sent.append(change["name"]), ["maps", "image", "captions"])
+    scrubber.opacity.value, scrubber.cmap.value = 0.7, "viridis"
+    scrubber.move(8, 40)
+    assert sent == []
+    heat = render.colour_index(sens / sens.max())
+    panel = render.enlarge(render.overlay_index(image, heat, 0.7, "viridis"), s)
+    panel = render.frame(panel, (40 * s, 8 * s, 56 * s, 24 * s), 2)
+    text = f"drop, max {float(sens.max()):.2f} (stride 16)"
+    panel = render.caption(panel, text)
+    left = scrubber._left
+    view = scrubber.view
+    np.testing.assert_array_equal(
+        view[:, left.shape[1] + 4 : left.shape[1] + 4 + panel.shape[1]], panel
+    )
+    # The frame is the one render.outline draws.
+    box = (40 * s, 8 * s, 56 * s, 24 * s)
+    plain = render.enlarge(image, s)
+    np.testing.assert_array_equal(render.frame(plain, box, 2), render.outline(plain, box, width=2))
+    # A click on the map panel centres the patch there (image pixels).
+    scrubber.map_canvas.click(16 + 10 * s, 30 * s)
+    assert (scrubber.x.value, scrubber.y.value) == (22, 2)

@@ -66,12 +66,18 @@ SETUP = textwrap.dedent(
 
 
     def shown_pngs(widget):
-        # The PNGs of every image the widget displays (children, figures' marks).
+        # The PNGs of every image the widget displays (children, figures' marks),
+        # and of every picture its canvases compose in the page.
+        from cnnwidgets import render
+        from cnnwidgets.widgets.canvas import PictureCanvas
+
         out, stack = [], [widget]
         while stack:
             w = stack.pop()
             if isinstance(w, widgets.Image):
                 out.append(bytes(w.value))
+            if isinstance(w, PictureCanvas) and w.compose() is not None:
+                out.append(render.to_png(w.compose()))
             stack.extend(getattr(w, "children", ()))
             stack.extend(getattr(w, "marks", ()))
             image = getattr(w, "image", None)
@@ -227,6 +233,19 @@ def test_html_without_widget_state_shows_png_of_view(executed, name):
     )
 
 
+def canvas_picture(model: dict) -> np.ndarray:
+    """What a page draws from a saved cnnwidgets canvas state (buffers included)."""
+    from cnnwidgets.widgets.canvas import PictureCanvas
+
+    state = dict(model["state"])
+    for buffer in model.get("buffers", []):
+        state[buffer["path"][0]] = base64.b64decode(buffer["data"])
+    canvas = PictureCanvas.from_state(state)
+    picture = canvas.compose()
+    canvas.close()
+    return np.zeros((0, 0, 3), np.uint8) if picture is None else picture
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_html_with_widget_state_embeds_the_view(executed, name):
     nb, folder = executed
@@ -238,6 +257,8 @@ def test_html_with_widget_state_embeds_the_view(executed, name):
     view = np.load(folder / f"view_{name}.npy")
     images = []
     for model in state.values():
+        if model.get("model_name") == "AnyModel" and "maps_shape" in model["state"]:
+            images.append(canvas_picture(model))  # a cnnwidgets canvas, drawn from its state
         if model.get("model_name") != "ImageModel":
             continue
         for buffer in model.get("buffers", []):
@@ -246,7 +267,8 @@ def test_html_with_widget_state_embeds_the_view(executed, name):
     if any(same(p, view) for p in images):
         return
     # A widget that shows its view in parts (the activation browser: title,
-    # grid, side panel) must have every displayed part in the saved state.
+    # grid, side panel; the comparator: a legend and two panel canvases per
+    # row) must have every displayed part in the saved state.
     shown = json.loads((folder / f"shown_{name}.json").read_text())
     parts = [decode_png(p) for p in shown]
     assert len(parts) > 1, f"{name}: no Image model in the state shows the view"

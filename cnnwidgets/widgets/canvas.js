@@ -14,6 +14,7 @@
 
 const SEPARATOR = 255;
 const SELECTION = [230, 30, 30];
+const MARK = [255, 255, 255]; // render.frame's colour (the occlusion patch)
 
 function bytesOf(model, name) {
   const v = model.get(name);
@@ -94,6 +95,73 @@ export function tilesRGBA(data, h, w, items, cols, pad, up, table) {
   return { H, W, rgba: out };
 }
 
+// render.overlay_index over a box of the picture (canvas.py's map_box): the
+// (bh, bw) indices `big` blended into rows top.., columns left.. of `out`, a
+// copy of `image`, both W pixels wide RGBA.
+export function blendBox(out, image, W, big, top, left, bh, bw, table, a, level) {
+  const ia = 1 - a;
+  for (let y = 0; y < bh; y++) {
+    for (let x = 0; x < bw; x++) {
+      const q = big[y * bw + x];
+      if (q < level) continue;
+      const o = ((top + y) * W + left + x) * 4;
+      for (let c = 0; c < 3; c++) {
+        out[o + c] = Math.floor(ia * image[o + c] + a * table[3 * q + c] + 0.5);
+      }
+    }
+  }
+  return out;
+}
+
+// render.enlarge: nearest neighbour, an integer factor.
+export function enlargeRGBA(pic, up) {
+  if (up <= 1) return pic;
+  const H = pic.H * up, W = pic.W * up;
+  const out = new Uint8ClampedArray(H * W * 4);
+  for (let y = 0; y < H; y++) {
+    const src = Math.floor(y / up) * pic.W;
+    for (let x = 0; x < W; x++) {
+      const i = (src + Math.floor(x / up)) * 4, o = (y * W + x) * 4;
+      out[o] = pic.rgba[i];
+      out[o + 1] = pic.rgba[i + 1];
+      out[o + 2] = pic.rgba[i + 2];
+      out[o + 3] = 255;
+    }
+  }
+  return { H, W, rgba: out };
+}
+
+// render.frame: the `width` pixels just inside box (top, left, bottom, right),
+// clipped to the picture, in `colour`.
+export function frameRGBA(pic, top, left, bottom, right, width, colour) {
+  const t = Math.max(top, 0), l = Math.max(left, 0);
+  const b = Math.min(bottom, pic.H), r = Math.min(right, pic.W);
+  if (t >= b || l >= r || width <= 0) return pic;
+  const paint = (y0, y1, x0, x1) => {
+    for (let y = y0; y < y1; y++) {
+      for (let x = x0; x < x1; x++) {
+        const o = (y * pic.W + x) * 4;
+        pic.rgba[o] = colour[0];
+        pic.rgba[o + 1] = colour[1];
+        pic.rgba[o + 2] = colour[2];
+      }
+    }
+  };
+  paint(t, Math.min(t + width, b), l, r);
+  paint(Math.max(b - width, t), b, l, r);
+  paint(t, b, l, Math.min(l + width, r));
+  paint(t, b, Math.max(r - width, l), r);
+  return pic;
+}
+
+// The map drawn in 'overlay' mode: `shown`, through `shownOf` when it is given;
+// -1 when that map is not (yet) here.
+export function shownMap(shown, shownOf, K) {
+  let k = shown;
+  if (shownOf && shownOf.length) k = k >= 0 && k < shownOf.length ? shownOf[k] : -1;
+  return k >= 0 && k < K ? k : -1;
+}
+
 // render.overlay_index's blend, in place on `out` (a copy of the image):
 // floor((1 - a) * image + a * colour + 0.5) where the index reaches `level`.
 export function blendRGBA(out, image, big, table, a, level) {
@@ -132,6 +200,8 @@ function render({ model, el }) {
   let painted = 0;
   let imageRGBA = null; // Uint8ClampedArray of the image (H * W * 4), once decoded
   let imageVersion = 0;
+  let captionRGBA = null; // {H, W, rgba} of the caption strips, once decoded
+  let captionVersion = 0;
 
   const lut = () => {
     const k = Math.max(0, model.get("cmap") || 0);
@@ -168,6 +238,31 @@ function render({ model, el }) {
     return { items, rows, cols, th, tw, pad, top, left };
   };
 
+  async function decodePNG(bytes, W, H) {
+    const blob = new Blob([bytes], { type: "image/png" });
+    const bitmap = await createImageBitmap(blob, {
+      colorSpaceConversion: "none",
+      premultiplyAlpha: "none",
+    });
+    const w = W || bitmap.width, h = H || bitmap.height;
+    const c = document.createElement("canvas");
+    c.width = w;
+    c.height = h;
+    const ctx = c.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(bitmap, 0, 0);
+    return { H: h, W: w, rgba: ctx.getImageData(0, 0, w, h).data };
+  }
+
+  async function decodeCaptions() {
+    const version = ++captionVersion;
+    const bytes = bytesOf(model, "captions");
+    const pic = bytes.length ? await decodePNG(bytes, 0, 0) : null;
+    if (version === captionVersion) {
+      captionRGBA = pic;
+      schedule();
+    }
+  }
+
   async function decodeImage() {
     const version = ++imageVersion;
     const [H, W] = model.get("image_shape") || [0, 0];
@@ -178,17 +273,7 @@ function render({ model, el }) {
     }
     let rgba;
     if (model.get("image_format") === "png") {
-      const blob = new Blob([bytes], { type: "image/png" });
-      const bitmap = await createImageBitmap(blob, {
-        colorSpaceConversion: "none",
-        premultiplyAlpha: "none",
-      });
-      const c = document.createElement("canvas");
-      c.width = W;
-      c.height = H;
-      const ctx = c.getContext("2d", { willReadFrequently: true });
-      ctx.drawImage(bitmap, 0, 0);
-      rgba = ctx.getImageData(0, 0, W, H).data;
+      rgba = (await decodePNG(bytes, W, H)).rgba;
     } else {
       rgba = new Uint8ClampedArray(H * W * 4);
       for (let i = 0, j = 0; i < H * W; i++, j += 3) {
@@ -210,22 +295,47 @@ function render({ model, el }) {
     return tilesRGBA(data, h, w, g.items, g.cols, g.pad, model.get("upscale") || 1, lut());
   }
 
-  // render.overlay_index over the decoded image.
+  const shownNow = () => shownMap(model.get("shown"), model.get("shown_of"), mapsInfo().K);
+
+  // render.overlay_index over the decoded image (or its map_box), enlarged
+  // `upscale` times, under the map's caption strip (canvas.py _compose_overlay).
   function composeOverlay() {
     const [H, W] = model.get("image_shape");
     const { K, h, w, data } = mapsInfo();
-    const shown = model.get("shown");
     if (!imageRGBA) return null;
-    const out = new Uint8ClampedArray(imageRGBA);
-    if (shown < 0 || shown >= K) return { H, W, rgba: out };
-    const key = `${shown}/${K}/${h}/${w}/${H}/${W}`;
-    if (!cache.overlay || cache.overlay.key !== key || cache.overlay.data !== data) {
-      const q = data.subarray(shown * h * w, (shown + 1) * h * w);
-      cache.overlay = { key, data, big: upsampleIndex(q, h, w, H, W) };
+    const shownOf = model.get("shown_of") || [];
+    const k = shownNow();
+    if (k < 0 && shownOf.length) return null; // not sent yet: keep the picture
+    let pic = { H, W, rgba: new Uint8ClampedArray(imageRGBA) };
+    if (k >= 0) {
+      const box = model.get("map_box") || [];
+      const [top, left, bh, bw] = box.length === 4 ? box : [0, 0, H, W];
+      const key = `${k}/${K}/${h}/${w}/${bh}/${bw}`;
+      if (!cache.overlay || cache.overlay.key !== key || cache.overlay.data !== data) {
+        const q = data.subarray(k * h * w, (k + 1) * h * w);
+        cache.overlay = { key, data, big: upsampleIndex(q, h, w, bh, bw) };
+      }
+      blendBox(pic.rgba, imageRGBA, W, cache.overlay.big, top, left, bh, bw, lut(),
+        model.get("opacity"), thresholdLevel(model.get("threshold")));
     }
-    blendRGBA(out, imageRGBA, cache.overlay.big, lut(), model.get("opacity"),
-      thresholdLevel(model.get("threshold")));
-    return { H, W, rgba: out };
+    const up = model.get("upscale") || 1;
+    pic = enlargeRGBA(pic, up);
+    const n = (model.get("mark_size") || 0) * up;
+    if (n > 0) {
+      const y = model.get("mark_y") * up, x = model.get("mark_x") * up;
+      frameRGBA(pic, y, x, y + n, x + n, model.get("mark_width"), MARK);
+    }
+    const ch = model.get("caption_height") || 0;
+    if (ch > 0) {
+      const out = new Uint8ClampedArray((pic.H + ch) * pic.W * 4).fill(255);
+      const cap = captionRGBA;
+      if (cap && k >= 0 && cap.W === pic.W && (k + 1) * ch <= cap.H) {
+        out.set(cap.rgba.subarray(k * ch * cap.W * 4, (k + 1) * ch * cap.W * 4), 0);
+      }
+      out.set(pic.rgba, ch * pic.W * 4);
+      pic = { H: pic.H + ch, W: pic.W, rgba: out };
+    }
+    return pic;
   }
 
   // render.ring: the `ring` pixels around the selected item's tile.
@@ -373,12 +483,24 @@ function render({ model, el }) {
     const pctx = picture.getContext("2d", { willReadFrequently: true });
     const px = pctx.getImageData(ix, iy, 1, 1).data;
     let text = `(${iy}, ${ix})  rgb ${px[0]} ${px[1]} ${px[2]}`;
-    const shown = model.get("shown");
-    if (mode === "overlay" && shown >= 0 && shown < K) {
+    if (mode === "overlay") {
+      // picture pixel -> image pixel: below the caption line, before the enlargement
+      const k = shownNow(), up = model.get("upscale") || 1;
+      const ch = model.get("caption_height") || 0;
+      const name = k >= 0 ? labels[k] || "" : "";
+      if (iy < ch) return name;
+      const yy = Math.floor((iy - ch) / up), xx = Math.floor(ix / up);
+      text = `(${yy}, ${xx})  rgb ${px[0]} ${px[1]} ${px[2]}`;
+      if (k < 0) return text;
       const [H, W] = model.get("image_shape");
-      const my = Math.min(h - 1, Math.floor((iy * h) / H)), mx = Math.min(w - 1, Math.floor((ix * w) / W));
-      const q = data[shown * h * w + my * w + mx];
-      text = `${labels[shown] || ""}  ${text}  map ${fmt(value(shown, q))}`;
+      const box = model.get("map_box") || [];
+      const [top, left, bh, bw] = box.length === 4 ? box : [0, 0, H, W];
+      const by = yy - top, bx = xx - left;
+      if (by < 0 || bx < 0 || by >= bh || bx >= bw) return `${name}  ${text}`;
+      const my = Math.min(h - 1, Math.floor((by * h) / bh));
+      const mx = Math.min(w - 1, Math.floor((bx * w) / bw));
+      const q = data[k * h * w + my * w + mx];
+      text = `${name}  ${text}  map ${fmt(value(k, q))}`;
     } else {
       const { k, g } = itemAt(y, x);
       if (k >= 0) text = `${labels[g.items[k]] || g.items[k]}  ${text}`;
@@ -457,14 +579,18 @@ function render({ model, el }) {
   const drawn = [
     "maps", "maps_shape", "luts", "lut_names", "cmap", "mode", "orders", "sort", "page",
     "per_page", "cols", "pad", "upscale", "tile_hw", "tile_origin", "selected", "ring",
-    "shown", "opacity", "threshold", "display_size",
+    "shown", "opacity", "threshold", "display_size", "shown_of", "map_box", "caption_height",
+    "mark_x", "mark_y", "mark_size", "mark_width",
   ];
   const onChange = () => schedule();
   for (const name of drawn) model.on(`change:${name}`, onChange);
   const onImage = () => decodeImage();
   model.on("change:image", onImage);
   model.on("change:image_shape", onImage);
+  const onCaptions = () => decodeCaptions();
+  model.on("change:captions", onCaptions);
   decodeImage();
+  decodeCaptions();
   schedule();
 
   return () => {
@@ -472,6 +598,7 @@ function render({ model, el }) {
     for (const name of drawn) model.off(`change:${name}`, onChange);
     model.off("change:image", onImage);
     model.off("change:image_shape", onImage);
+    model.off("change:captions", onCaptions);
   };
 }
 

@@ -12,14 +12,21 @@ Three modes:
 - ``'tiles'``: (K, h, w) uint8 colour-index maps tiled as
   :func:`cnnwidgets.render.index_tiles` lays them out; tile k of the page
   shows map ``orders[sort][page * per_page + k]``.
-- ``'overlay'``: map ``shown`` over the image, bilinear to the image's size,
-  with ``opacity`` and ``threshold`` (:func:`cnnwidgets.render.overlay_index`).
+- ``'overlay'``: map ``shown`` over the image, bilinear to the image's size
+  (or to ``map_box``, a part of it), with ``opacity`` and ``threshold``
+  (:func:`cnnwidgets.render.overlay_index`), enlarged ``upscale`` times, under
+  the map's own caption strip when ``caption_height`` is set, a square
+  (``mark_x``, ``mark_y``, ``mark_size``, image pixels) outlined. With
+  ``shown_of``, ``shown`` is a control's value (a slider's rank, a dropdown's
+  index) and the map drawn is ``shown_of[shown]``: the control is jslinked to
+  ``shown`` and the page answers it alone.
 - ``'image'``: the image as it is (a picture drawn by the kernel); ``tile_hw``,
   ``tile_origin`` and the order then only place the selection ring and say
   which item a click hits.
 
-Bytes: the image (H * W * 3, or its PNG), the maps (K * h * w), 768 per colour
-table offered, and the ES module (about 16 kB) once per widget.
+Bytes: the image (H * W * 3, or its PNG), the maps (K * h * w), the captions'
+PNG, 768 per colour table offered, and the ES module (about 20 kB) once per
+widget.
 """
 
 from __future__ import annotations
@@ -63,9 +70,7 @@ class PictureCanvas(anywidget.AnyWidget):
     labels = traitlets.List(traitlets.Unicode(), help="Per map, its name in the readout.").tag(
         sync=True
     )
-    luts = traitlets.Bytes(b"", help="(L, 256, 3) uint8 colour tables of lut_names.").tag(
-        sync=True
-    )
+    luts = traitlets.Bytes(b"", help="(L, 256, 3) uint8 colour tables of lut_names.").tag(sync=True)
     lut_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
     orders = traitlets.List(
         traitlets.List(traitlets.Int()), help="Permutations of the items (tile orders)."
@@ -74,9 +79,7 @@ class PictureCanvas(anywidget.AnyWidget):
     # ---- drawn in the browser: changing these sends a few bytes, never a picture
     mode = traitlets.Enum(MODES, "image").tag(sync=True)
     # Indices, not names: a Dropdown syncs its ``index``, and jslink needs equal types.
-    cmap = traitlets.Int(0, help="The colour table drawn: an index into lut_names.").tag(
-        sync=True
-    )
+    cmap = traitlets.Int(0, help="The colour table drawn: an index into lut_names.").tag(sync=True)
     sort = traitlets.Int(0, help="The order laid out: an index into orders.").tag(sync=True)
     page = traitlets.Int(0).tag(sync=True)
     per_page = traitlets.Int(0, help="Tiles per page (0: all).").tag(sync=True)
@@ -93,7 +96,33 @@ class PictureCanvas(anywidget.AnyWidget):
     tile_origin = traitlets.List(traitlets.Int(), [0, 0], help="Grid's top-left.").tag(sync=True)
     selected = traitlets.Int(-1, help="The item ringed (-1: none).").tag(sync=True)
     ring = traitlets.Int(0, help="Width of the selection ring, pixels (0: none).").tag(sync=True)
-    shown = traitlets.Int(0, help="The map laid over the image ('overlay').").tag(sync=True)
+    shown = traitlets.Int(
+        0, help="The map laid over the image ('overlay'); with shown_of, an index into it."
+    ).tag(sync=True)
+    shown_of = traitlets.List(
+        traitlets.Int(),
+        help="When not empty: value v of shown draws map shown_of[v] (-1: not sent yet; "
+        "the page keeps its picture until the kernel sends it).",
+    ).tag(sync=True)
+    map_box = traitlets.List(
+        traitlets.Int(), help="[top, left, height, width]: where the map goes ([]: everywhere)."
+    ).tag(sync=True)
+    mark_x = traitlets.Int(0, help="Left of the marked square, image pixels ('overlay').").tag(
+        sync=True
+    )
+    mark_y = traitlets.Int(0, help="Top of the marked square, image pixels.").tag(sync=True)
+    mark_size = traitlets.Int(0, help="Side of the marked square, image pixels (0: none).").tag(
+        sync=True
+    )
+    mark_width = traitlets.Int(2, help="Its outline's width, picture pixels (render.frame).").tag(
+        sync=True
+    )
+    captions = traitlets.Bytes(
+        b"", help="PNG of (K * caption_height, W * upscale, 3): strip k is map k's caption."
+    ).tag(sync=True)
+    caption_height = traitlets.Int(0, help="Caption strip above the overlay, pixels.").tag(
+        sync=True
+    )
     opacity = traitlets.Float(0.4).tag(sync=True)
     threshold = traitlets.Float(0.0, help="Maps below this fraction leave the image bare.").tag(
         sync=True
@@ -107,9 +136,40 @@ class PictureCanvas(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._image: np.ndarray | None = None  # (H, W, 3) uint8
         self._maps = np.zeros((0, 0, 0), np.uint8)
+        self._captions: np.ndarray | None = None  # (K * caption_height, W', 3) uint8
         self._click_callbacks: list[Callable[[float, float], Any]] = []
         self.set_colormaps(cmaps)
         self.on_msg(self._handle_click)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PictureCanvas:
+        """A canvas rebuilt from its synced state (trait name -> value, the
+        buffers as bytes), as a saved notebook's widget state holds it: its
+        :meth:`compose` is what a page showing that state draws."""
+        names = list(state.get("lut_names") or ["viridis"])
+        canvas = cls(cmaps=names)
+        drawn = {k: v for k, v in state.items() if k in canvas.traits(sync=True)}
+        drawn = {k: v for k, v in drawn.items() if not k.startswith("_") and k != "layout"}
+        with canvas.hold_sync():
+            canvas.set_trait("cmap", 0)
+            for name, value in drawn.items():
+                if name not in ("image", "maps", "captions", "luts", "lut_names"):
+                    canvas.set_trait(name, value)
+        h, w = (int(v) for v in state.get("image_shape", [0, 0]))
+        image = bytes(state.get("image") or b"")
+        if image and h and w:
+            png = state.get("image_format") == "png"
+            rgb = render.from_png(image) if png else np.frombuffer(image, np.uint8)
+            canvas.set_image(np.reshape(rgb, (h, w, 3)), png=png)
+        k, mh, mw = (int(v) for v in state.get("maps_shape", [0, 0, 0]))
+        maps = np.frombuffer(bytes(state.get("maps") or b""), np.uint8).reshape(k, mh, mw)
+        canvas.set_maps(maps, state.get("ranges") or [[0.0, 1.0]] * k, state.get("labels"))
+        captions = bytes(state.get("captions") or b"")
+        if captions:
+            atlas = render.from_png(captions)
+            ch = int(state["caption_height"])
+            canvas.set_captions(atlas.reshape(-1, ch, *atlas.shape[1:]))
+        return canvas
 
     # ------------------------------------------------------------ data
 
@@ -161,10 +221,45 @@ class PictureCanvas(anywidget.AnyWidget):
             names = labels if labels is not None else [str(k) for k in range(len(index))]
             self.labels = list(names)
 
+    def set_captions(self, strips: np.ndarray | None) -> None:
+        """Send (K, ch, W', 3) uint8 caption strips, one per map, as one PNG
+        (drawn above the overlay of that map); None removes them."""
+        if strips is None:
+            self._captions = None
+            with self.hold_sync():
+                self.captions, self.caption_height = b"", 0
+            return
+        strips = np.asarray(strips, np.uint8)
+        if strips.ndim != 4 or strips.shape[-1] != 3:
+            raise ValueError(f"caption strips must be (K, ch, W, 3) uint8, got {strips.shape}")
+        atlas = strips.reshape(-1, *strips.shape[2:])
+        self._captions = atlas
+        with self.hold_sync():
+            self.captions = render.to_png(atlas)
+            self.caption_height = int(strips.shape[1])
+
     @property
     def bytes_sent(self) -> int:
         """Bytes of the buffers held (what a new page load receives besides small state)."""
-        return len(self.image) + len(self.maps) + len(self.luts)
+        return len(self.image) + len(self.maps) + len(self.luts) + len(self.captions)
+
+    @property
+    def map_shown(self) -> int:
+        """The map drawn now ('overlay'): ``shown``, through ``shown_of`` when set; -1: none."""
+        k = self.shown
+        if self.shown_of:
+            k = self.shown_of[k] if 0 <= k < len(self.shown_of) else -1
+        return k if 0 <= k < len(self._maps) else -1
+
+    def image_point(self, y: float, x: float) -> tuple[float, float] | None:
+        """Picture pixel (y, x) of an 'overlay' canvas -> image pixel (below the
+        caption, before the enlargement), or None on the caption line or outside."""
+        if self._image is None:
+            return None
+        up = max(self.upscale, 1)
+        iy, ix = (y - self.caption_height) / up, x / up
+        h, w = self._image.shape[:2]
+        return (iy, ix) if 0 <= iy < h and 0 <= ix < w else None
 
     # ------------------------------------------------------------ geometry
 
@@ -217,15 +312,43 @@ class PictureCanvas(anywidget.AnyWidget):
             )
         elif self._image is None:
             return None
-        elif self.mode == "overlay" and 0 <= self.shown < len(self._maps):
-            picture = render.overlay_index(
-                self._image, self._maps[self.shown], self.opacity, self.cmap_name, self.threshold
-            )
+        elif self.mode == "overlay":
+            return self._compose_overlay()
         else:
             picture = self._image
         box = self.box_of(self.selected) if self.ring > 0 else None
         if box is not None:
             picture = render.ring(picture, box, self.ring)
+        return picture
+
+    def _compose_overlay(self) -> np.ndarray:
+        """'overlay': the map over the image (or its box), enlarged, under its caption."""
+        image, k = self._image, self.map_shown
+        picture = image
+        if k >= 0:
+            index = self._maps[k]
+            if len(self.map_box) == 4:
+                t, l_, bh, bw = self.map_box
+                picture = image.copy()
+                part = image[t : t + bh, l_ : l_ + bw]
+                picture[t : t + bh, l_ : l_ + bw] = render.overlay_index(
+                    part, index, self.opacity, self.cmap_name, self.threshold
+                )
+            else:
+                picture = render.overlay_index(
+                    image, index, self.opacity, self.cmap_name, self.threshold
+                )
+        up = max(self.upscale, 1)
+        picture = render.enlarge(picture, up)
+        if self.mark_size > 0:
+            y, x, n = self.mark_y * up, self.mark_x * up, self.mark_size * up
+            picture = render.frame(picture, (y, x, y + n, x + n), self.mark_width)
+        ch = self.caption_height
+        if ch > 0:
+            strip = np.full((ch, picture.shape[1], 3), 255, np.uint8)
+            if self._captions is not None and k >= 0 and (k + 1) * ch <= len(self._captions):
+                strip = self._captions[k * ch : (k + 1) * ch]
+            picture = np.concatenate([strip, picture], axis=0)
         return picture
 
     # ------------------------------------------------------------ events

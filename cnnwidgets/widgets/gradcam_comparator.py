@@ -6,6 +6,15 @@ slider asks "and where is the evidence for *this* class?". Maps of all top-k
 classes are computed together (one forward pass, one backward pass per class)
 whenever the image, layer or methods change; moving the slider, the opacity,
 the colour map or the scaling only re-draws, with no model pass.
+
+The panels are composed in the page (:class:`~cnnwidgets.widgets.canvas.PictureCanvas`):
+per method row, the maps of every offered target (the ranked ones and the
+pinned one) travel once as uint8 colour indices with their value range, and
+the class slider, the pinned choice, the opacity and the colour map are
+jslinked to the canvases, so the page redraws in its next frame and no picture
+crosses the websocket. The scale mode, the layer, the methods, the sign of a
+regression target and a new image change the maps: the kernel sends them again
+(after a model pass where one is needed, with progress).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from cnnwidgets.explain.target_choices import Choice
 from cnnwidgets.probe import as_probe, weights_held
 from cnnwidgets.probe.targets import Class, as_targets
 from cnnwidgets.widgets.base import BLANK_PNG, ClickablePicture, ViewWidget, layer_options
+from cnnwidgets.widgets.canvas import PictureCanvas
 
 #: Colour maps offered by the ``cmap`` control.
 CMAPS: tuple[str, ...] = ("jet", "viridis", "magma", "inferno", "turbo", "gray")
@@ -122,13 +132,15 @@ class GradCAMComparator(ViewWidget):
         self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, choice) -> (H, W)
         self._errors: dict[str, str] = {}
         self._scaled: dict[tuple, np.ndarray] = {}
-        # Drawn panels of the current style: (picture, its PNG).
-        self._panels: dict[tuple, tuple[np.ndarray, bytes]] = {}
-        self._legends: dict[tuple, tuple[np.ndarray, bytes]] = {}  # row label + colour bar
-        self._cells: list[widgets.Image] = []  # one per panel shown, reused
-        self._cell_pngs: list[bytes | None] = []  # the PNG each cell holds
-        self._parts: tuple | None = None  # (rows of panels, title) shown now
-        self._panels_style: tuple | None = None
+        # Per method row, reused: the canvases (legend, pinned panel, slider
+        # panel), what each holds (its key), and their links in the page.
+        self._rows: list[tuple[PictureCanvas, PictureCanvas, PictureCanvas]] = []
+        self._row_keys: list[dict[str, Any]] = []
+        self._page_links: list[widgets.jslink] = []
+        self._generation = 0  # bumped whenever stored maps or the targets' texts change
+        self._shown_rows = 0  # rows in the grid now
+        self._title: str | None = None
+        self._captions_shown: list[tuple[str, str]] = []  # (pinned, slider) per row
         self._set_image_state(image)
         self._build_controls(method_values, methods, layer_path)
         self._build_bars()
@@ -244,7 +256,7 @@ class GradCAMComparator(ViewWidget):
         self._set_choices()
         self._store.clear()
         self._scaled.clear()
-        self._panels.clear()
+        self._generation += 1
 
     def _set_choices(self) -> None:
         """The targets the slider offers on the current image (and the region
@@ -263,6 +275,7 @@ class GradCAMComparator(ViewWidget):
             choices = [self._picked] + [c for c in choices if c.key != self._picked.key]
         self._choices = {c.key: c for c in choices}
         self.ranked: list = [c.key for c in choices]
+        self._generation = getattr(self, "_generation", 0) + 1  # captions name the targets
         self._regression = target_choices.has_regression(choices)
 
     def set_image(self, image: Any) -> None:
@@ -518,7 +531,7 @@ class GradCAMComparator(ViewWidget):
                     for c, m in zip(classes, maps):
                         self._store[self._key(method, c, layer)] = m
                 self._scaled.clear()
-                self._panels.clear()
+                self._generation += 1
             self._render()
 
         if sync:
@@ -538,7 +551,6 @@ class GradCAMComparator(ViewWidget):
         layer = self.layer.value
         key = (mode, layer, tuple(self.methods.value), self.pinned.value)
         if key not in self._scaled:
-            self._panels.clear()  # new scales: drawn panels are stale
             scaled: dict[tuple, np.ndarray] = {}
             classes = list(dict.fromkeys(self.ranked + [self.pinned.value]))
             for m in self.methods.value:
@@ -559,100 +571,190 @@ class GradCAMComparator(ViewWidget):
         choice = self._choice(key)
         return f"{what}: {choice.label} {choice.value_text}"
 
-    def _legend(self, method: str, height: int) -> tuple[np.ndarray, bytes]:
-        """The row's label and colour bar: what the colour of this row means."""
-        mode = self.normalize.value
-        vmax, meaning = row_scale(mode, self._row_peak(method))
-        key = (method, mode, vmax, self.cmap.value, height)
-        if key not in self._legends:
-            picture = render.legend(method, 0.0, vmax, meaning, self.cmap.value, height)
-            self._legends[key] = (picture, render.to_png(picture))
-        return self._legends[key]
-
     def _row_peak(self, method: str) -> float:
         """The largest raw value of this method's maps of the offered classes."""
         classes = dict.fromkeys(self.ranked + [self.pinned.value])
         maps = [self._store.get(self._key(method, c)) for c in classes]
         return max((float(m.max()) for m in maps if m is not None), default=0.0)
 
+    def _row(self, i: int) -> tuple[PictureCanvas, PictureCanvas, PictureCanvas]:
+        """Row i's canvases (legend, pinned panel, slider panel), made on first
+        use with their links in the page: the slider's rank and the pinned
+        menu's index pick the map drawn, the opacity and the colour map are
+        drawn by the page alone."""
+        while len(self._rows) <= i:
+            legend = PictureCanvas(cmaps=CMAPS, mode="overlay", opacity=1.0)
+            pinned = PictureCanvas(cmaps=CMAPS, mode="overlay")
+            slider = PictureCanvas(cmaps=CMAPS, mode="overlay")
+            pinned.on_click(lambda y, x, c=pinned: self._panel_click(c, y, x, "pinned"))
+            slider.on_click(lambda y, x, c=slider: self._panel_click(c, y, x, "slider"))
+            self._page_links += [
+                widgets.jslink((self.class_slider, "value"), (slider, "shown")),
+                widgets.jslink((self.pinned, "index"), (pinned, "shown")),
+                *(
+                    widgets.jslink((self.opacity, "value"), (c, "opacity"))
+                    for c in (pinned, slider)
+                ),
+                *(
+                    widgets.jslink((self.cmap, "index"), (c, "cmap"))
+                    for c in (legend, pinned, slider)
+                ),
+            ]
+            self._rows.append((legend, pinned, slider))
+            self._row_keys.append({})
+        return self._rows[i]
+
+    def _send_legend(self, i: int, method: str, height: int) -> None:
+        """Row i's legend: the method, its colour bar (recoloured by the page when
+        the colour map changes: the ramp is a map over the legend's picture) and
+        what the colour means. Sent when the method, scale or peak changes."""
+        legend = self._rows[i][0]
+        mode = self.normalize.value
+        vmax, meaning = row_scale(mode, self._row_peak(method))
+        key = (method, mode, vmax, height)
+        if self._row_keys[i].get("legend") == key:
+            return
+        picture = render.legend(method, 0.0, vmax, meaning, self.cmap.value, height)
+        top, left, bar_h, bar_w = render.legend_ramp(meaning, height)
+        with legend.hold_sync():
+            legend.set_image(picture, png=True)
+            legend.set_maps(render.ramp_index(bar_h, bar_w)[None], [[0.0, vmax]], [method])
+            legend.map_box = [top, left, bar_h, bar_w]
+        self._row_keys[i]["legend"] = key
+
+    def _send_row_maps(
+        self, i: int, method: str, sent: list, shown: dict[tuple, np.ndarray], factor: int
+    ) -> list[tuple[str, str]]:
+        """Row i's maps of every target in ``sent`` (uint8 colour indices at the
+        image's size, [0, the raw value index 255 stands for]) and their
+        captions, to both panels; sent only when they changed (new maps, scale,
+        targets). Returns each target's (pinned, slider) caption."""
+        _, pinned, slider = self._rows[i]
+        keys = self._row_keys[i]
+        mode = self.normalize.value
+        h, w = self._picture.shape[:2]
+        key = (method, mode, self.layer.value, tuple(sent), self._generation, factor)
+        if keys.get("maps") == key:
+            return keys["captions"]
+        known = method in map_methods.METHODS
+        heats = [shown.get(self._key(method, c)) if known else None for c in sent]
+        index = np.stack(
+            [np.zeros((h, w), np.uint8) if m is None else render.colour_index(m) for m in heats]
+        )
+        peak = self._row_peak(method) if known else 0.0
+        tops = []
+        for c in sent:
+            raw = self._store.get(self._key(method, c)) if known else None
+            top = {"map": float(raw.max()) if raw is not None else 0.0, "method": peak}
+            tops.append(top.get(mode, 1.0))
+        captions = []
+        for c, heat in zip(sent, heats):
+            # Not "no evidence here" but "no positive evidence anywhere": say so,
+            # or the bare photo reads as a map.
+            zero = " | map all zero" if heat is not None and not heat.any() else ""
+            captions.append(
+                tuple(self._caption(method, c, what) + zero for what in ("pinned", "slider"))
+            )
+        width = w * factor
+        labels = [f"{method}: {self._name(c)}" for c in sent]
+        for canvas, col in ((pinned, 0), (slider, 1)):
+            strips = np.stack(
+                [
+                    render.caption(np.zeros((0, width, 3), np.uint8), t[col], CAPTION_HEIGHT)
+                    for t in captions
+                ]
+            )
+            with canvas.hold_sync():
+                if keys.get("image") != (self._generation, factor):
+                    canvas.set_image(self._picture, png=True)
+                    canvas.upscale = factor
+                canvas.set_maps(index, [[0.0, t] for t in tops], labels)
+                canvas.set_captions(strips)
+        keys.update(maps=key, captions=captions, image=(self._generation, factor))
+        return captions
+
     def _render(self) -> None:
-        """Draw the grid from stored maps (no model pass); panels are cached, so a
-        slider move draws one new panel per method at most."""
+        """Bring the canvases to the controls' state from stored maps (no model
+        pass): maps go out only when they changed, so a slider, pinned (among
+        the offered targets), opacity or colour map move sends a few numbers."""
         with self._lock:
-            pinned, cls = self.pinned.value, self._selected_key
+            pinned_key, slider_key = self.pinned.value, self._selected_key
             shown = self._display_maps()
             h, w = self._picture.shape[:2]
             factor = max(1, PANEL_SIZE // max(h, w))
-            style = (self.opacity.value, self.cmap.value, self.normalize.value)
-            if self._panels_style != style:
-                self._panels.clear()
-                self._panels_style = style
-            blank = np.zeros((h, w), np.float32)
             height = CAPTION_HEIGHT + h * factor
-            rows, problems = [], []
-            for m in self.methods.value or ["(no method)"]:
-                row: list = [self._legend(m, height)]
-                for c, what in ((pinned, "pinned"), (cls, "slider")):
-                    key = self._key(m, c)
-                    heat = shown.get(key)
-                    if heat is None and m in self._errors:
+            sent = list(dict.fromkeys(self.ranked + [pinned_key]))
+            at = {k: n for n, k in enumerate(sent)}
+            slider_of = [-1] + [at[k] for k in self.ranked]
+            pinned_of = [at.get(v, -1) for _, v in self.pinned.options]
+            problems, shown_captions = [], []
+            methods = list(self.methods.value) or ["(no method)"]
+            for i, m in enumerate(methods):
+                legend, pinned, slider = self._row(i)
+                self._send_legend(i, m, height)
+                captions = self._send_row_maps(i, m, sent, shown, factor)
+                for c in (pinned_key, slider_key):
+                    if m in self._errors and shown.get(self._key(m, c)) is None:
                         problems.append(f"{m}: {self._errors[m]}")
-                    text = self._caption(m, c, what)
-                    if heat is not None and not heat.any():
-                        # Not "no evidence here" but "no positive evidence anywhere":
-                        # say so, or the bare photo reads as a map.
-                        text += " | map all zero"
-                    pkey = (key, text, heat is None)
-                    if pkey not in self._panels:
-                        panel = render.heatmap_panel(
-                            self._picture,
-                            blank if heat is None else heat,
-                            text,
-                            self.opacity.value,
-                            self.cmap.value,
-                            factor,
-                        )
-                        self._panels[pkey] = (panel, render.to_png(panel))
-                    row.append(self._panels[pkey])
-                rows.append(row)
+                with pinned.hold_sync(), slider.hold_sync():
+                    for canvas, of, value in (
+                        (pinned, pinned_of, self.pinned.index),
+                        (slider, slider_of, self.class_slider.value),
+                    ):
+                        if canvas.shown_of != of:
+                            canvas.shown_of = of
+                        canvas.shown = value
+                        canvas.opacity = self.opacity.value
+                for canvas in (legend, pinned, slider):
+                    canvas.cmap = self.cmap.index
+                shown_captions.append((captions[at[pinned_key]][0], captions[at[slider_key]][1]))
+            self._captions_shown = shown_captions
             self.status.value = "<br>".join(dict.fromkeys(problems))
-            self._send_panels(rows)
+            self._lay_out_rows(len(methods), h * factor)
 
-    def _send_panels(self, rows: list[list[tuple[np.ndarray, bytes]]]) -> None:
-        """Put each (picture, PNG) in its cell, sending only cells whose picture changed."""
-        cells = [c for row in rows for c in row]
-        while len(self._cells) < len(cells):
-            self._cells.append(widgets.Image(format="png"))
-            self._cell_pngs.append(None)
-        for i, (_picture, png) in enumerate(cells):
-            # Identity, not equality: a panel redrawn in a new style is a new object.
-            if self._cell_pngs[i] is not png:
-                self._cells[i].value = png
-                self._cell_pngs[i] = png
-        cols = len(rows[0])
+    def _lay_out_rows(self, n: int, panel_width: int) -> None:
+        """Show the first n rows of canvases in the grid, under the title line."""
         title = self._binary_title()
-        if (
-            self._parts is None
-            or self._parts[1] != title
-            or len(self.panels.children) != len(cells)
-        ):
+        if self._shown_rows != n:
+            cells = [c for row in self._rows[:n] for c in row]
             with self.panels.hold_sync():
-                self.panels.layout.grid_template_columns = " ".join(["max-content"] * cols)
-                self.panels.children = self._cells[: len(cells)]
+                self.panels.layout.grid_template_columns = " ".join(["max-content"] * 3)
+                self.panels.children = cells
+            self._shown_rows = n
+        if title != self._title:
             if title:
-                width = sum(p.shape[1] for p, _ in rows[0]) + (cols - 1) * PANEL_GAP
+                legend_w = self._rows[0][0].image_shape[1]
+                width = legend_w + 2 * panel_width + 2 * PANEL_GAP
                 band = render.caption(np.zeros((0, width, 3), np.uint8), title, TITLE_HEIGHT)
                 self.title_image.value = render.to_png(band)
             self.title_image.layout.display = None if title else "none"
-        self._parts = ([[p for p, _ in row] for row in rows], title)
+            self._title = title
         self._view = None  # composed when read
         self._drawn()
 
     def _compose_view(self) -> np.ndarray | None:
-        if self._parts is None:
+        """The grid as the page draws it: each canvas composed with the page's tables."""
+        if not self._shown_rows:
             return None
-        rows, title = self._parts
-        return render.panel_grid(rows, title, pad=PANEL_GAP, title_height=TITLE_HEIGHT)
+        rows = [[c.compose() for c in row] for row in self._rows[: self._shown_rows]]
+        return render.panel_grid(rows, self._title, pad=PANEL_GAP, title_height=TITLE_HEIGHT)
+
+    @property
+    def captions(self) -> list[tuple[str, str]]:
+        """Per method row, the (pinned, slider) panel captions shown now."""
+        return list(self._captions_shown)
+
+    def _panel_click(self, canvas: PictureCanvas, y: float, x: float, which: str) -> None:
+        """A click on a panel (picture pixels): on a segmentation model it picks
+        the region under it (as the picker does); on the slider's panel of any
+        other model it pins the slider's target."""
+        point = canvas.image_point(y, x)
+        if point is None:
+            return
+        if self.picker is not None:
+            self.click(*point)
+        elif which == "slider" and self._selected_key in [v for _, v in self.pinned.options]:
+            self.pinned.value = self._selected_key
 
     # ------------------------------------------------------------ observers
 

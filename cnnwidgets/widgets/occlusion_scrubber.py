@@ -6,6 +6,13 @@ top-k class probabilities (bqplot ``bars``) and the drop at this position.
 The full sensitivity map of the chosen class fills in coarse to fine in a
 background job with a progress bar, laid over the image with the current
 patch outlined.
+
+The map panel and its legend are composed in the page
+(:class:`~cnnwidgets.widgets.canvas.PictureCanvas`): the map travels once per
+level as uint8 colour indices, and the opacity, the colour map and the patch
+outline (``x``, ``y``, ``patch``, jslinked) are drawn by the page in its next
+frame; the occluded image and its score need the forward pass and come from
+the kernel.
 """
 
 from __future__ import annotations
@@ -29,11 +36,18 @@ from cnnwidgets.explain.occlusion import (
 from cnnwidgets.probe import as_probe
 from cnnwidgets.probe.targets import Class
 from cnnwidgets.widgets.base import ClickablePicture, ViewWidget
+from cnnwidgets.widgets.canvas import PictureCanvas
 
 __all__ = ["OcclusionScrubber"]
 
 #: Panels are enlarged (nearest neighbour) to at least this many pixels across.
 MIN_PANEL = 192
+#: Colour maps offered by the ``cmap`` control.
+CMAPS: tuple[str, ...] = ("jet", "viridis", "magma", "inferno", "turbo", "gray")
+#: Pixels between the panels (``render.hstack``'s default).
+PANEL_GAP = 4
+#: Width of the patch outline on the enlarged map, pixels.
+OUTLINE = 2
 
 
 class OcclusionScrubber(ViewWidget):
@@ -61,11 +75,13 @@ class OcclusionScrubber(ViewWidget):
         x, y: IntSliders, column and row of the patch's TOP-LEFT corner.
         patch, stride: IntSliders in pixels.
         fill: Dropdown of fills.
+        opacity, cmap: the map's opacity and colour map (drawn by the page).
         class_: Dropdown of classes (value = class index) or of targets
             (value = the target's key); ``class_`` with a trailing underscore
             because ``class`` is a Python keyword.
         bars: bqplot Bars, P(class) unoccluded vs occluded for the top-k classes.
         figure: bqplot Figure with the clickable occluded image.
+        map_canvas, legend_canvas: the canvases of the map panel and its legend.
 
     State:
         occluded: (H, W, C) float32 image as the model sees it now (raw pixels).
@@ -127,7 +143,8 @@ class OcclusionScrubber(ViewWidget):
         self._generation = 0
         self.sensitivity: np.ndarray | None = None
         self.map_stride: int | None = None
-        self._overlay: tuple | None = None
+        self._sent: dict[str, Any] = {}  # what the canvases and the left panel hold
+        self._left: np.ndarray | None = None
         self._shown_map_key: tuple | None = None
         self._build_controls(h, w, patch, stride, fill, chosen, offered)
         self._build_bars()
@@ -200,6 +217,33 @@ class OcclusionScrubber(ViewWidget):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="map")
         self.status = widgets.HTML()
 
+        self.opacity = widgets.FloatSlider(
+            value=0.5, min=0.0, max=1.0, step=0.05, description="opacity", style=style
+        )
+        self.cmap = widgets.Dropdown(options=list(CMAPS), value="jet", description="colours")
+        # The view's panels: the occluded image (kernel), the map over the image
+        # with the patch outlined and its legend (canvases, drawn in the page).
+        self.left_image = widgets.Image(format="png")
+        self.map_canvas = PictureCanvas(
+            cmaps=CMAPS, mode="overlay", upscale=self._scale, opacity=0.5, mark_width=OUTLINE
+        )
+        self.legend_canvas = PictureCanvas(cmaps=CMAPS, mode="overlay", opacity=1.0)
+        self.map_canvas.on_click(self._map_click)
+        self._page_links = [
+            widgets.jslink((self.x, "value"), (self.map_canvas, "mark_x")),
+            widgets.jslink((self.y, "value"), (self.map_canvas, "mark_y")),
+            widgets.jslink((self.patch, "value"), (self.map_canvas, "mark_size")),
+            widgets.jslink((self.opacity, "value"), (self.map_canvas, "opacity")),
+            widgets.jslink((self.cmap, "index"), (self.map_canvas, "cmap")),
+            widgets.jslink((self.cmap, "index"), (self.legend_canvas, "cmap")),
+        ]
+        self.panels = widgets.GridBox(
+            [self.left_image, self.map_canvas, self.legend_canvas],
+            layout=widgets.Layout(
+                grid_gap=f"{PANEL_GAP}px", grid_template_columns="max-content " * 3
+            ),
+        )
+
         # The occluded input, big enough to click: a click centres the patch there.
         # (Not ``self.picture``: that would show ``view``, the two panels below.)
         self.input_picture = ClickablePicture(self.click, size=260)
@@ -238,8 +282,9 @@ class OcclusionScrubber(ViewWidget):
         self.children = [
             widgets.HBox([self.x, self.y]),
             widgets.HBox([self.patch, self.stride, self.fill, self.class_]),
+            widgets.HBox([self.opacity, self.cmap]),
             widgets.HBox([self.figure, self.bars_figure]),
-            self.image,
+            self.panels,
             widgets.HBox([self.progress, self.status]),
         ]
 
@@ -250,6 +295,8 @@ class OcclusionScrubber(ViewWidget):
         self.stride.observe(self._on_map_params, names="value")
         self.fill.observe(self._on_fill, names="value")
         self.class_.observe(self._on_class, names="value")
+        self.opacity.observe(self._on_style, names="value")
+        self.cmap.observe(self._on_style, names="value")
 
     @traitlets.validate("selected_class")
     def _valid_class(self, proposal) -> int:
@@ -312,6 +359,28 @@ class OcclusionScrubber(ViewWidget):
 
     def _on_map_params(self, _change: Any) -> None:
         self._start_map()
+
+    def _on_style(self, _change: Any) -> None:
+        """Opacity or colour map: the page has drawn it; the kernel's canvases
+        follow (no picture is sent)."""
+        with self._lock:
+            self._style_canvases()
+            self._view = None
+            self._drawn()
+
+    def _style_canvases(self) -> None:
+        canvas = self.map_canvas
+        with canvas.hold_sync():
+            canvas.mark_x, canvas.mark_y = self.x.value, self.y.value
+            canvas.mark_size = self.patch.value
+            canvas.opacity = self.opacity.value
+            canvas.cmap = self.legend_canvas.cmap = self.cmap.index
+
+    def _map_click(self, y: float, x: float) -> None:
+        """A click on the map panel (picture pixels) centres the patch there too."""
+        point = self.map_canvas.image_point(y, x)
+        if point is not None:
+            self.click(*point)
 
     # ------------------------------------------------------------ live pass
 
@@ -440,36 +509,80 @@ class OcclusionScrubber(ViewWidget):
 
     # ------------------------------------------------------------ drawing
 
-    def _overlay_panel(self) -> tuple[np.ndarray, str]:
-        """The enlarged image with the sensitivity map laid over it (cached per map)."""
+    def _map_text(self) -> str:
         sens = self.sensitivity
-        if self._overlay is not None and self._overlay[0] is sens:
-            return self._overlay[1], self._overlay[2]
-        s = self._scale
-        base = render.enlarge(render.to_rgb_uint8(self._raw[0]), s)
         if sens is None:
-            panel, text = base, "occlusion map: computing"
+            return "occlusion map: computing"
+        return f"drop, max {float(sens.max()):.2f} (stride {self.map_stride})"
+
+    def _send_map(self) -> None:
+        """The map panel's canvas: the photo once, the map (uint8 indices at the
+        image's size, [0, peak]) and its caption when the map changed."""
+        canvas, sens = self.map_canvas, self.sensitivity
+        if self._sent.get("photo") is None:
+            canvas.set_image(render.to_rgb_uint8(self._raw[0]), png=True)
+            self._sent["photo"] = True
+        if self._sent.get("map") is sens:
+            return
+        h, w = self._raw.shape[1:3]
+        with canvas.hold_sync():
+            if sens is None:  # nothing over the photo yet: a blank map under threshold 1
+                canvas.set_maps(np.zeros((1, h, w), np.uint8), [[0.0, 0.0]], ["computing"])
+                canvas.threshold = 1.0
+            else:
+                peak = float(sens.max())
+                heat = np.clip(sens / peak, 0, 1) if peak > 0 else np.zeros_like(sens)
+                canvas.set_maps(render.colour_index(heat)[None], [[0.0, max(peak, 0.0)]], ["drop"])
+                canvas.threshold = 0.0
+            strip = render.caption(np.zeros((0, w * self._scale, 3), np.uint8), self._map_text())
+            canvas.set_captions(strip[None])
+        self._sent["map"] = sens
+
+    def _send_legend(self, height: int) -> None:
+        """The legend canvas: the colour bar (recoloured by the page) and its meaning."""
+        sens = self.sensitivity
+        peak = max(float(sens.max()) if sens is not None else 0.0, 0.0)
+        if self._classifier:
+            meaning = f"fall of P({self.probe.class_names[self.class_.value]}) when hidden"
         else:
-            peak = float(sens.max())
-            heat = np.clip(sens / peak, 0, 1) if peak > 0 else np.zeros_like(sens)
-            panel = render.overlay(base, heat, alpha=0.5, cmap="jet")
-            text = f"drop, max {peak:.2f} (stride {self.map_stride})"
-        self._overlay = (sens, panel, text)
-        return panel, text
+            meaning = f"fall of the score of {self._choices[self.class_.value].label} when hidden"
+        key = (peak, meaning, height)
+        if self._sent.get("legend") == key:
+            return
+        picture = render.legend("occlusion", 0.0, peak, meaning, self.cmap.value, height)
+        top, left, bar_h, bar_w = render.legend_ramp(meaning, height)
+        canvas = self.legend_canvas
+        with canvas.hold_sync():
+            canvas.set_image(picture, png=True)
+            canvas.set_maps(render.ramp_index(bar_h, bar_w)[None], [[0.0, peak]], ["occlusion"])
+            canvas.map_box = [top, left, bar_h, bar_w]
+        self._sent["legend"] = key
 
     def _redraw(self) -> None:
         with self._lock:
-            x, y, p = self.x.value, self.y.value, self.patch.value
             c = self.class_.value
             s = self._scale
             small = render.to_rgb_uint8(self.occluded)
-            self.input_picture.show(render.to_png(small), *small.shape[:2])
-            left = render.enlarge(small, s)
-            left = render.caption(left, self._followed_text(c))
-            right, text = self._overlay_panel()
-            box = (y * s, x * s, (y + p) * s, (x + p) * s)
-            right = render.caption(render.outline(right, box, width=2), text)
-            self._show(render.hstack([left, right, self._legend(right.shape[0])]))
+            if self._sent.get("input") is not self.occluded:  # a new patch position
+                self.input_picture.show(render.to_png(small), *small.shape[:2])
+                self._sent["input"] = self.occluded
+            left = render.caption(render.enlarge(small, s), self._followed_text(c))
+            if self._left is None or not np.array_equal(left, self._left):
+                self.left_image.value = render.to_png(left)
+                self._left = left
+            self._send_map()
+            self._send_legend(left.shape[0])
+            self._style_canvases()
+            self._view = None  # composed when read
+            self._drawn()
+
+    def _compose_view(self) -> np.ndarray | None:
+        """The occluded image | the map over the image, patch outlined | the
+        legend: the canvases composed with the page's tables."""
+        if self._left is None:
+            return None
+        right, legend = self.map_canvas.compose(), self.legend_canvas.compose()
+        return render.hstack([self._left, right, legend], pad=PANEL_GAP)
 
     def _followed_text(self, key: Any) -> str:
         """The caption of the occluded image: the followed score now."""
@@ -477,13 +590,3 @@ class OcclusionScrubber(ViewWidget):
             return f"P({self.probe.class_names[key]}) {self.probabilities[key]:.2f}"
         i = list(self._choices).index(key)
         return f"{self._choices[key].label}: {self.probabilities[i]:.3g}"
-
-    def _legend(self, height: int) -> np.ndarray:
-        """The map's colour bar: what the colour of the sensitivity map means."""
-        sens = self.sensitivity
-        peak = float(sens.max()) if sens is not None else 0.0
-        if self._classifier:
-            meaning = f"fall of P({self.probe.class_names[self.class_.value]}) when hidden"
-        else:
-            meaning = f"fall of the score of {self._choices[self.class_.value].label} when hidden"
-        return render.legend("occlusion", 0.0, max(peak, 0.0), meaning, "jet", height)

@@ -134,6 +134,7 @@ def running_lab(work: pathlib.Path, log: pathlib.Path) -> Iterator[dict]:
             proc.kill()
             proc.wait()
 
+
 # the notebook's run state, read from Lab's models (kernel, cells, outputs)
 STATE_JS = """
 () => {
@@ -194,6 +195,12 @@ PICTURES_JS = """
     pics.push({kind: 'svg', src: img.getAttribute('href') || img.getAttribute('xlink:href'),
                complete: true, width: 1, widget: true});
   }
+  // cnnwidgets canvases: a picture composed in the page; each paint is a new one.
+  root.querySelectorAll('.cnnwidgets-canvas').forEach((el, k) => {
+    const n = Number(el.dataset.painted || 0);
+    pics.push({kind: 'canvas', src: `canvas:${k}:${n}`, complete: n > 0,
+               width: el.cwPicture ? el.cwPicture.width : 0, widget: true});
+  });
   return pics;
 }
 """
@@ -500,7 +507,11 @@ WIDGET_CELLS = (
     image = images[0]
     probe = cw.Probe(model, class_names=names)
     """,
-    "cw.GradCAMComparator(probe, image, methods=('gradcam', 'guided-gradcam'), top=4).wait()",
+    """\
+    comparator = cw.GradCAMComparator(probe, image, methods=('gradcam', 'guided-gradcam'), top=4)
+    comparator.add_class('cwtest-comparator')  # the canvas checks find it by this
+    comparator.wait()
+    """,
     """\
     browser = cw.ActivationBrowser(probe, images[:2], layer='block1_conv2')
     browser.add_class('cwtest-browser')  # the canvas checks find it by this

@@ -21,6 +21,9 @@ cell run, then check that
   anywidget canvas) are the kernel's ``view`` to within one level per channel,
   read back from the page, after a control move and a click in the page; hover
   shows the value under the pointer; the wheel zooms and a double click resets.
+  The activation browser's grid and the comparator's panels (legend, pinned and
+  slider canvases per method row, put together as ``view`` lays them out) are
+  both checked.
 
 Screenshots go to tests/browser/artifacts/ (git-ignored). A harness notebook
 written here (a minimal ViewWidget with a slider) runs beside the real ones,
@@ -90,8 +93,11 @@ def test_the_widget_notebook_shows_every_widget():
     import cnnwidgets as cw
 
     shown = " ".join(WIDGET_CELLS)
-    widgets = [n for n in dir(cw) if n.endswith(("Comparator", "Browser", "Gallery",
-                                                   "Scrubber", "Overview", "Explorer"))]
+    widgets = [
+        n
+        for n in dir(cw)
+        if n.endswith(("Comparator", "Browser", "Gallery", "Scrubber", "Overview", "Explorer"))
+    ]
     assert len(widgets) == 6
     assert all(f"cw.{n}(" in shown for n in widgets), widgets
 
@@ -139,6 +145,7 @@ def test_notebook_in_lab(lab_server, context, name):
         assert not problems, f"{name}: {problems}\n" + "\n".join(lab.console[-20:])
         if name == EVERY_WIDGET:
             check_browser_canvas(lab)
+            check_comparator_canvas(lab)
     finally:
         lab.shutdown_kernels()
         page.close()
@@ -244,3 +251,69 @@ def check_browser_canvas(lab: LabPage) -> None:
     wait_painted(canvas, painted)
     assert lab.canvas_pixels(canvas)["zoom"] == 1
     lab.screenshot("canvas", root)
+
+
+def comparator_page_view(lab: LabPage, root) -> tuple[np.ndarray, list]:
+    """The comparator's panels as the page composed them, laid out as ``view``
+    (rows of legend, pinned, slider), and the canvases' locators."""
+    from cnnwidgets import render
+
+    canvases = root.locator(".cnnwidgets-canvas")
+    n = canvases.count()
+    assert n and n % 3 == 0, f"comparator: {n} canvases, expected 3 per method row"
+    pictures = [lab.canvas_pixels(canvases.nth(k))["picture"] for k in range(n)]
+    rows = [pictures[k : k + 3] for k in range(0, n, 3)]
+    return render.panel_grid(rows, pad=6), [canvases.nth(k) for k in range(n)]
+
+
+def check_comparator_canvas(lab: LabPage) -> None:
+    """The comparator's canvases in a real page: the panels read back equal the
+    kernel's ``view`` before and after a class-slider move (drawn by the page
+    alone: the slider is linked to the canvases), hover reads the map value
+    under the pointer, a click on the slider's panel pins its class."""
+    root = lab.page.locator(".cwtest-comparator").first
+    root.scroll_into_view_if_needed()
+    canvases = root.locator(".cnnwidgets-canvas")
+    slider_canvas = canvases.nth(2)
+    painted = wait_painted(slider_canvas, 0)
+    settle_kernel(lab)
+    page, _ = comparator_page_view(lab, root)
+    assert_same_picture(page, kernel_picture(lab, "comparator.view"), "comparator")
+
+    # The class slider, one key press: the page picks the next map itself.
+    before = int(lab.kernel("print(comparator.class_slider.value)"))
+    handle = root.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    wait_painted(slider_canvas, painted)
+    settle_kernel(lab)
+    assert int(lab.kernel("print(comparator.class_slider.value)")) == before + 1
+    page, _ = comparator_page_view(lab, root)
+    after = kernel_picture(lab, "comparator.view")
+    assert_same_picture(page, after, "comparator after a slider move")
+
+    # Hover over the slider's panel (below its caption line): the target and
+    # the map value under the pointer.
+    screen = slider_canvas.locator("canvas").first
+    bounds = screen.bounding_box()
+    x, y = bounds["x"] + bounds["width"] / 2, bounds["y"] + 16 + (bounds["height"] - 16) / 2
+    lab.page.mouse.move(x, y)
+    readout = slider_canvas.locator(".cnnwidgets-canvas-readout")
+    has_value = "(el) => el.textContent.includes('map ')"
+    lab.page.wait_for_function(has_value, arg=readout.element_handle())
+    name = lab.kernel("print(comparator.probe.class_names[comparator.selected_class])").strip()
+    assert readout.inner_text().startswith(f"gradcam: {name} "), readout.inner_text()
+
+    # A click on the slider's panel pins its class; the pinned canvases follow.
+    pinned_canvas = canvases.nth(1)
+    painted = int(pinned_canvas.get_attribute("data-painted"))
+    lab.page.mouse.click(x, y)
+    wait_painted(pinned_canvas, painted)
+    settle_kernel(lab)
+    pinned, selected = lab.kernel(
+        "print(comparator.pinned.value, comparator.selected_class)"
+    ).split()
+    assert pinned == selected
+    page, _ = comparator_page_view(lab, root)
+    assert_same_picture(page, kernel_picture(lab, "comparator.view"), "comparator after a click")
+    lab.screenshot("comparator-canvas", root)
