@@ -53,3 +53,28 @@ def tiny_model():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+#: Test files and notebooks that take a minute or more on two cores, longest first
+#: (measured with --durations). `make test` hands whole files to two workers in
+#: collection order; starting the long ones first keeps both workers busy to the end
+#: instead of leaving one long file alone at the tail.
+SLOW_FIRST = (
+    "test_real_models.py",
+    "09_train_look_again.ipynb",
+    "test_backends.py",
+    "test_notebooks_in_lab.py",
+    "11_which_map_to_trust.ipynb",
+    "test_dataset_ray.py",
+    "test_nbgrader_course.py",
+    "test_incremental_occlusion.py",
+    "10_real_photos.ipynb",
+    "12_explain_any_output.ipynb",
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    # A stable sort: the order inside each file (a notebook's cells) is kept.
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

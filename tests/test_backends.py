@@ -43,8 +43,8 @@ def _applications(tmp: pathlib.Path) -> None:
     """Three architectures at 32 x 32, 10 classes, seeded random weights.
 
     EfficientNetB0 compiles for minutes on two cores, so `make test` (the
-    suite's time budget) runs MobileNetV2 alone and `make test-jax`
-    (CNNWIDGETS_FULL_MATRIX=1) all three."""
+    suite's time budget) runs the demo model alone and `make test-jax`
+    (CNNWIDGETS_FULL_MATRIX=1) the three applications too."""
     apps = keras.applications
     builds = {
         "mobilenet_v2": lambda: apps.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
@@ -56,7 +56,9 @@ def _applications(tmp: pathlib.Path) -> None:
     }
     if not os.environ.get("CNNWIDGETS_FULL_MATRIX"):  # `make test-jax` runs all three
         builds.pop("efficientnet_b0")
-        builds.pop("mobilenet_v3_small")  # the suite's budget: one application here
+        # The suite's budget: `make test` compares the demo model's every function;
+        # the applications run in `make test-jax`.
+        builds.clear()
     for i, (name, build) in enumerate(builds.items()):
         keras.utils.set_random_seed(i)
         build().save(tmp / "models" / f"{name}.keras")
@@ -103,7 +105,8 @@ def test_every_function_same_on_jax_as_on_tensorflow(both):
     assert not bad, "\n".join(bad)
     # the maps are not all zero (a broken backend giving zeros everywhere would pass)
     assert np.abs(jax_maps["shapes_cnn:gradcam"]).max() > 0
-    assert np.abs(jax_maps["mobilenet_v2:guided"]).max() > 0
+    if "mobilenet_v2:guided" in jax_maps.files:
+        assert np.abs(jax_maps["mobilenet_v2:guided"]).max() > 0
 
 
 JAX_GRADCAM = r"""
