@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import assert_close
 
 import cnnwidgets as cw
 from cnnwidgets.explain.saliency import attributions
@@ -22,13 +23,6 @@ MIN_SHAPE_ACCURACY = 0.95
 MIN_AREA_R2 = 0.90
 
 
-def assert_close(got, want, tol=1e-5):
-    """Equal to ``tol`` relative to the reference's largest magnitude (>= 1)."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    scale = max(1.0, float(np.abs(want).max()))
-    err = float(np.abs(got - want).max())
-    assert err <= tol * scale, f"max error {err} > {tol} * {scale}"
 
 
 @pytest.fixture(scope="module")

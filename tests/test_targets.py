@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import assert_close, reference_gradcam, tape_input_grads
 from tiny_models import random_images, tiny_cnn
 
 import cnnwidgets as cw
@@ -20,13 +21,6 @@ L = keras.layers
 T = cw.targets
 
 
-def assert_close(got, want, tol=1e-5):
-    """Equal to ``tol`` relative to the reference's largest magnitude (>= 1)."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    scale = max(1.0, float(np.abs(want).max()))
-    err = float(np.abs(got - want).max())
-    assert err <= tol * scale, f"max error {err} > {tol} * {scale}"
 
 
 # ------------------------------------------------------------------ models
@@ -92,19 +86,8 @@ def tape_layer_grads(model, layer, images, score_fn):
     return act.numpy(), tape.gradient(score, act).numpy()
 
 
-def tape_input_grads(score_fn, images):
-    """d sum(score) / d input (N, H, W, C): scores of different images are independent."""
-    x = tf.constant(images)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        score = score_fn(x)
-    return tape.gradient(score, x).numpy()
 
 
-def reference_gradcam(acts, grads):
-    """(N, h, w) ReLU(sum_c mean_hw(grad) * A), the textbook formula."""
-    weights = grads.mean(axis=(1, 2))
-    return np.maximum(np.einsum("nhwc,nc->nhw", acts, weights), 0.0)
 
 
 def dense_logits(model, name, features):

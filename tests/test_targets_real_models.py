@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import assert_close, reference_gradcam, tape_input_grads
 
 import cnnwidgets as cw
 from cnnwidgets.explain.cam import channel_weights
@@ -29,14 +30,6 @@ T = cw.targets
 SIZE = 32
 
 
-def assert_close(got, want, tol=1e-5):
-    """Equal to ``tol`` relative to the reference's largest magnitude (>= 1)."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    scale = max(1.0, float(np.abs(want).max()))
-    err = float(np.abs(got - want).max())
-    assert err <= tol * scale, f"max error {err} > {tol} * {scale}"
-    return err
 
 
 def resnet(seed):
@@ -66,18 +59,8 @@ def output_layer(model):
     return next(layer.name for layer in model.layers if layer.output is model.output)
 
 
-def tape_input_grads(score_fn, images):
-    """d sum(score) / d input (N, H, W, C); the images' scores are independent."""
-    x = tf.constant(images)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        score = score_fn(x)
-    return tape.gradient(score, x).numpy()
 
 
-def reference_gradcam(acts, grads):
-    """(N, h, w) ReLU(sum_c mean_hw(grad) * A), the textbook formula."""
-    return np.maximum(np.einsum("nhwc,nc->nhw", acts, grads.mean(axis=(1, 2))), 0.0)
 
 
 def check_gradcam(model_or_probe, images, target, layer, acts, grads):
