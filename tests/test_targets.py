@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from references import assert_close, reference_gradcam, tape_input_grads
-from tiny_models import random_images, tiny_cnn
+from tiny_models import random_images, tiny_cnn, two_output_model
 
 import cnnwidgets as cw
 from cnnwidgets import gradients
@@ -21,20 +21,7 @@ L = keras.layers
 T = cw.targets
 
 
-
-
 # ------------------------------------------------------------------ models
-
-
-def two_output_model(seed=0):
-    """conv -> GAP -> Dense(3, softmax) 'cls' and Dense(1) 'value'; 16x16x3."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((16, 16, 3))
-    x = L.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
-    a = L.GlobalAveragePooling2D(name="gap")(x)
-    cls = L.Dense(3, activation="softmax", name="cls")(a)
-    value = L.Dense(1, name="value")(a)
-    return keras.Model(inp, [cls, value], name="two_heads")
 
 
 def regression_model(seed=1):

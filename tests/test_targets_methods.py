@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from tiny_models import random_images
+from tiny_models import random_images, two_output_model
 
 import cnnwidgets as cw
 from cnnwidgets.explain.metrics import deletion_auc, insertion_auc
@@ -15,19 +15,9 @@ L = keras.layers
 T = cw.targets
 
 
-def two_heads(seed=0):
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((16, 16, 3))
-    x = L.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
-    a = L.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(
-        inp, [L.Dense(3, activation="softmax", name="cls")(a), L.Dense(1, name="value")(a)]
-    )
-
-
 @pytest.fixture(scope="module")
 def model():
-    return two_heads()
+    return two_output_model()
 
 
 @pytest.fixture(scope="module")

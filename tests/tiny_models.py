@@ -150,3 +150,14 @@ def tiny_sequential() -> keras.Model:
             L.Dense(3, activation="softmax", name="out"),
         ]
     )
+
+
+def two_output_model(seed: int = 0) -> keras.Model:
+    """conv -> GAP -> Dense(3, softmax) 'cls' and Dense(1) 'value'; 16x16x3 input."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    a = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    cls = keras.layers.Dense(3, activation="softmax", name="cls")(a)
+    value = keras.layers.Dense(1, name="value")(a)
+    return keras.Model(inp, [cls, value], name="two_heads")
