@@ -177,3 +177,40 @@ def test_weights_held_reads_once_per_model_and_only_on_its_thread():
         worker.join()
     assert seen["v"] != before  # another thread reads the weights
     assert version.weights_version(model) == seen["v"] != before  # after the block too
+
+
+def test_backend_reader_reads_the_samples_the_portable_reader_reads():
+    """The version is the same whichever reader reads it (the gradients package
+    installs its backend's compiled reader; a Probe on its own uses numpy), and
+    both see a change to one sampled element of a variable larger than SAMPLES."""
+    from cnnwidgets import gradients
+    from cnnwidgets.probe import version
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(40, 3, name="c")(inputs)  # 1080 weights
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(3, name="d")(x)  # 7200 weights: sampled
+    model = keras.Model(inputs, outputs)
+    plan = version.sample_plan(model.weights)
+    backend_samples = gradients.backend().weights_reader(plan)()
+    portable_samples = version.numpy_reader(plan)()
+    for a, b in zip(backend_samples, portable_samples, strict=True):
+        np.testing.assert_array_equal(a, b)
+    kernel = model.get_layer("d").kernel
+    sampled = int(version.sample_positions(kernel.shape)[7])
+    before = cw.weights_version(model)
+    try:
+        version.use_reader(version.numpy_reader)
+        assert cw.weights_version(model) == before
+    finally:
+        version.use_reader(gradients.backend_weights_reader)
+    flat = kernel.numpy().reshape(-1)
+    flat[sampled] += 1e-3
+    kernel.assign(flat.reshape(kernel.shape))
+    after = cw.weights_version(model)
+    assert after != before
+    try:
+        version.use_reader(version.numpy_reader)
+        assert cw.weights_version(model) == after
+    finally:
+        version.use_reader(gradients.backend_weights_reader)

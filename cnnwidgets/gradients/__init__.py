@@ -36,7 +36,7 @@ from types import ModuleType
 import keras
 import numpy as np
 
-from cnnwidgets.probe import Probe
+from cnnwidgets.probe import Probe, version
 from cnnwidgets.probe.targets import Target, target_keys
 
 #: Backward ReLU rules for guided backpropagation and the deconvnet.
@@ -63,6 +63,19 @@ def backend() -> ModuleType:
         f"cnnwidgets computes gradients on the Keras backends {BACKENDS}; this process "
         f"runs Keras on {name!r}. Set KERAS_BACKEND to one of them before importing keras."
     )
+
+
+def backend_weights_reader(plan: list) -> Callable[[], list[np.ndarray]]:
+    """The backend module's reader of the weights version's samples
+    (``weights_reader``), or the portable numpy reader where it has none."""
+    if keras.backend.backend() not in BACKENDS:  # weights still have a version there
+        return version.numpy_reader(plan)
+    return getattr(backend(), "weights_reader", version.numpy_reader)(plan)
+
+
+# The weights version (probe/version.py) reads its samples with the backend's
+# compiled reader from now on; it cannot import this package (a layer above).
+version.use_reader(backend_weights_reader)
 
 
 def compiled(probe: Probe, key: tuple, build: Callable[[], Callable]) -> Callable:

@@ -378,3 +378,19 @@ def ascend(fns, init, onehot, transforms, lr, preprocess, chunk, progress):
             progress(min(s + chunk, steps))
     img, out = value([w.value for w in variables], var, oh, pre_a, pre_b)
     return np.asarray(img), np.asarray(out)
+
+
+def weights_reader(plan: list) -> Callable[[], list[np.ndarray]]:
+    """The weights version's reader (:mod:`cnnwidgets.probe.version`).
+
+    A JAX array on the CPU is seen by numpy without a copy, so the samples
+    are gathered in numpy: 5 ms a read for MobileNetV2, 20 ms for
+    NASNetMobile, with nothing to compile (a ``jax.jit`` gather took 0.8-3 s
+    to build and saved a few ms a read). The value is read at every call:
+    an assignment replaces a JAX variable's array."""
+
+    def read() -> list[np.ndarray]:
+        return [np.concatenate([np.asarray(v.value).reshape(-1)[idx] for v, idx in group])
+                for group in plan]
+
+    return read

@@ -281,3 +281,39 @@ def ascend(fns, init, onehot, transforms, lr, preprocess, chunk, progress):
             progress(min(s + chunk, steps))
     img, value = evaluate(var, oh, pre_a, pre_b)
     return img.numpy(), value.numpy()
+
+
+def weights_reader(plan: list) -> Callable[[], list[np.ndarray]]:
+    """The weights version's reader (:mod:`cnnwidgets.probe.version`): one
+    ``tf.function`` gathering every variable's sampled elements in place.
+
+    ``ResourceGatherNd`` reads the samples straight from each variable's
+    buffer (no copy of the variable, one op per variable): tracing it costs
+    2.7 s for NASNetMobile's 1126 variables (10 s with a read, reshape, gather,
+    cast and product per variable), and a read 5-25 ms afterwards."""
+    groups = []
+    for group in plan:
+        rows = []
+        for v, idx in group:
+            var = v.value
+            if not hasattr(var, "handle"):  # not a resource variable: read it whole
+                rows.append((var, tf.constant(idx), None))
+                continue
+            where = np.stack(np.unravel_index(idx, tuple(var.shape)), 1) if var.shape.rank \
+                else np.zeros((len(idx), 0), np.int64)
+            rows.append((var, tf.constant(where), var.dtype))
+        groups.append(rows)
+
+    def gather_all():
+        out = []
+        for rows in groups:
+            parts = [
+                tf.gather(tf.reshape(var, [-1]), where) if dtype is None
+                else tf.raw_ops.ResourceGatherNd(resource=var.handle, indices=where, dtype=dtype)
+                for var, where, dtype in rows
+            ]
+            out.append(tf.concat(parts, 0))
+        return out
+
+    compiled = traced_once(gather_all, [])
+    return lambda: [t.numpy() for t in compiled()]
