@@ -68,7 +68,7 @@ def test_deletion_and_insertion_with_a_target_follow_its_score(model, images):
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_metrics_refuse_bad_targets_before_any_model_pass(model, images, monkeypatch):
+def test_metrics_refuse_bad_targets_before_any_model_pass(model, images, monkeypatch, tmp_path):
     maps = np.ones((2, 1, 16, 16), np.float32)
     monkeypatch.setattr(cw.Probe, "run", lambda *a, **k: pytest.fail("a model pass ran"))
     with pytest.raises(ValueError, match="Regression index 1 out of range"):
@@ -77,6 +77,10 @@ def test_metrics_refuse_bad_targets_before_any_model_pass(model, images, monkeyp
         insertion_auc(model, images, maps, target=[T.Output("value", T.Regression())] * 2)
     with pytest.raises(TypeError, match="not both"):
         deletion_auc(model, images, maps, classes=0, target=T.Output("value", T.Regression()))
+    with pytest.raises(TypeError, match="not both"):
+        cw.explain_dataset(model, images, out=tmp_path / "s.zarr", classes=[0, 0],
+                           target=T.Output("value", T.Regression()), progress=False)
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_explain_dataset_with_a_target(model, images, tmp_path):

@@ -26,7 +26,7 @@ from cnnwidgets.dataset.store import DatasetStore
 from cnnwidgets.explain import methods as map_methods
 from cnnwidgets.explain.cam import cam_layer
 from cnnwidgets.probe import Probe, as_probe, weights_digest
-from cnnwidgets.probe.targets import as_targets, stable_key
+from cnnwidgets.probe.targets import stable_key, targets_of_call
 from cnnwidgets.progress import reporter
 
 __all__ = [
@@ -71,19 +71,14 @@ def _check_spec(
     target: Any = None,
 ) -> RunSpec:
     method = _dataset_method(method)
-    targets = None
-    if target is not None:
-        if classes not in (None, "predicted"):
-            raise TypeError(
-                "give classes= or target=, not both (classes=c is the shorthand for "
-                "target=cw.targets.Class(c))"
-            )
+    unset = classes is None or (isinstance(classes, str) and classes == "predicted")
+    targets = targets_of_call(target, classes, classes_unset=unset)
+    if targets is not None:
         if method == "cam":
             raise ValueError(
                 "method 'cam' explains classes only (it reads the class's Dense weights); "
                 "for target= use 'gradcam', 'gradcam++', 'layercam' or 'scorecam'"
             )
-        targets = as_targets(target)
         for t in targets:
             t.check(probe)  # before any store is made or any model pass
     if layer is None:

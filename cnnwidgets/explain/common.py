@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnwidgets.cache import array_key
 from cnnwidgets.probe import Probe, as_probe
-from cnnwidgets.probe.targets import Target, as_targets, target_keys
+from cnnwidgets.probe.targets import Target, target_keys, targets_of_call
 
 #: Names accepted by ``normalize`` everywhere.
 NORMALIZE_MODES: tuple = ("map", "image", None)
@@ -61,12 +61,7 @@ def prepare(
 
     ``target``: one target (all images) or a list of K (see
     :mod:`cnnwidgets.probe.targets`); giving it with ``classes`` is a TypeError."""
-    if target is not None and classes is not None:
-        raise TypeError(
-            "give classes= or target=, not both (classes=c is the shorthand for "
-            "target=cw.targets.Class(c))"
-        )
-    targets = None if target is None else as_targets(target)
+    targets = targets_of_call(target, classes)
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
     checked = None if checks is None else checks(probe, raw)

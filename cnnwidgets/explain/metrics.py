@@ -28,7 +28,7 @@ import numpy as np
 from cnnwidgets.explain.common import prepare
 from cnnwidgets.explain.saliency import make_baseline, saliency
 from cnnwidgets.probe import Probe, as_probe
-from cnnwidgets.probe.targets import as_targets
+from cnnwidgets.probe.targets import targets_of_call
 from cnnwidgets.progress import reporter
 
 __all__ = [
@@ -186,12 +186,7 @@ def _auc_curves(
 ) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if target is not None and classes is not None:
-        raise TypeError(
-            "give classes= or target=, not both (classes=c is the shorthand for "
-            "target=cw.targets.Class(c))"
-        )
-    targets = None if target is None else as_targets(target)
+    targets = targets_of_call(target, classes)
     probe = as_probe(model_or_probe)
     raw = probe.check_images(images)
     n, h, w, _ = raw.shape

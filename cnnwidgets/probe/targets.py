@@ -922,6 +922,23 @@ def as_targets(target: Any) -> tuple[Target, ...]:
     return (as_target(target),)
 
 
+def targets_of_call(
+    target: Any, classes: Any, classes_unset: bool | None = None
+) -> tuple[Target, ...] | None:
+    """The targets of a call that takes ``classes=`` or ``target=``: None
+    when ``target`` is None, else :func:`as_targets`. Both given is a
+    TypeError; ``classes_unset`` overrides ``classes is None`` as the test
+    for "classes not given" (a call whose default is a string)."""
+    if target is None:
+        return None
+    if not (classes is None if classes_unset is None else classes_unset):
+        raise TypeError(
+            "give classes= or target=, not both (classes=c is the shorthand for "
+            "target=cw.targets.Class(c))"
+        )
+    return as_targets(target)
+
+
 def target_keys(targets: Sequence[Target]) -> tuple:
     """The keys of K targets, for caches and compiled functions."""
     return tuple(t.key for t in targets)
