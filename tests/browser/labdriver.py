@@ -1,11 +1,15 @@
-"""Drive JupyterLab 4 in a Playwright page: open a notebook, run all cells
-through Lab's own command registry, wait for the kernel, and inspect and move
+"""Drive JupyterLab 4 (or Notebook 7, from the same server) in a Playwright
+page: open a notebook, run all cells, wait for the kernel, and inspect and move
 the widgets it shows.
 
-Lab is started with ``--LabApp.expose_app_in_browser=True``, so the page has
-``window.jupyterapp`` (the JupyterFrontEnd): commands run exactly as from the
-menu (``notebook:run-all-cells`` is Run > Run All Cells), and the notebook
-model tells which cells ran and which outputs are errors.
+Lab is started with ``--LabApp.expose_app_in_browser=True`` (and Notebook 7,
+the ``notebook`` server extension that serves ``/notebooks/<path>`` beside
+``/lab``, with ``--JupyterNotebookApp.expose_app_in_browser=True``), so the
+page has ``window.jupyterapp`` (the JupyterFrontEnd): commands run exactly as
+from the menu (``notebook:run-all-cells`` is Run > Run All Cells), and the
+notebook model tells which cells ran and which outputs are errors. Both front
+ends build the notebook from the same JupyterLab widgets, so the cell and
+output selectors (``.jp-Notebook .jp-Cell``, ...) hold in both.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = pathlib.Path(__file__).resolve().parent / "artifacts"
@@ -84,7 +93,8 @@ def running_lab(work: pathlib.Path, log: pathlib.Path) -> Iterator[dict]:
     ``log``; the settings, runtime and workspace folders go under ``work``.
     Yields {'base': url, 'token': token, 'dir': notebook folder}; the server
     is stopped on exit. The browser test and benchmarks/browser_latency.py
-    both start Lab here."""
+    both start Lab here. Where ``notebook`` (7) is installed, the same server
+    serves Notebook 7 at ``/notebooks/<path>`` (see :class:`Notebook7Page`)."""
     nb_dir = work / "notebooks"
     settings = work / "user-settings"
     for plugin, values in LAB_SETTINGS.items():
@@ -114,6 +124,7 @@ def running_lab(work: pathlib.Path, log: pathlib.Path) -> Iterator[dict]:
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.expose_app_in_browser=True",
+        "--JupyterNotebookApp.expose_app_in_browser=True",  # Notebook 7's pages
         f"--LabApp.user_settings_dir={settings}",
         f"--LabApp.workspaces_dir={work / 'workspaces'}",
         "--LabApp.extension_manager=readonly",  # no PyPI queries from the server
@@ -260,6 +271,10 @@ class LabPage:
         workspace = f"test-{self.stem}"
         url = f"{self.base}/lab/workspaces/{workspace}/tree/{self.name}?reset&token={self.token}"
         self.page.goto(url, timeout=timeout * 1000)
+        self.wait_for_kernel(timeout)
+
+    def wait_for_kernel(self, timeout: float = 180) -> None:
+        """Wait until the page's notebook is loaded and its kernel is idle."""
         self.page.wait_for_function(
             "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
             " && window.jupyterapp.shell.currentWidget.sessionContext",
@@ -315,6 +330,11 @@ class LabPage:
         with every cell run (or stopped at an error). Returns the final state."""
         self.command("notebook:clear-all-cell-outputs")
         self.command("notebook:run-all-cells")
+        return self.wait_until_ran(timeout)
+
+    def wait_until_ran(self, timeout: float = 300) -> dict:
+        """Wait for the kernel to go idle with every cell run (or stopped at an
+        error); returns the final state."""
         deadline = time.monotonic() + timeout
         stable, state = 0, None
         while time.monotonic() < deadline:
@@ -431,6 +451,76 @@ class LabPage:
             )
         except Exception:  # noqa: BLE001
             pass
+
+
+class Notebook7Page(LabPage):
+    """One notebook open in Notebook 7's own page (``/notebooks/<path>``), served
+    by the same server as Lab. Its shell holds the one notebook as its current
+    widget, so everything :class:`LabPage` reads from ``window.jupyterapp``
+    holds; only the URL and the menus differ."""
+
+    def open(self, timeout: float = 180) -> None:
+        """Load Notebook 7's page of this notebook; wait for its kernel."""
+        url = f"{self.base}/notebooks/{self.name}?token={self.token}"
+        self.page.goto(url, timeout=timeout * 1000)
+        self.wait_for_kernel(timeout)
+
+    def menu(self, menu: str, entry: str) -> None:
+        """Click menu ``menu`` of Notebook 7's menu bar, then its entry ``entry``
+        (labels as shown, mnemonics aside)."""
+        bar = self.page.locator("#menu-panel .lm-MenuBar-item")
+        bar.filter(has=self.page.locator(".lm-MenuBar-itemLabel", has_text=menu)).first.click()
+        exact = re.compile(f"^{re.escape(entry)}$")
+        label = self.page.locator(".lm-Menu-itemLabel", has_text=exact)
+        self.page.locator(".lm-Menu-item:not(.lm-mod-disabled)").filter(has=label).first.click()
+
+    def run_all(self, timeout: float = 300) -> dict:
+        """Run > Run All Cells from Notebook 7's menu bar, and wait as ``LabPage.run_all``."""
+        self.menu("Run", "Run All Cells")
+        return self.wait_until_ran(timeout)
+
+
+# ------------------------------------------------- canvas vs kernel (both UIs)
+
+
+def kernel_picture(lab: LabPage, expression: str) -> np.ndarray:
+    """An (H, W, 3) uint8 array the kernel computes, through a file (same machine)."""
+    import numpy as np
+
+    path = pathlib.Path(tempfile.mkdtemp()) / "picture.npy"
+    lab.kernel(f"import numpy as _np; _np.save({str(path)!r}, {expression})")
+    return np.load(path)
+
+
+def wait_painted(canvas, after: int, timeout: float = 60) -> int:
+    """Wait until the canvas has painted more than ``after`` times; the count."""
+    canvas.page.wait_for_function(
+        "([el, n]) => Number(el.dataset.painted || 0) > n",
+        arg=[canvas.element_handle(), after],
+        timeout=timeout * 1000,
+    )
+    return int(canvas.get_attribute("data-painted"))
+
+
+def assert_same_picture(page_pixels: np.ndarray, kernel: np.ndarray, what: str) -> None:
+    """The page's pixels are the kernel's picture to within one level per channel."""
+    import numpy as np
+
+    assert page_pixels.shape == kernel.shape, f"{what}: {page_pixels.shape} vs {kernel.shape}"
+    diff = np.abs(page_pixels.astype(int) - kernel.astype(int)).max()
+    assert diff <= 1, f"{what}: the page differs from view by up to {diff} levels"
+
+
+def settle_kernel(lab: LabPage, quiet: float = 1.0, timeout: float = 60) -> None:
+    """Wait until the kernel has been idle for ``quiet`` seconds (or ``timeout``)."""
+    deadline, calm = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        state = lab.state()
+        idle = state is not None and state["status"] == "idle"
+        calm = (calm or time.monotonic()) if idle else None
+        if calm is not None and time.monotonic() - calm >= quiet:
+            return
+        time.sleep(0.1)
 
 
 def write_scratch_notebook(path: pathlib.Path) -> pathlib.Path:

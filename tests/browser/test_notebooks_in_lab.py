@@ -33,12 +33,18 @@ so the test proves itself even before any tutorial notebook exists.
 from __future__ import annotations
 
 import pathlib
-import tempfile
 import time
 
 import numpy as np
 import pytest
-from labdriver import WIDGET_CELLS, LabPage
+from labdriver import (
+    WIDGET_CELLS,
+    LabPage,
+    assert_same_picture,
+    kernel_picture,
+    settle_kernel,
+    wait_painted,
+)
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -149,40 +155,6 @@ def test_notebook_in_lab(lab_server, context, name):
     finally:
         lab.shutdown_kernels()
         page.close()
-
-
-def kernel_picture(lab: LabPage, expression: str) -> np.ndarray:
-    """An (H, W, 3) uint8 array the kernel computes, through a file (same machine)."""
-    path = pathlib.Path(tempfile.mkdtemp()) / "picture.npy"
-    lab.kernel(f"import numpy as _np; _np.save({str(path)!r}, {expression})")
-    return np.load(path)
-
-
-def wait_painted(canvas, after: int, timeout: float = PICTURE_TIMEOUT) -> int:
-    """Wait until the canvas has painted more than ``after`` times; the count."""
-    canvas.page.wait_for_function(
-        "([el, n]) => Number(el.dataset.painted || 0) > n",
-        arg=[canvas.element_handle(), after],
-        timeout=timeout * 1000,
-    )
-    return int(canvas.get_attribute("data-painted"))
-
-
-def assert_same_picture(page_pixels: np.ndarray, kernel: np.ndarray, what: str) -> None:
-    assert page_pixels.shape == kernel.shape, f"{what}: {page_pixels.shape} vs {kernel.shape}"
-    diff = np.abs(page_pixels.astype(int) - kernel.astype(int)).max()
-    assert diff <= 1, f"{what}: the page differs from view by up to {diff} levels"
-
-
-def settle_kernel(lab: LabPage, quiet: float = 1.0) -> None:
-    deadline, calm = time.monotonic() + PICTURE_TIMEOUT, None
-    while time.monotonic() < deadline:
-        state = lab.state()
-        idle = state is not None and state["status"] == "idle"
-        calm = (calm or time.monotonic()) if idle else None
-        if calm is not None and time.monotonic() - calm >= quiet:
-            return
-        time.sleep(0.1)
 
 
 def check_browser_canvas(lab: LabPage) -> None:
