@@ -73,7 +73,7 @@ def test_extras_lab_docs_and_test(project):
     # the suite runs the lab, the docs build, the ImageNet network and the JAX matrix
     assert set(own[len("cnnwidgets[") : -1].split(",")) == {"lab", "docs", "imagenet", "jax"}
     assert "nbgrader" in names["test"] and "keras-hub" in names["test"]
-    assert "notebook" in names["test"]  # tests/browser/test_notebook7.py
+    assert "notebook" in names["test"]  # the Notebook 7 test in tests/browser
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
