@@ -64,11 +64,15 @@ TEST_WORKERS ?= 2
 test: $(TEST_STAMP) chromium lint
 	$(PY) -m pytest tests --nbval notebooks -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The backend matrix on JAX (issue 26): this process on KERAS_BACKEND=jax, the
-# reference maps on TensorFlow in a subprocess, compared array by array. `make test`
-# runs the same file the other way round (tests/test_backends.py).
+# The suite on JAX (issue 26): the backend matrix (this process on KERAS_BACKEND=jax,
+# the reference maps on TensorFlow in a subprocess, compared array by array; `make
+# test` runs the same file the other way round) and every notebook's cells on JAX
+# (nbval-lax: the cells run, their numbers are not compared with TensorFlow's; cells
+# tagged tensorflow-recipe, the Keras examples' tf.GradientTape code, are skipped).
 test-jax: $(TEST_STAMP)
-	KERAS_BACKEND=jax JAX_PLATFORMS=cpu CNNWIDGETS_FULL_MATRIX=1 $(PY) -m pytest tests/test_backends.py -q -p no:randomly $(PYTEST_ARGS)
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu CNNWIDGETS_FULL_MATRIX=1 $(PY) -m pytest \
+		tests/test_backends.py --nbval-lax notebooks -q -n $(TEST_WORKERS) --dist loadfile \
+		-p no:randomly $(PYTEST_ARGS)
 
 # The documentation site in site/ (offline; the same build runs in `make test`).
 docs: $(DOCS_STAMP)

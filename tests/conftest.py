@@ -78,3 +78,30 @@ def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     # A stable sort: the order inside each file (a notebook's cells) is kept.
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    skip_tensorflow_recipes(items)
+
+
+
+#: The tag of notebook cells that run a peer's recipe written for TensorFlow
+#: (``tf.GradientTape``, as the Keras examples do) or use its results. On
+#: another Keras backend (``make test-jax`` runs the notebooks on JAX) nbval
+#: skips them; every other cell runs.
+TENSORFLOW_RECIPE = "tensorflow-recipe"
+
+
+def skip_tensorflow_recipes(items: list) -> None:
+    """Mark the notebook cells tagged :data:`TENSORFLOW_RECIPE` skipped unless
+    Keras runs on TensorFlow."""
+    recipes = [
+        item for item in items
+        if TENSORFLOW_RECIPE in getattr(item, "cell", {}).get("metadata", {}).get("tags", ())
+    ]
+    if not recipes:
+        return
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return
+    reason = f"a TensorFlow recipe; this run's Keras backend is {keras.backend.backend()}"
+    for item in recipes:
+        item.add_marker(pytest.mark.skip(reason=reason))
