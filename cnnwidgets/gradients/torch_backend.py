@@ -13,7 +13,8 @@ time (training between calls is seen) and keeps nothing computed from them.
   vmapped pass, ``is_grads_batched``, measured no faster on CPU).
 - Guided backprop and the deconvnet: while our forward pass runs, a
   thread-local ``TorchFunctionMode`` answers every ``relu`` / ``relu6``
-  call (Keras's ``ops.relu`` / ``ops.relu6`` are ``torch.nn.functional``'s)
+  call (Keras's ``ops.relu`` / ``ops.relu6`` are ``torch.nn.functional``'s;
+  its hard sigmoid / swish are rebuilt from relu6, as TensorFlow builds them)
   with a ``torch.autograd.Function`` twin whose backward is the rule's. The
   user's model, Keras's functions and other threads (a widget's background
   job, a training loop) are untouched; leaving the block is the restore.
@@ -84,15 +85,20 @@ RELU_TWINS = {
     "deconvnet": {"relu": _rule_relu(_deconv, None), "relu6": _rule_relu(_deconv, 6.0)},
 }
 
-#: torch's ReLU entry points -> the twin that answers them ('relu' or 'relu6').
-#: Keras calls ``torch.nn.functional.relu`` / ``relu6``; the others are caught
-#: so a torch layer wrapped in Keras gets the rule too (TensorFlow's rule
-#: catches every Relu op the same way).
-_RELU_FUNCTIONS = {
-    F.relu: "relu",
-    torch.relu: "relu",
-    torch.Tensor.relu: "relu",
-    F.relu6: "relu6",
+#: torch functions -> how the rule's twins ({'relu', 'relu6'}) compute them.
+#: Keras calls ``torch.nn.functional.relu`` / ``relu6``; ``torch.relu`` and
+#: ``Tensor.relu`` are caught so a torch layer wrapped in Keras gets the rule
+#: too (TensorFlow's rule catches every Relu op the same way). Keras's
+#: ``hard_sigmoid`` / ``hard_swish`` are fused torch ops, while TensorFlow and
+#: JAX build them from relu6, whose rule then applies inside them: the same
+#: composition here (MobileNetV3's activations).
+_RULED = {
+    F.relu: lambda twins, x: twins["relu"](x),
+    torch.relu: lambda twins, x: twins["relu"](x),
+    torch.Tensor.relu: lambda twins, x: twins["relu"](x),
+    F.relu6: lambda twins, x: twins["relu6"](x),
+    F.hardsigmoid: lambda twins, x: twins["relu6"](x + 3.0) / 6.0,
+    F.hardswish: lambda twins, x: x * (twins["relu6"](x + 3.0) / 6.0),
 }
 
 
@@ -104,9 +110,9 @@ class _ReluRule(TorchFunctionMode):
         self.twins = RELU_TWINS[rule]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kind = _RELU_FUNCTIONS.get(func)
-        if kind is not None:
-            return self.twins[kind](args[0])
+        ruled = _RULED.get(func)
+        if ruled is not None:
+            return ruled(self.twins, args[0])
         return func(*args, **(kwargs or {}))
 
 
