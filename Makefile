@@ -10,7 +10,7 @@ OPEN_BROWSER ?= 1
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: install lab test test-jax unit notebooks browser lint chromium docs bench bench-browser train clean
+.PHONY: install lab test test-jax test-torch unit notebooks browser lint chromium docs bench bench-browser train clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -66,13 +66,24 @@ test: $(TEST_STAMP) chromium lint
 
 # The suite on JAX (issue 26): the backend matrix (this process on KERAS_BACKEND=jax,
 # the reference maps on TensorFlow in a subprocess, compared array by array; `make
-# test` runs the same file the other way round) and every notebook's cells on JAX
-# (nbval-lax: the cells run, their numbers are not compared with TensorFlow's; cells
-# tagged tensorflow-recipe, the Keras examples' tf.GradientTape code, are skipped).
+# test` runs the same file the other way round, for JAX and, when installed, torch)
+# and every notebook's cells on JAX (nbval-lax: the cells run, their numbers are not
+# compared with TensorFlow's; cells tagged tensorflow-recipe, the Keras examples'
+# tf.GradientTape code, are skipped).
 test-jax: $(TEST_STAMP)
 	KERAS_BACKEND=jax JAX_PLATFORMS=cpu CNNWIDGETS_FULL_MATRIX=1 $(PY) -m pytest \
 		tests/test_backends.py --nbval-lax notebooks -q -n $(TEST_WORKERS) --dist loadfile \
 		-p no:randomly $(PYTEST_ARGS)
+
+# The same matrix on torch: installs the torch extra (the CPU build, pinned; see
+# pyproject.toml), then this process on KERAS_BACKEND=torch, TensorFlow in a subprocess.
+TORCH_STAMP := $(VENV)/.torch-stamp
+$(TORCH_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test,torch]"
+	touch $(TORCH_STAMP)
+
+test-torch: $(TORCH_STAMP)
+	KERAS_BACKEND=torch CNNWIDGETS_FULL_MATRIX=1 $(PY) -m pytest tests/test_backends.py -q -p no:randomly $(PYTEST_ARGS)
 
 # The documentation site in site/ (offline; the same build runs in `make test`).
 docs: $(DOCS_STAMP)

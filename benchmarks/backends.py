@@ -1,14 +1,21 @@
-"""JAX against TensorFlow in one run (issue 26): Grad-CAM K=10, saliency,
-occlusion and a comparator slider move, each backend in its own subprocess
-(KERAS_BACKEND is read once per process). Median of warm repeats (compiles
-excluded and reported apart); prints the JAX / TF ratio per task.
+"""JAX and torch against TensorFlow in one run (issue 26): Grad-CAM K=10,
+saliency, occlusion and a comparator slider move, each backend in its own
+subprocess (KERAS_BACKEND is read once per process); JAX and torch each when
+installed. Median of warm repeats (compiles excluded and reported apart);
+prints the JAX / TF and torch / TF ratios per task.
 
-    python benchmarks/backends.py [--repeats 5]
+    python benchmarks/backends.py [--repeats 5] [--torch-threads N]
+
+``--torch-threads`` sets ``torch.set_num_threads`` in the torch process: on a
+busy or CPU-limited machine torch's OpenMP threads spin waiting for each
+other (two threads on two cores shared with other work ran Grad-CAM 6x slower
+than one thread).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -46,6 +53,8 @@ print("RESULT" + json.dumps(out))
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch.set_num_threads in the torch process (default: torch's choice)")
     args = ap.parse_args()
     import tempfile
 
@@ -55,11 +64,15 @@ def main() -> None:
              f".save_weights({weights!r})")
     subprocess.run([sys.executable, "-c", build], check=True, capture_output=True)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    names = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "torch"}
+    backends = ["tensorflow"] + [b for b in ("jax", "torch") if importlib.util.find_spec(b)]
     results = {}
-    for backend in ("tensorflow", "jax"):
+    for backend in backends:
         env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
                    PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
         code = f"WEIGHTS = {weights!r}\nREPEATS = {args.repeats}\n" + CHILD
+        if backend == "torch" and args.torch_threads:
+            code = f"import torch\ntorch.set_num_threads({args.torch_threads})\n" + code
         t = time.perf_counter()
         run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True)
@@ -70,11 +83,14 @@ def main() -> None:
         print(f"{backend}: {time.perf_counter() - t:.0f} s in all", flush=True)
     print(f"\nMobileNetV2 (alpha 0.35, 96 x 96, random weights), median of {args.repeats} warm "
           "runs; first call (compiles) in brackets")
-    print(f"{'task':22} {'TensorFlow':>18} {'JAX':>18} {'JAX / TF':>9}")
-    for task, (tf_first, tf_med) in results["tensorflow"].items():
-        jx_first, jx_med = results["jax"][task]
-        print(f"{task:22} {tf_med * 1e3:8.1f} ms ({tf_first:4.1f} s) {jx_med * 1e3:8.1f} ms "
-              f"({jx_first:4.1f} s) {jx_med / tf_med:8.2f}x")
+    others = backends[1:]
+    print(f"{'task':22}" + "".join(f" {names[b]:>18}" for b in backends)
+          + "".join(f" {names[b] + ' / TF':>12}" for b in others))
+    for task, (_, tf_med) in results["tensorflow"].items():
+        cells = "".join(f" {results[b][task][1] * 1e3:8.1f} ms ({results[b][task][0]:4.1f} s)"
+                        for b in backends)
+        ratios = "".join(f" {results[b][task][1] / tf_med:11.2f}x" for b in others)
+        print(f"{task:22}{cells}{ratios}")
 
 
 if __name__ == "__main__":

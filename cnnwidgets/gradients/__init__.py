@@ -7,11 +7,13 @@ done by one module per Keras backend, chosen by Keras's own setting
 (``KERAS_BACKEND``; cnnwidgets never picks one):
 
 - :mod:`cnnwidgets.gradients.tf_backend`: ``tf.GradientTape`` in ``tf.function``;
-- :mod:`cnnwidgets.gradients.jax_backend`: ``jax.vjp`` in ``jax.jit``.
+- :mod:`cnnwidgets.gradients.jax_backend`: ``jax.vjp`` in ``jax.jit``;
+- :mod:`cnnwidgets.gradients.torch_backend`: ``torch.autograd``, eager (no
+  compiler: its module docstring says why).
 
 Each backend module offers the same few builders (every one returns a
-compiled function over numpy arrays, built once per key with
-:func:`compiled`):
+function over numpy arrays, compiled where the backend compiles, built once
+per key with :func:`compiled`):
 
 - ``layer_fn(probe, layer, targets, k, shape)``: ``fn(x, classes)`` -> the
   activations of ``layer``, the gradients of K scores with respect to them
@@ -22,10 +24,12 @@ compiled function over numpy arrays, built once per key with
 - ``projection_fn(probe, layer, keep, rule, shape)``: ``fn(x, channel)`` -> the
   gradient of one channel's mean or max with respect to the input;
 - ``ascend(...)``: the activation-maximization loop (:mod:`.ascent`);
-- ``traced_once(fn, signature)``: ``fn`` compiled for any batch size.
+- ``traced_once(fn, signature)``: ``fn`` compiled for any batch size (on
+  torch: ``fn`` itself).
 
-TensorFlow is imported in ``tf_backend`` alone and JAX in ``jax_backend``
-alone (checked by the import-linter contracts in pyproject.toml).
+TensorFlow is imported in ``tf_backend`` alone, JAX in ``jax_backend`` alone
+and torch in ``torch_backend`` alone (checked by the import-linter contracts
+in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from cnnwidgets.probe.targets import Target, target_keys
 RELU_RULES = ("guided", "deconvnet")
 
 #: Keras backends with an autodiff module here.
-BACKENDS = ("tensorflow", "jax")
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def backend() -> ModuleType:
@@ -59,6 +63,10 @@ def backend() -> ModuleType:
         from cnnwidgets.gradients import jax_backend
 
         return jax_backend
+    if name == "torch":
+        from cnnwidgets.gradients import torch_backend
+
+        return torch_backend
     raise NotImplementedError(
         f"cnnwidgets computes gradients on the Keras backends {BACKENDS}; this process "
         f"runs Keras on {name!r}. Set KERAS_BACKEND to one of them before importing keras."
