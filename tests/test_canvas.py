@@ -217,3 +217,66 @@ def test_canvas_overlay_picks_boxes_enlarges_captions_and_reloads():
     assert canvas.bytes_sent == len(canvas.image) + maps.size + 2 * 768 + len(canvas.captions)
     canvas.close()
     again.close()
+
+
+NODE_PICTURE_TILES = """
+import * as c from "./canvas.mjs";
+import { readFileSync } from "node:fs";
+const args = JSON.parse(readFileSync(0, "utf8"));
+const u8 = (a) => Uint8Array.from(a);
+const rgb = (rgba) => Array.from(rgba).filter((_, i) => i % 4 !== 3);
+// The gallery's page: pictures tiled as they are, under the page's caption strip
+// (the strips arrive as a decoded PNG: RGBA, which rgbOf turns back into RGB).
+const tiles = c.tilesRGBA(u8(args.pictures), args.h, args.w, args.items, args.cols, 1, 1,
+                          null, 3);
+const strips = {H: args.capH, W: args.capW, rgba: new Uint8ClampedArray(args.capRGBA)};
+const page = c.withCaption(tiles, strips, args.page, args.ch);
+const narrow = c.withCaption(tiles, {H: args.capH, W: args.capW - 1, rgba: strips.rgba},
+                             args.page, args.ch);
+process.stdout.write(JSON.stringify({page: rgb(page.rgba), H: page.H, W: page.W,
+                                     narrow: rgb(narrow.rgba).slice(0, args.ch * page.W * 3),
+                                     back: Array.from(c.rgbOf(u8([1, 2, 3, 255, 4, 5, 6, 0])))}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+def test_canvas_js_tiles_pictures_under_page_captions(tmp_path):
+    """'tiles' of (K, h, w, 3) pictures (the filter gallery's pages) under the
+    page's caption strip: canvas.js against the kernel's canvas, to the bit."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(NODE_PICTURE_TILES)
+    rng = np.random.default_rng(7)
+    pictures = rng.integers(0, 256, (7, 5, 4, 3)).astype(np.uint8)
+    canvas = PictureCanvas(mode="tiles", pad=1, cols=3, per_page=4)
+    canvas.set_maps(pictures, None, [f"filter {k}" for k in range(7)], png=True)
+    canvas.orders, canvas.page = [list(range(7))], 1  # items 4, 5, 6
+    width = 3 * (4 + 1) - 1
+    strips = np.stack([render.caption(np.zeros((0, width, 3), np.uint8), f"p {k}") for k in (0, 1)])
+    canvas.set_captions(strips)
+    atlas = strips.reshape(-1, width, 3)
+    rgba = np.concatenate([atlas, np.full(atlas.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    args = dict(
+        pictures=pictures.ravel().tolist(), h=5, w=4, items=canvas.page_items(), cols=3,
+        page=1, ch=16, capH=atlas.shape[0], capW=width, capRGBA=rgba.ravel().tolist(),
+    )  # fmt: skip
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    want = canvas.compose()
+    assert want.shape == (16 + 5, width, 3) and (got["H"], got["W"]) == want.shape[:2]
+    np.testing.assert_array_equal(np.reshape(got["page"], want.shape), want)
+    np.testing.assert_array_equal(want[:16], strips[1])
+    np.testing.assert_array_equal(want[16:], render.tile(pictures[[4, 5, 6]], cols=3, pad=1))
+    assert set(got["narrow"]) == {255}  # a strip of another width: a white line
+    assert got["back"] == [1, 2, 3, 4, 5, 6]
+    # The PNG atlas travels losslessly; from the saved state the same page is drawn.
+    state = {k: getattr(canvas, k) for k in canvas.traits(sync=True) if not k.startswith("_")}
+    again = PictureCanvas.from_state(state)
+    np.testing.assert_array_equal(again.compose(), want)
+    canvas.selected, canvas.ring = 5, 1
+    assert canvas.box_of(5) == (16, 5, 21, 9) and canvas.item_at(16 + 2, 6) == 5
+    assert canvas.item_at(3, 6) == -1  # the caption line is no tile
+    again.close()
+    canvas.close()

@@ -70,8 +70,11 @@ export function upsampleIndex(q, h, w, H, W) {
 
 // render.index_tiles: (H, W) RGBA of the tiles, tile k showing map items[k]
 // of the (K, h, w) indices `data`, enlarged `up` times, separators white.
-export function tilesRGBA(data, h, w, items, cols, pad, up, table) {
-  const K = h * w ? Math.floor(data.length / (h * w)) : 0;
+// With channels 3, `data` holds (K, h, w, 3) RGB pictures drawn as they are
+// (render.tile of pictures) and `table` is not read.
+export function tilesRGBA(data, h, w, items, cols, pad, up, table, channels = 1) {
+  const n = h * w * channels;
+  const K = n ? Math.floor(data.length / n) : 0;
   const [rows, c] = gridShape(items.length, cols);
   const th = h * up, tw = w * up;
   const H = Math.max(rows * (th + pad) - pad, 0), W = Math.max(c * (tw + pad) - pad, 0);
@@ -85,14 +88,39 @@ export function tilesRGBA(data, h, w, items, cols, pad, up, table) {
       const row = base + Math.floor(y / up) * w;
       let o = ((top + y) * W + left) * 4;
       for (let x = 0; x < tw; x++, o += 4) {
-        const q = data[row + Math.floor(x / up)] * 3;
-        out[o] = table[q];
-        out[o + 1] = table[q + 1];
-        out[o + 2] = table[q + 2];
+        const src = channels === 3 ? data : table;
+        const q = channels === 3 ? (row + Math.floor(x / up)) * 3 : data[row + Math.floor(x / up)] * 3;
+        out[o] = src[q];
+        out[o + 1] = src[q + 1];
+        out[o + 2] = src[q + 2];
       }
     }
   }
   return { H, W, rgba: out };
+}
+
+// A caption strip above a picture (canvas.py's compose): strip k of the
+// strips `cap` ({H, W, rgba}, strips of `ch` rows stacked), or a white line
+// when that strip is not there or its width is not the picture's.
+export function withCaption(pic, cap, k, ch) {
+  if (ch <= 0) return pic;
+  const out = new Uint8ClampedArray((pic.H + ch) * pic.W * 4).fill(255);
+  if (cap && k >= 0 && cap.W === pic.W && (k + 1) * ch <= cap.H) {
+    out.set(cap.rgba.subarray(k * ch * cap.W * 4, (k + 1) * ch * cap.W * 4), 0);
+  }
+  out.set(pic.rgba, ch * pic.W * 4);
+  return { H: pic.H + ch, W: pic.W, rgba: out };
+}
+
+// RGBA pixels (a decoded PNG) -> RGB rows.
+export function rgbOf(rgba) {
+  const out = new Uint8Array((rgba.length / 4) * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+    out[j] = rgba[i];
+    out[j + 1] = rgba[i + 1];
+    out[j + 2] = rgba[i + 2];
+  }
+  return out;
 }
 
 // render.overlay_index over a box of the picture (canvas.py's map_box): the
@@ -202,15 +230,25 @@ function render({ model, el }) {
   let imageVersion = 0;
   let captionRGBA = null; // {H, W, rgba} of the caption strips, once decoded
   let captionVersion = 0;
+  let captionsSet = 0; // bumped when decoded strips arrive (the tiles' cache key)
+  let mapsRGB = null; // RGB tiles sent as a PNG atlas, once decoded
+  let mapsVersion = 0;
 
   const lut = () => {
     const k = Math.max(0, model.get("cmap") || 0);
     const all = bytesOf(model, "luts");
     return all.subarray(k * 768, k * 768 + 768);
   };
+  // The maps: (K, h, w) colour indices, or (K, h, w, 3) RGB pictures (c = 3),
+  // raw or (maps_format 'png') decoded from the PNG of their (K * h, w) atlas.
   const mapsInfo = () => {
-    const [K, h, w] = model.get("maps_shape") || [0, 0, 0];
-    return { K, h, w, data: bytesOf(model, "maps") };
+    const [K, h, w, c] = model.get("maps_shape") || [0, 0, 0];
+    const channels = c || 1;
+    if (model.get("maps_format") === "png") {
+      const ok = mapsRGB && mapsRGB.length === K * h * w * 3;
+      return { K: ok ? K : 0, h, w, c: channels, data: ok ? mapsRGB : new Uint8Array(0) };
+    }
+    return { K, h, w, c: channels, data: bytesOf(model, "maps") };
   };
   const pageItems = () => {
     const orders = model.get("orders") || [];
@@ -230,7 +268,8 @@ function render({ model, el }) {
     if (model.get("mode") === "tiles") {
       const { h, w } = mapsInfo();
       const up = model.get("upscale") || 1;
-      return { items, rows, cols, th: h * up, tw: w * up, pad, top: 0, left: 0 };
+      const top = model.get("caption_height") || 0; // the page's caption line above
+      return { items, rows, cols, th: h * up, tw: w * up, pad, top, left: 0 };
     }
     const [th, tw] = model.get("tile_hw") || [0, 0];
     if (!th || !tw) return null;
@@ -259,6 +298,19 @@ function render({ model, el }) {
     const pic = bytes.length ? await decodePNG(bytes, 0, 0) : null;
     if (version === captionVersion) {
       captionRGBA = pic;
+      captionsSet += 1;
+      schedule();
+    }
+  }
+
+  async function decodeMaps() {
+    const version = ++mapsVersion;
+    const bytes = bytesOf(model, "maps");
+    const png = model.get("maps_format") === "png" && bytes.length;
+    const rgb = png ? rgbOf((await decodePNG(bytes, 0, 0)).rgba) : null;
+    if (version === mapsVersion) {
+      mapsRGB = rgb;
+      delete cache.tiles;
       schedule();
     }
   }
@@ -290,9 +342,12 @@ function render({ model, el }) {
     }
   }
 
+  // render.index_tiles (or render.tile of pictures) under the page's caption strip.
   function composeTiles(g) {
-    const { h, w, data } = mapsInfo();
-    return tilesRGBA(data, h, w, g.items, g.cols, g.pad, model.get("upscale") || 1, lut());
+    const { h, w, c, data } = mapsInfo();
+    const up = model.get("upscale") || 1;
+    const pic = tilesRGBA(data, h, w, g.items, g.cols, g.pad, up, lut(), c);
+    return withCaption(pic, captionRGBA, model.get("page") || 0, model.get("caption_height") || 0);
   }
 
   const shownNow = () => shownMap(model.get("shown"), model.get("shown_of"), mapsInfo().K);
@@ -325,17 +380,7 @@ function render({ model, el }) {
       const y = model.get("mark_y") * up, x = model.get("mark_x") * up;
       frameRGBA(pic, y, x, y + n, x + n, model.get("mark_width"), MARK);
     }
-    const ch = model.get("caption_height") || 0;
-    if (ch > 0) {
-      const out = new Uint8ClampedArray((pic.H + ch) * pic.W * 4).fill(255);
-      const cap = captionRGBA;
-      if (cap && k >= 0 && cap.W === pic.W && (k + 1) * ch <= cap.H) {
-        out.set(cap.rgba.subarray(k * ch * cap.W * 4, (k + 1) * ch * cap.W * 4), 0);
-      }
-      out.set(pic.rgba, ch * pic.W * 4);
-      pic = { H: pic.H + ch, W: pic.W, rgba: out };
-    }
-    return pic;
+    return withCaption(pic, captionRGBA, k, model.get("caption_height") || 0);
   }
 
   // render.ring: the `ring` pixels around the selected item's tile.
@@ -371,7 +416,8 @@ function render({ model, el }) {
     let pic = null;
     if (mode === "tiles") {
       if (!g) return null;
-      const key = [model.get("cmap"), model.get("sort"), model.get("page"), g.items.length];
+      const key = [model.get("cmap"), model.get("sort"), model.get("page"), g.items.length,
+        model.get("caption_height"), captionsSet];
       const data = mapsInfo().data;
       const hit = cache.tiles && cache.tiles.data === data && cache.tiles.key === key.join("/");
       if (!hit) cache.tiles = { data, key: key.join("/"), pic: composeTiles(g) };
@@ -475,10 +521,14 @@ function render({ model, el }) {
       const { k, g } = itemAt(y, x);
       if (k < 0) return "";
       const m = g.items[k], up = model.get("upscale") || 1;
-      const ty = Math.floor((iy - Math.floor(k / g.cols) * (g.th + g.pad)) / up);
+      const ty = Math.floor((iy - g.top - Math.floor(k / g.cols) * (g.th + g.pad)) / up);
       const tx = Math.floor((ix - (k % g.cols) * (g.tw + g.pad)) / up);
-      const q = data[m * h * w + ty * w + tx];
-      return `${labels[m] || m}  (${ty}, ${tx})  value ${fmt(value(m, q))}`;
+      const at = m * h * w + ty * w + tx;
+      if (mapsInfo().c === 3) {
+        const [r, gr, b] = [data[3 * at], data[3 * at + 1], data[3 * at + 2]];
+        return `${labels[m] || m}  (${ty}, ${tx})  rgb ${r} ${gr} ${b}`;
+      }
+      return `${labels[m] || m}  (${ty}, ${tx})  value ${fmt(value(m, data[at]))}`;
     }
     const pctx = picture.getContext("2d", { willReadFrequently: true });
     const px = pctx.getImageData(ix, iy, 1, 1).data;
@@ -589,8 +639,12 @@ function render({ model, el }) {
   model.on("change:image_shape", onImage);
   const onCaptions = () => decodeCaptions();
   model.on("change:captions", onCaptions);
+  const onMaps = () => decodeMaps();
+  model.on("change:maps", onMaps);
+  model.on("change:maps_format", onMaps);
   decodeImage();
   decodeCaptions();
+  decodeMaps();
   schedule();
 
   return () => {
@@ -599,6 +653,8 @@ function render({ model, el }) {
     model.off("change:image", onImage);
     model.off("change:image_shape", onImage);
     model.off("change:captions", onCaptions);
+    model.off("change:maps", onMaps);
+    model.off("change:maps_format", onMaps);
   };
 }
 

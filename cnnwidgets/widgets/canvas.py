@@ -10,8 +10,10 @@ Python), so a widget's ``view`` is what the page shows.
 Three modes:
 
 - ``'tiles'``: (K, h, w) uint8 colour-index maps tiled as
-  :func:`cnnwidgets.render.index_tiles` lays them out; tile k of the page
-  shows map ``orders[sort][page * per_page + k]``.
+  :func:`cnnwidgets.render.index_tiles` lays them out, or (K, h, w, 3) uint8
+  pictures tiled as they are (:func:`cnnwidgets.render.tile`); tile k of the
+  page shows item ``orders[sort][page * per_page + k]``, under the page's own
+  caption strip when ``caption_height`` is set (strip ``page`` of ``captions``).
 - ``'overlay'``: map ``shown`` over the image, bilinear to the image's size
   (or to ``map_box``, a part of it), with ``opacity`` and ``threshold``
   (:func:`cnnwidgets.render.overlay_index`), enlarged ``upscale`` times, under
@@ -24,9 +26,9 @@ Three modes:
   ``tile_origin`` and the order then only place the selection ring and say
   which item a click hits.
 
-Bytes: the image (H * W * 3, or its PNG), the maps (K * h * w), the captions'
-PNG, 768 per colour table offered, and the ES module (about 20 kB) once per
-widget.
+Bytes: the image (H * W * 3, or its PNG), the maps (K * h * w; pictures
+K * h * w * 3, or the PNG of their atlas), the captions' PNG, 768 per colour
+table offered, and the ES module (about 20 kB) once per widget.
 """
 
 from __future__ import annotations
@@ -62,8 +64,15 @@ class PictureCanvas(anywidget.AnyWidget):
     image_shape = traitlets.List(traitlets.Int(), [0, 0], help="[H, W] of the image.").tag(
         sync=True
     )
-    maps = traitlets.Bytes(b"", help="(K, h, w) uint8 colour indices, C order.").tag(sync=True)
-    maps_shape = traitlets.List(traitlets.Int(), [0, 0, 0], help="[K, h, w].").tag(sync=True)
+    maps = traitlets.Bytes(
+        b"", help="(K, h, w) uint8 colour indices or (K, h, w, 3) RGB pictures, C order."
+    ).tag(sync=True)
+    maps_shape = traitlets.List(traitlets.Int(), [0, 0, 0], help="[K, h, w] or [K, h, w, 3].").tag(
+        sync=True
+    )
+    maps_format = traitlets.Unicode(
+        "raw", help="'raw', or 'png': pictures sent as the PNG of their (K * h, w, 3) atlas."
+    ).tag(sync=True)
     ranges = traitlets.List(
         help="Per map [lo, hi]: index q stands for lo + (hi - lo) * q / 255 (hover readout)."
     ).tag(sync=True)
@@ -118,11 +127,13 @@ class PictureCanvas(anywidget.AnyWidget):
         sync=True
     )
     captions = traitlets.Bytes(
-        b"", help="PNG of (K * caption_height, W * upscale, 3): strip k is map k's caption."
+        b"",
+        help="PNG of (n * caption_height, W', 3) strips: strip k is map k's caption ('overlay'), "
+        "page k's ('tiles'); drawn when W' is the picture's width.",
     ).tag(sync=True)
-    caption_height = traitlets.Int(0, help="Caption strip above the overlay, pixels.").tag(
-        sync=True
-    )
+    caption_height = traitlets.Int(
+        0, help="Caption strip above the overlay or the tiles, pixels."
+    ).tag(sync=True)
     opacity = traitlets.Float(0.4).tag(sync=True)
     threshold = traitlets.Float(0.0, help="Maps below this fraction leave the image bare.").tag(
         sync=True
@@ -161,9 +172,12 @@ class PictureCanvas(anywidget.AnyWidget):
             png = state.get("image_format") == "png"
             rgb = render.from_png(image) if png else np.frombuffer(image, np.uint8)
             canvas.set_image(np.reshape(rgb, (h, w, 3)), png=png)
-        k, mh, mw = (int(v) for v in state.get("maps_shape", [0, 0, 0]))
-        maps = np.frombuffer(bytes(state.get("maps") or b""), np.uint8).reshape(k, mh, mw)
-        canvas.set_maps(maps, state.get("ranges") or [[0.0, 1.0]] * k, state.get("labels"))
+        shape = [int(v) for v in state.get("maps_shape", [0, 0, 0])]
+        data = bytes(state.get("maps") or b"")
+        png = state.get("maps_format") == "png" and bool(data)
+        maps = render.from_png(data) if png else np.frombuffer(data, np.uint8)
+        maps = np.reshape(maps, shape)
+        canvas.set_maps(maps, state.get("ranges") or None, state.get("labels"), png=png)
         captions = bytes(state.get("captions") or b"")
         if captions:
             atlas = render.from_png(captions)
@@ -204,26 +218,41 @@ class PictureCanvas(anywidget.AnyWidget):
     def set_maps(
         self,
         index: np.ndarray,
-        ranges: np.ndarray | Sequence[Sequence[float]],
+        ranges: np.ndarray | Sequence[Sequence[float]] | None = None,
         labels: Sequence[str] | None = None,
+        png: bool = False,
     ) -> None:
         """Send (K, h, w) uint8 colour indices once, with each map's [lo, hi]
-        (what index 0 and 255 stand for) and its name for the readout."""
+        (what index 0 and 255 stand for; default [0, 1]) and its name for the
+        readout; or (K, h, w, 3) uint8 pictures ('tiles' draws them as they
+        are), raw or, with ``png``, as the PNG of their (K * h, w, 3) atlas."""
         index = np.ascontiguousarray(index, np.uint8)
-        if index.ndim != 3:
-            raise ValueError(f"maps must be (K, h, w) uint8 indices, got shape {index.shape}")
-        ranges = np.asarray(ranges, np.float64).reshape(len(index), 2)
+        pictures = index.ndim == 4 and index.shape[-1] == 3
+        if index.ndim != 3 and not pictures:
+            raise ValueError(
+                f"maps must be (K, h, w) uint8 indices or (K, h, w, 3) pictures, got {index.shape}"
+            )
+        if png and not pictures:
+            raise ValueError("png=True sends pictures (K, h, w, 3); indices travel raw")
+        if ranges is None:  # pictures need none (their readout is the pixel's colour)
+            ranges = [] if pictures else [[0.0, 1.0]] * len(index)
+        ranges = np.asarray(ranges, np.float64).reshape(-1, 2)
         self._maps = index
         with self.hold_sync():
-            self.maps = index.tobytes()
+            if png and index.size:  # the (K * h, w, 3) atlas
+                self.maps = render.to_png(index.reshape(-1, *index.shape[2:]))
+            else:
+                self.maps = index.tobytes()
+            self.maps_format = "png" if png else "raw"
             self.maps_shape = [int(n) for n in index.shape]
             self.ranges = [[float(lo), float(hi)] for lo, hi in ranges]
             names = labels if labels is not None else [str(k) for k in range(len(index))]
             self.labels = list(names)
 
     def set_captions(self, strips: np.ndarray | None) -> None:
-        """Send (K, ch, W', 3) uint8 caption strips, one per map, as one PNG
-        (drawn above the overlay of that map); None removes them."""
+        """Send (n, ch, W', 3) uint8 caption strips as one PNG: one per map,
+        drawn above the overlay of that map ('overlay'), or one per page, drawn
+        above that page's tiles ('tiles'); None removes them."""
         if strips is None:
             self._captions = None
             with self.hold_sync():
@@ -284,15 +313,22 @@ class PictureCanvas(anywidget.AnyWidget):
         if item not in items or not all(hw):
             return None
         t, l_, b, r = render.tile_box(items.index(item), hw, cols, self.pad)
-        oy, ox = (0, 0) if self.mode == "tiles" else self.tile_origin
+        oy, ox = self._grid_origin()
         return t + oy, l_ + ox, b + oy, r + ox
+
+    def _grid_origin(self) -> tuple[int, int]:
+        """Top-left of the tiles in the picture: below the page's caption strip
+        ('tiles'), or ``tile_origin`` ('image')."""
+        if self.mode == "tiles":
+            return max(self.caption_height, 0), 0
+        return int(self.tile_origin[0]), int(self.tile_origin[1])
 
     def item_at(self, y: float, x: float) -> int:
         """The item whose tile is under picture pixel (y, x), or -1."""
         items, cols, hw = self.grid()
         if not items or not all(hw):
             return -1
-        oy, ox = (0, 0) if self.mode == "tiles" else self.tile_origin
+        oy, ox = self._grid_origin()
         if y < oy or x < ox:
             return -1
         k = render.tile_at(y - oy, x - ox, hw, cols, self.pad)
@@ -307,9 +343,13 @@ class PictureCanvas(anywidget.AnyWidget):
             if not items or self._maps.size == 0:
                 return None
             up = max(self.upscale, 1)
-            picture = render.index_tiles(
-                self._maps, items, self.cmap_name, cols=cols, pad=self.pad, upscale=up
-            )
+            if self._maps.ndim == 4:  # pictures, drawn as they are
+                picture = render.tile(self._maps[items], cols=cols, pad=self.pad, upscale=up)
+            else:
+                picture = render.index_tiles(
+                    self._maps, items, self.cmap_name, cols=cols, pad=self.pad, upscale=up
+                )
+            picture = self._with_caption(picture, self.page)
         elif self._image is None:
             return None
         elif self.mode == "overlay":
@@ -343,13 +383,20 @@ class PictureCanvas(anywidget.AnyWidget):
         if self.mark_size > 0:
             y, x, n = self.mark_y * up, self.mark_x * up, self.mark_size * up
             picture = render.frame(picture, (y, x, y + n, x + n), self.mark_width)
+        return self._with_caption(picture, k)
+
+    def _with_caption(self, picture: np.ndarray, k: int) -> np.ndarray:
+        """Caption strip k above ``picture`` (a white line when strip k is not
+        there or not as wide as the picture), when ``caption_height`` is set."""
         ch = self.caption_height
-        if ch > 0:
-            strip = np.full((ch, picture.shape[1], 3), 255, np.uint8)
-            if self._captions is not None and k >= 0 and (k + 1) * ch <= len(self._captions):
-                strip = self._captions[k * ch : (k + 1) * ch]
-            picture = np.concatenate([strip, picture], axis=0)
-        return picture
+        if ch <= 0:
+            return picture
+        strip = np.full((ch, picture.shape[1], 3), 255, np.uint8)
+        caps = self._captions
+        if caps is not None and k >= 0 and (k + 1) * ch <= len(caps):
+            if caps.shape[1] == picture.shape[1]:
+                strip = caps[k * ch : (k + 1) * ch]
+        return np.concatenate([strip, picture], axis=0)
 
     # ------------------------------------------------------------ events
 

@@ -21,9 +21,10 @@ cell run, then check that
   anywidget canvas) are the kernel's ``view`` to within one level per channel,
   read back from the page, after a control move and a click in the page; hover
   shows the value under the pointer; the wheel zooms and a double click resets.
-  The activation browser's grid and the comparator's panels (legend, pinned and
-  slider canvases per method row, put together as ``view`` lays them out) are
-  both checked.
+  The activation browser's grid, the comparator's panels (legend, pinned and
+  slider canvases per method row, put together as ``view`` lays them out) and
+  the filter gallery's page are checked; a gallery page move repaints while
+  the kernel is busy (no round trip) and sends no picture.
 
 Screenshots go to tests/browser/artifacts/ (git-ignored). A harness notebook
 written here (a minimal ViewWidget with a slider) runs beside the real ones,
@@ -146,6 +147,7 @@ def test_notebook_in_lab(lab_server, context, name):
         if name == EVERY_WIDGET:
             check_browser_canvas(lab)
             check_comparator_canvas(lab)
+            check_gallery_canvas(lab)
     finally:
         lab.shutdown_kernels()
         page.close()
@@ -317,3 +319,82 @@ def check_comparator_canvas(lab: LabPage) -> None:
     page, _ = comparator_page_view(lab, root)
     assert_same_picture(page, kernel_picture(lab, "comparator.view"), "comparator after a click")
     lab.screenshot("comparator-canvas", root)
+
+
+# Run code in the page's kernel without waiting for it (the kernel stays busy).
+BUSY_JS = """
+(code) => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  kernel.requestExecute({code, silent: true, store_history: false});
+}
+"""
+
+
+def check_gallery_canvas(lab: LabPage) -> None:
+    """The filter gallery's page in a real page: the canvas equals the kernel's
+    grid (the top of ``view``); a page move is drawn by the page while the
+    kernel is busy (no round trip) and sends no picture; a click selects a tile
+    in the page and the kernel, and the detail follows."""
+    root = lab.page.locator(".cwtest-gallery").first
+    root.scroll_into_view_if_needed()
+    canvas = root.locator(".cnnwidgets-canvas").first
+    painted = wait_painted(canvas, 0)
+    settle_kernel(lab)
+    got = lab.canvas_pixels(canvas)
+    grid = kernel_picture(lab, "gallery.canvas.compose()")
+    assert_same_picture(got["picture"], grid, "gallery page")
+    view = kernel_picture(lab, "gallery.view")
+    h, w = grid.shape[:2]
+    assert_same_picture(got["picture"], view[:h, :w], "gallery view")
+    page = int(lab.kernel("print(gallery.page.value)"))
+    lab.kernel(
+        "_cw_sent = []\n"
+        "for _n in ('maps', 'captions', 'image'):\n"
+        "    gallery.canvas.observe(lambda c: _cw_sent.append(c['name']), _n)\n"
+        "gallery.detail.observe(lambda c: _cw_sent.append('detail'), 'value')"
+    )
+
+    # The page slider, one key press, with the kernel busy for 8 s: the page
+    # redraws the next page on its own, long before the kernel could answer.
+    handle = root.locator(".widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    lab.page.evaluate(BUSY_JS, "import time; time.sleep(8)")
+    time.sleep(0.5)
+    assert lab.state()["status"] == "busy"
+    start = time.monotonic()
+    handle.focus()
+    handle.press("ArrowRight" if page == 0 else "ArrowLeft")
+    painted = wait_painted(canvas, painted, timeout=5)
+    assert time.monotonic() - start < 5
+    assert lab.state()["status"] == "busy", "the page waited for the kernel"
+    moved = lab.canvas_pixels(canvas)
+    settle_kernel(lab)
+    assert int(lab.kernel("print(gallery.page.value, end='')")) == 1 - page
+    assert lab.kernel("print(_cw_sent, end='')") == "[]"
+    after = kernel_picture(lab, "gallery.canvas.compose()")
+    assert_same_picture(moved["picture"], after, "gallery after a page move")
+    assert not np.array_equal(after, grid)
+    view = kernel_picture(lab, "gallery.view")
+    assert_same_picture(moved["picture"], view[: after.shape[0], : after.shape[1]], "view")
+
+    # A click on the second tile: selected in the page (ring) and in the kernel,
+    # whose detail image follows.
+    screen = canvas.locator("canvas").first
+    bounds = screen.bounding_box()
+    tile = int(lab.kernel("print(gallery.tile_px, end='')"))
+    scale = bounds["width"] / after.shape[1]
+    x = bounds["x"] + (tile + 1 + tile / 2) * scale
+    y = bounds["y"] + (16 + tile / 2) * scale
+    want = int(lab.kernel("print(gallery.canvas.page_items()[1], end='')"))
+    lab.page.mouse.click(x, y)
+    wait_painted(canvas, painted)
+    settle_kernel(lab)
+    selected = lab.kernel("print(gallery.filter.value, gallery.canvas.selected)").split()
+    assert selected == [str(want)] * 2
+    got = lab.canvas_pixels(canvas)
+    view = kernel_picture(lab, "gallery.view")
+    clicked = kernel_picture(lab, "gallery.canvas.compose()")
+    assert_same_picture(got["picture"], clicked, "gallery after a click")
+    assert_same_picture(got["picture"], view[: clicked.shape[0], : clicked.shape[1]], "view")
+    assert lab.kernel("print(_cw_sent, end='')") == "['detail']"
+    lab.screenshot("gallery-canvas", root)
