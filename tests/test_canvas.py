@@ -280,3 +280,89 @@ def test_canvas_js_tiles_pictures_under_page_captions(tmp_path):
     assert canvas.item_at(3, 6) == -1  # the caption line is no tile
     again.close()
     canvas.close()
+
+
+def test_rescale_index_is_plain_scaling():
+    q = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for gain in (1.0, 0.3719, 0.0, 2.5, 1e-9, 255.0):
+        want = [[min(255, int(np.floor(float(v) * gain + 0.5))) for v in row] for row in q]
+        np.testing.assert_array_equal(render.rescale_index(q, gain), np.array(want, np.uint8))
+    # A map quantized at its own peak, drawn on a larger scale, is within one
+    # index of quantizing it on that scale directly.
+    x = np.random.default_rng(8).uniform(0, 3.0, (40, 40)).astype(np.float32)
+    direct = render.colour_index(x / 7.0)
+    remapped = render.rescale_index(render.colour_index(x / x.max()), float(x.max()) / 7.0)
+    assert np.abs(direct.astype(int) - remapped.astype(int)).max() <= 1
+
+
+NODE_VARIANTS = """
+import * as c from "./canvas.mjs";
+import { readFileSync } from "node:fs";
+const args = JSON.parse(readFileSync(0, "utf8"));
+const u8 = (a) => Uint8Array.from(a);
+const table = Array.from(c.rescaleIndex(u8(Array.from({length: 256}, (_, v) => v)),
+                                        c.gainOf(args.gains, 1, args.variant)));
+// 'overlay' of map 1 on variant v: indices times gains[1][v], over frame v of the image.
+const [H, W] = [args.H, args.W];
+const frames = new Uint8ClampedArray(args.frames.length / 3 * 4);
+args.frames.forEach((v, i) => { frames[4 * Math.floor(i / 3) + (i % 3)] = v; });
+const f = c.frameOf(args.variant, frames.length / (H * W * 4));
+const image = frames.subarray(f * H * W * 4, (f + 1) * H * W * 4);
+const gain = c.gainOf(args.gains, 1, args.variant);
+const src = c.sourceOf(args.sources, 1, args.variant, 3);
+const n = args.h * args.w;
+const q = c.rescaleIndex(u8(args.maps).subarray(src * n, (src + 1) * n), gain);
+const big = c.upsampleIndex(q, args.h, args.w, H, W);
+const out = c.blendRGBA(new Uint8ClampedArray(image), image, big, u8(args.lut), 0.5, 0);
+const rgb = Array.from(out).filter((_, i) => i % 4 !== 3);
+process.stdout.write(JSON.stringify({table, overlay: rgb, f, gain, src,
+  defaults: [c.gainOf([], 0, 1), c.gainOf([[2, 3]], 0, 5), c.frameOf(4, 3), c.frameOf(1, 1),
+             c.sourceOf([], 1, 0, 3), c.sourceOf([[0, 7]], 0, 1, 3)]}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+@pytest.mark.parametrize("variant", [0, 1, 2, 3])
+def test_canvas_js_variants_rescale_maps_and_pick_frames(tmp_path, variant):
+    """``variant`` (the comparator's scale mode, jslinked): map k drawn as the
+    indices of map sources[k][variant] times gains[k][variant], over frame
+    ``variant`` of the image (the last when fewer): canvas.js against the
+    kernel's canvas, to the bit."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(NODE_VARIANTS)
+    rng = np.random.default_rng(9)
+    frames = rng.integers(0, 256, (3, 9, 11, 3)).astype(np.uint8)
+    maps = rng.integers(0, 256, (3, 3, 4)).astype(np.uint8)
+    gains = [[1.0, 1.0, 1.0], [1.0, 0.4142135623730951, 3.7]]
+    sources = [[], [1, 1, 2]]  # map 1 under variant 2: map 2's indices
+    canvas = PictureCanvas(cmaps=("jet",), mode="overlay", opacity=0.5)
+    canvas.set_image(frames, png=True)
+    canvas.set_maps(maps, [[0, 2.0], [0, 5.0], [0, 1.0]])
+    canvas.gains, canvas.sources, canvas.shown, canvas.variant = gains, sources, 1, variant
+    args = dict(
+        frames=frames.ravel().tolist(), H=9, W=11, maps=maps.ravel().tolist(), h=3, w=4,
+        gains=gains, sources=sources, variant=variant,
+        lut=render.colormap_lut("jet").ravel().tolist(),
+    )  # fmt: skip
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    gain = gains[1][variant] if variant < 3 else 1.0
+    src = 2 if variant == 2 else 1
+    assert got["gain"] == canvas.gain_of(1) == gain and got["f"] == min(variant, 2)
+    assert got["src"] == canvas.source_of(1) == src
+    np.testing.assert_array_equal(got["table"], render.rescale_index(np.arange(256), gain))
+    want = canvas.compose()
+    frame = frames[min(variant, 2)]
+    np.testing.assert_array_equal(
+        want, render.overlay_index(frame, render.rescale_index(maps[src], gain), 0.5, "jet")
+    )
+    np.testing.assert_array_equal(np.reshape(got["overlay"], want.shape), want)
+    assert got["defaults"] == [1, 1, 2, 0, 1, 0]
+    state = {k: getattr(canvas, k) for k in canvas.traits(sync=True) if not k.startswith("_")}
+    again = PictureCanvas.from_state(state)
+    np.testing.assert_array_equal(again.compose(), want)
+    again.close()
+    canvas.close()

@@ -22,11 +22,17 @@ def widget(shapes_probe, pair):
     return GradCAMComparator(shapes_probe, pair[0], methods=("gradcam",))
 
 
-def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, cmap="jet"):
+def expected_view(
+    probe, image, pinned, cls, methods, mode="map", opacity=0.4, cmap="jet", plain=False
+):
     """The picture built from scratch: cw.gradcam maps and the pure renderer,
     each row led by its legend (the method, its colour bar and what it means).
     Each panel is what the page's canvas composes: the map as 256 colour
-    indices over the photo (render.overlay_index), enlarged, captioned."""
+    indices of its own [0, peak] (render.colour_index), drawn on the mode's
+    scale by render.rescale_index (in raw mode a map above 1 by its raw
+    indices), over the photo (render.overlay_index), enlarged, captioned.
+    ``plain``: the textbook scales instead (each map divided by the mode's
+    scale, then quantized once), which the page matches to one colour index."""
     probs = probe.predict(image)[0]
     maps, caps, peaks = [], [], []
     for m in methods:
@@ -42,18 +48,22 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
             probe, image, classes=list(range(probe.num_classes)), method=m, normalize=None
         )
         peaks.append(float(every.max()))
-    maps = np.stack(maps)  # (M, 2, H, W)
-    if mode == "method":
-        # One scale per method (row): every class the widget offers, that method only.
-        for i in range(len(methods)):
-            maps[i] = maps[i] / peaks[i]
-    else:
-        maps = normalize_maps(maps, mode)
+    maps = np.stack(maps)  # (M, 2, H, W) raw, >= 0
+    own = normalize_maps(maps, "map")  # each map divided by its own peak
+    index = render.colour_index(own)
+    for i, row in enumerate(maps):
+        for j, heat in enumerate(row):
+            top = float(heat.max())
+            scale = {"map": top, "method": peaks[i], "raw": 1.0}[mode]
+            if plain or (mode == "raw" and top > 1):  # raw above 1: sent as raw indices
+                index[i, j] = render.colour_index(np.clip(heat / scale, 0, 1) if top else heat)
+            elif top > 0:
+                index[i, j] = render.rescale_index(index[i, j], top / scale)
     height = 16 + image.shape[0] * max(1, 192 // max(image.shape[:2]))
     meaning = {
         "map": "each map divided by its own peak",
         "method": "raw value, one scale for the row",
-        None: "raw value, clipped at 1",
+        "raw": "raw value, clipped at 1",
     }[mode]
     legends = [
         render.legend(m, 0.0, peak if mode == "method" else 1.0, meaning, cmap, height)
@@ -65,14 +75,11 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
         [legend]
         + [
             render.caption(
-                render.enlarge(
-                    render.overlay_index(photo, render.colour_index(heat), opacity, cmap), factor
-                ),
-                text,
+                render.enlarge(render.overlay_index(photo, q, opacity, cmap), factor), text
             )
-            for heat, text in zip(row, row_caps)
+            for q, text in zip(row, row_caps)
         ]
-        for legend, row, row_caps in zip(legends, maps, caps)
+        for legend, row, row_caps in zip(legends, index, caps)
     ]
     return render.panel_grid(rows)
 
@@ -156,17 +163,16 @@ def test_methods_layer_pinned_and_scale(widget, shapes_probe, pair):
             ["gradcam", "gradcam++"],
         ),
     )
-    widget.normalize.value = "method"
-    ref = expected_view(
-        shapes_probe,
-        pair[0],
-        widget.pinned.value,
-        widget.selected_class,
-        ["gradcam", "gradcam++"],
-        mode="method",
-    )
-    # float32 rounding of the shared scale moves a few indices by one colour step
-    assert (widget.view != ref).any(axis=-1).mean() < 1e-3
+    for mode in ("method", "raw"):
+        widget.normalize.value = mode
+        args = (shapes_probe, pair[0], widget.pinned.value, widget.selected_class)
+        ref = expected_view(*args, ["gradcam", "gradcam++"], mode=mode)
+        np.testing.assert_array_equal(widget.view, ref)
+        # Against the textbook scale (quantized once): one colour index at most,
+        # i.e. at most one step of the jet table, at 40 % opacity.
+        plain = expected_view(*args, ["gradcam", "gradcam++"], mode=mode, plain=True)
+        step = np.abs(np.diff(render.colormap_lut("jet").astype(int), axis=0)).max()
+        assert np.abs(widget.view.astype(int) - plain.astype(int)).max() <= 0.4 * step + 1
     widget.normalize.value = "map"
     widget.pinned.value = widget.ranked[3]
     widget.wait()
@@ -292,8 +298,9 @@ def test_selected_class_is_a_linkable_trait(shapes_probe, pair):
 
 def test_browser_only_controls_send_no_maps(shapes_model):
     """Slider, pinned (among the offered targets), opacity and colour map change
-    only what the canvases draw: no map, image or caption is sent again, and
-    the page's traits (map picked, opacity, colour table) follow the controls."""
+    only what the canvases draw, and so does the scale mode: no map, image or
+    caption is sent again, and the page's traits (map picked, opacity, colour
+    table, variant) follow the controls."""
     image = cw.assets.make_shapes(1, seed=2)[0][0]
     w = GradCAMComparator(shapes_model, image, methods=("gradcam", "gradcam++"), top=3).wait()
     sent = []
@@ -324,6 +331,21 @@ def test_browser_only_controls_send_no_maps(shapes_model):
     np.testing.assert_array_equal(
         legend.compose(), render.legend("gradcam", 0.0, vmax, meaning, "viridis", height)
     )
+    # The scale mode too: the page picks each map's gain and the legend's frame.
+    peak = w._row_peak("gradcam")
+    meanings = {
+        "map": (1.0, "each map divided by its own peak"),
+        "method": (peak, "raw value, one scale for the row"),
+        "raw": (1.0, "raw value, clipped at 1"),
+    }
+    for mode in ("method", "raw", "map"):
+        w.normalize.value = mode
+        assert all(c.variant == w.normalize.index for c in (legend, pinned, slider))
+        vmax, meaning = meanings[mode]
+        np.testing.assert_array_equal(
+            legend.compose(), render.legend("gradcam", 0.0, vmax, meaning, "viridis", height)
+        )
+    assert sent == []
     w.pinned.value = w.ranked[0]
     w.opacity.value, w.cmap.value = 0.4, "jet"
     w.class_slider.value = other

@@ -2,11 +2,12 @@
 //
 // The kernel sends the image and the maps once, as binary buffers (uint8 colour
 // indices, the colour tables as 256 x 3 uint8); everything a control changes
-// afterwards (map shown, colour map, opacity, threshold, sort, page, selection)
-// is drawn here, in the next animation frame, with no message to the kernel.
-// The compositing mirrors cnnwidgets/render.py (threshold_level, upsample_index,
-// overlay_index, index_tiles, ring) operation for operation in float64, so the
-// kernel's `view` and this canvas agree pixel for pixel.
+// afterwards (map shown, colour map, opacity, threshold, sort, page, selection,
+// variant: scale and frame) is drawn here, in the next animation frame, with no
+// message to the kernel. The compositing mirrors cnnwidgets/render.py
+// (threshold_level, rescale_index, upsample_index, overlay_index, index_tiles,
+// tile, ring) operation for operation in float64, so the kernel's `view` and
+// this canvas agree pixel for pixel.
 //
 // Wheel zooms about the pointer, drag pans, double click resets; hover shows
 // the value under the pointer; a click (no drag) sends {event: "click", y, x}
@@ -182,6 +183,39 @@ export function frameRGBA(pic, top, left, bottom, right, width, colour) {
   return pic;
 }
 
+// render.rescale_index: indices times `gain` (>= 0), floor(q * gain + 0.5)
+// clipped to 255, through a 256-entry table; the same array when gain is 1.
+export function rescaleIndex(q, gain) {
+  if (gain === 1) return q;
+  const table = new Uint8Array(256);
+  for (let v = 0; v < 256; v++) {
+    const r = Math.floor(v * gain + 0.5);
+    table[v] = r < 0 ? 0 : r > 255 ? 255 : r;
+  }
+  const out = new Uint8Array(q.length);
+  for (let i = 0; i < q.length; i++) out[i] = table[q[i]];
+  return out;
+}
+
+// The gain map k is drawn with under `variant` (canvas.py gain_of): 1 unless given.
+export function gainOf(gains, k, variant) {
+  const row = gains && gains[k];
+  return row && variant >= 0 && variant < row.length ? row[variant] : 1;
+}
+
+// The map whose indices are drawn for map k under `variant` (canvas.py
+// source_of): sources[k][variant] when given and sent, else k itself.
+export function sourceOf(sources, k, variant, K) {
+  const row = sources && sources[k];
+  const s = row && variant >= 0 && variant < row.length ? row[variant] : k;
+  return s >= 0 && s < K ? s : k;
+}
+
+// The frame of a stacked image drawn under `variant`: the last when fewer.
+export function frameOf(variant, frames) {
+  return Math.min(Math.max(variant, 0), frames - 1);
+}
+
 // The map drawn in 'overlay' mode: `shown`, through `shownOf` when it is given;
 // -1 when that map is not (yet) here.
 export function shownMap(shown, shownOf, K) {
@@ -226,7 +260,7 @@ function render({ model, el }) {
   const view = { zoom: 1, ox: 0, oy: 0 };
   let frame = null;
   let painted = 0;
-  let imageRGBA = null; // Uint8ClampedArray of the image (H * W * 4), once decoded
+  let framesRGBA = null; // Uint8ClampedArray of the image's frames (F * H * W * 4), decoded
   let imageVersion = 0;
   let captionRGBA = null; // {H, W, rgba} of the caption strips, once decoded
   let captionVersion = 0;
@@ -320,15 +354,16 @@ function render({ model, el }) {
     const [H, W] = model.get("image_shape") || [0, 0];
     const bytes = bytesOf(model, "image");
     if (!H || !W || !bytes.length) {
-      imageRGBA = null;
+      framesRGBA = null;
       return;
     }
     let rgba;
     if (model.get("image_format") === "png") {
-      rgba = (await decodePNG(bytes, W, H)).rgba;
+      rgba = (await decodePNG(bytes, 0, 0)).rgba; // every frame, stacked
     } else {
-      rgba = new Uint8ClampedArray(H * W * 4);
-      for (let i = 0, j = 0; i < H * W; i++, j += 3) {
+      const n = Math.floor(bytes.length / 3);
+      rgba = new Uint8ClampedArray(n * 4);
+      for (let i = 0, j = 0; i < n; i++, j += 3) {
         rgba[4 * i] = bytes[j];
         rgba[4 * i + 1] = bytes[j + 1];
         rgba[4 * i + 2] = bytes[j + 2];
@@ -336,11 +371,20 @@ function render({ model, el }) {
       }
     }
     if (version === imageVersion) {
-      imageRGBA = rgba;
+      framesRGBA = rgba;
       delete cache.overlay;
       schedule();
     }
   }
+
+  // The image drawn now: frame `variant` of the frames sent (canvas.py _image).
+  const imageNow = () => {
+    const [H, W] = model.get("image_shape") || [0, 0];
+    if (!framesRGBA || !H || !W) return null;
+    const frames = Math.max(1, Math.floor(framesRGBA.length / (H * W * 4)));
+    const f = frameOf(model.get("variant") || 0, frames);
+    return framesRGBA.subarray(f * H * W * 4, (f + 1) * H * W * 4);
+  };
 
   // render.index_tiles (or render.tile of pictures) under the page's caption strip.
   function composeTiles(g) {
@@ -357,20 +401,24 @@ function render({ model, el }) {
   function composeOverlay() {
     const [H, W] = model.get("image_shape");
     const { K, h, w, data } = mapsInfo();
-    if (!imageRGBA) return null;
+    const image = imageNow();
+    if (!image) return null;
     const shownOf = model.get("shown_of") || [];
     const k = shownNow();
     if (k < 0 && shownOf.length) return null; // not sent yet: keep the picture
-    let pic = { H, W, rgba: new Uint8ClampedArray(imageRGBA) };
+    let pic = { H, W, rgba: new Uint8ClampedArray(image) };
     if (k >= 0) {
       const box = model.get("map_box") || [];
       const [top, left, bh, bw] = box.length === 4 ? box : [0, 0, H, W];
-      const key = `${k}/${K}/${h}/${w}/${bh}/${bw}`;
+      const v = model.get("variant") || 0;
+      const gain = gainOf(model.get("gains"), k, v);
+      const src = sourceOf(model.get("sources"), k, v, K);
+      const key = `${src}/${K}/${h}/${w}/${bh}/${bw}/${gain}`;
       if (!cache.overlay || cache.overlay.key !== key || cache.overlay.data !== data) {
-        const q = data.subarray(k * h * w, (k + 1) * h * w);
+        const q = rescaleIndex(data.subarray(src * h * w, (src + 1) * h * w), gain);
         cache.overlay = { key, data, big: upsampleIndex(q, h, w, bh, bw) };
       }
-      blendBox(pic.rgba, imageRGBA, W, cache.overlay.big, top, left, bh, bw, lut(),
+      blendBox(pic.rgba, image, W, cache.overlay.big, top, left, bh, bw, lut(),
         model.get("opacity"), thresholdLevel(model.get("threshold")));
     }
     const up = model.get("upscale") || 1;
@@ -425,9 +473,9 @@ function render({ model, el }) {
       pic = { H: base.H, W: base.W, rgba: new Uint8ClampedArray(base.rgba) };
     } else if (mode === "overlay") {
       pic = composeOverlay();
-    } else if (imageRGBA) {
+    } else if (imageNow()) {
       const [H, W] = model.get("image_shape");
-      pic = { H, W, rgba: new Uint8ClampedArray(imageRGBA) };
+      pic = { H, W, rgba: new Uint8ClampedArray(imageNow()) };
     }
     if (pic) drawRing(pic, g);
     return pic;
@@ -630,7 +678,7 @@ function render({ model, el }) {
     "maps", "maps_shape", "luts", "lut_names", "cmap", "mode", "orders", "sort", "page",
     "per_page", "cols", "pad", "upscale", "tile_hw", "tile_origin", "selected", "ring",
     "shown", "opacity", "threshold", "display_size", "shown_of", "map_box", "caption_height",
-    "mark_x", "mark_y", "mark_size", "mark_width",
+    "mark_x", "mark_y", "mark_size", "mark_width", "variant", "gains", "sources",
   ];
   const onChange = () => schedule();
   for (const name of drawn) model.on(`change:${name}`, onChange);

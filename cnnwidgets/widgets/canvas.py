@@ -26,6 +26,14 @@ Three modes:
   ``tile_origin`` and the order then only place the selection ring and say
   which item a click hits.
 
+Variants: ``variant`` (a control's index, jslinked) picks frame ``variant`` of
+an image sent as several frames of one size (the comparator's legend, one per
+scale mode), and in 'overlay' draws map k as the indices of map
+``sources[k][variant]`` (default k) times ``gains[k][variant]`` (default 1;
+:func:`cnnwidgets.render.rescale_index`): maps sent once as indices of their
+own [0, peak] are drawn on another scale in the page, and where a gain above 1
+would coarsen them, indices of that scale sent beside them are drawn instead.
+
 Bytes: the image (H * W * 3, or its PNG), the maps (K * h * w; pictures
 K * h * w * 3, or the PNG of their atlas), the captions' PNG, 768 per colour
 table offered, and the ES module (about 20 kB) once per widget.
@@ -57,11 +65,11 @@ class PictureCanvas(anywidget.AnyWidget):
     _esm = pathlib.Path(__file__).with_name("canvas.js")
 
     # ---- data: sent once per change of image / maps (binary buffers)
-    image = traitlets.Bytes(b"", help="The image: H*W*3 uint8 RGB rows, or PNG bytes.").tag(
-        sync=True
-    )
+    image = traitlets.Bytes(
+        b"", help="The image: F*H*W*3 uint8 RGB rows (F frames, F >= 1), or their PNG."
+    ).tag(sync=True)
     image_format = traitlets.Unicode("rgb", help="'rgb' (raw rows) or 'png'.").tag(sync=True)
-    image_shape = traitlets.List(traitlets.Int(), [0, 0], help="[H, W] of the image.").tag(
+    image_shape = traitlets.List(traitlets.Int(), [0, 0], help="[H, W] of one frame.").tag(
         sync=True
     )
     maps = traitlets.Bytes(
@@ -108,6 +116,17 @@ class PictureCanvas(anywidget.AnyWidget):
     shown = traitlets.Int(
         0, help="The map laid over the image ('overlay'); with shown_of, an index into it."
     ).tag(sync=True)
+    variant = traitlets.Int(
+        0, help="The frame of the image drawn (the last when fewer), the column of gains used."
+    ).tag(sync=True)
+    gains = traitlets.List(
+        traitlets.List(traitlets.Float()),
+        help="Per map, one gain per variant: its indices times the gain ('overlay'; [] = 1).",
+    ).tag(sync=True)
+    sources = traitlets.List(
+        traitlets.List(traitlets.Int()),
+        help="Per map, one map per variant whose indices are drawn for it ([] = its own).",
+    ).tag(sync=True)
     shown_of = traitlets.List(
         traitlets.Int(),
         help="When not empty: value v of shown draws map shown_of[v] (-1: not sent yet; "
@@ -145,7 +164,7 @@ class PictureCanvas(anywidget.AnyWidget):
 
     def __init__(self, cmaps: Sequence[str] = ("viridis",), **kwargs: Any):
         super().__init__(**kwargs)
-        self._image: np.ndarray | None = None  # (H, W, 3) uint8
+        self._frames: np.ndarray | None = None  # (F, H, W, 3) uint8
         self._maps = np.zeros((0, 0, 0), np.uint8)
         self._captions: np.ndarray | None = None  # (K * caption_height, W', 3) uint8
         self._click_callbacks: list[Callable[[float, float], Any]] = []
@@ -171,7 +190,7 @@ class PictureCanvas(anywidget.AnyWidget):
         if image and h and w:
             png = state.get("image_format") == "png"
             rgb = render.from_png(image) if png else np.frombuffer(image, np.uint8)
-            canvas.set_image(np.reshape(rgb, (h, w, 3)), png=png)
+            canvas.set_image(np.reshape(rgb, (-1, h, w, 3)), png=png)
         shape = [int(v) for v in state.get("maps_shape", [0, 0, 0])]
         data = bytes(state.get("maps") or b"")
         png = state.get("maps_format") == "png" and bool(data)
@@ -207,13 +226,38 @@ class PictureCanvas(anywidget.AnyWidget):
         self.cmap = self.lut_names.index(name)
 
     def set_image(self, picture: np.ndarray, png: bool = False) -> None:
-        """Send an (H, W, 3) picture once: raw rows, or PNG (smaller for drawn pictures)."""
-        rgb = np.ascontiguousarray(render.to_rgb_uint8(picture))
-        self._image = rgb
+        """Send an (H, W, 3) picture once, or (F, H, W, 3) frames of which
+        ``variant`` picks the one drawn: raw rows, or PNG (smaller for drawn
+        pictures; frames as one PNG, stacked)."""
+        picture = np.asarray(picture)
+        frames = picture if picture.ndim == 4 else picture[None]
+        rgb = np.ascontiguousarray(np.stack([render.to_rgb_uint8(f) for f in frames]))
+        self._frames = rgb
+        stacked = rgb.reshape(-1, *rgb.shape[2:])
         with self.hold_sync():
             self.image_format = "png" if png else "rgb"
-            self.image = render.to_png(rgb) if png else rgb.tobytes()
-            self.image_shape = [int(rgb.shape[0]), int(rgb.shape[1])]
+            self.image = render.to_png(stacked) if png else rgb.tobytes()
+            self.image_shape = [int(rgb.shape[1]), int(rgb.shape[2])]
+
+    @property
+    def _image(self) -> np.ndarray | None:
+        """(H, W, 3) uint8: the frame drawn now (``variant``, the last when fewer)."""
+        if self._frames is None:
+            return None
+        return self._frames[min(max(self.variant, 0), len(self._frames) - 1)]
+
+    def gain_of(self, k: int) -> float:
+        """The gain map k's indices are drawn with now (``gains[k][variant]``, or 1)."""
+        if 0 <= k < len(self.gains) and 0 <= self.variant < len(self.gains[k]):
+            return float(self.gains[k][self.variant])
+        return 1.0
+
+    def source_of(self, k: int) -> int:
+        """The map whose indices are drawn for map k now (``sources[k][variant]``, or k)."""
+        if 0 <= k < len(self.sources) and 0 <= self.variant < len(self.sources[k]):
+            src = int(self.sources[k][self.variant])
+            return src if 0 <= src < len(self._maps) else k
+        return k
 
     def set_maps(
         self,
@@ -366,7 +410,7 @@ class PictureCanvas(anywidget.AnyWidget):
         image, k = self._image, self.map_shown
         picture = image
         if k >= 0:
-            index = self._maps[k]
+            index = render.rescale_index(self._maps[self.source_of(k)], self.gain_of(k))
             if len(self.map_box) == 4:
                 t, l_, bh, bw = self.map_box
                 picture = image.copy()
