@@ -366,3 +366,77 @@ def test_canvas_js_variants_rescale_maps_and_pick_frames(tmp_path, variant):
     np.testing.assert_array_equal(again.compose(), want)
     again.close()
     canvas.close()
+
+
+NODE_PAIR = """
+import * as c from "./canvas.mjs";
+import { readFileSync } from "node:fs";
+const args = JSON.parse(readFileSync(0, "utf8"));
+const u8 = (a) => Uint8Array.from(a);
+const [H, W, n] = [args.H, args.W, args.H * args.W];
+const image = new Uint8ClampedArray(n * 4);
+args.image.forEach((v, i) => { image[4 * Math.floor(i / 3) + (i % 3)] = v; });
+const strips = {H: args.capH, W: args.capW, rgba: new Uint8ClampedArray(args.capRGBA)};
+// Two panels from one image and one set of maps: each its map over the image,
+// enlarged twice, under its own caption strip; then side by side.
+const panel = (k, p) => {
+  const out = c.blendRGBA(new Uint8ClampedArray(image), image,
+                          u8(args.maps).subarray(k * n, (k + 1) * n), u8(args.lut), 0.4, 0);
+  const big = c.enlargeRGBA({H, W, rgba: out}, 2);
+  return c.withCaption(big, strips, c.captionIndex(k, p, args.capH / 16, 2), 16);
+};
+const pair = c.hstackRGBA(panel(args.first, 0), panel(args.second, 1), 6);
+const rgb = Array.from(pair.rgba).filter((_, i) => i % 4 !== 3);
+process.stdout.write(JSON.stringify({pair: rgb, H: pair.H, W: pair.W,
+  idx: [c.captionIndex(2, 1, 6, 2), c.captionIndex(-1, 1, 6, 2), c.captionIndex(2, 0, 3, 1)]}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+def test_canvas_js_draws_two_panels_from_one_transfer(tmp_path):
+    """'overlay' with a second panel (the comparator's pinned and slider panels
+    of one method row): one image and one set of maps, two maps drawn side by
+    side, each under its own caption: canvas.js against the kernel, to the bit."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(NODE_PAIR)
+    rng = np.random.default_rng(10)
+    image = rng.integers(0, 256, (6, 7, 3)).astype(np.uint8)
+    maps = rng.integers(0, 256, (3, 6, 7)).astype(np.uint8)
+    blank = np.zeros((0, 14, 3), np.uint8)
+    strips = np.stack(
+        [render.caption(blank, f"{p} {k}") for p in ("pinned", "slider") for k in range(3)]
+    )
+    canvas = PictureCanvas(cmaps=("jet",), mode="overlay", upscale=2)
+    canvas.set_image(image, png=True)
+    canvas.set_maps(maps, [[0, 1.0]] * 3, ["a", "b", "c"])
+    canvas.set_captions(strips)
+    canvas.shown_of, canvas.shown = [2, 0, 1], 0  # panel 0: map 2
+    canvas.second_shown_of, canvas.second_shown = [-1, 1, 0], 1  # panel 1: map 1
+    assert canvas.panels == 2 and canvas.map_in(0) == 2 and canvas.map_in(1) == 1
+    want = canvas.compose()
+    left = render.caption(render.enlarge(render.overlay_index(image, maps[2], 0.4), 2), "pinned 2")
+    right = render.caption(render.enlarge(render.overlay_index(image, maps[1], 0.4), 2), "slider 1")
+    np.testing.assert_array_equal(want, render.hstack([left, right], pad=6))
+    atlas = strips.reshape(-1, 14, 3)
+    rgba = np.concatenate([atlas, np.full(atlas.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    args = dict(
+        image=image.ravel().tolist(), H=6, W=7, maps=maps.ravel().tolist(), first=2, second=1,
+        lut=render.colormap_lut("jet").ravel().tolist(), capH=atlas.shape[0], capW=14,
+        capRGBA=rgba.ravel().tolist(),
+    )  # fmt: skip
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    assert (got["H"], got["W"]) == want.shape[:2] and got["idx"] == [5, -1, 2]
+    np.testing.assert_array_equal(np.reshape(got["pair"], want.shape), want)
+    # Clicks: each panel's image pixels; the gap between them is no panel.
+    assert canvas.panel_point(16 + 3, 5) == (0, 1.5, 2.5)
+    assert canvas.panel_point(16 + 3, 14 + 6 + 5) == (1, 1.5, 2.5)
+    assert canvas.panel_point(16 + 3, 14 + 2) is None and canvas.panel_point(3, 5) is None
+    state = {k: getattr(canvas, k) for k in canvas.traits(sync=True) if not k.startswith("_")}
+    again = PictureCanvas.from_state(state)
+    np.testing.assert_array_equal(again.compose(), want)
+    again.close()
+    canvas.close()

@@ -253,11 +253,11 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     )
     assert w.class_slider.max == 3 and len(w.bars.x) == 3
     assert "image/png" in w._repr_mimebundle_()
-    # What the front end composes (per row a legend canvas and two panel
-    # canvases, from the buffers they received) is exactly ``view``.
+    # What the front end composes (per row a legend canvas and one canvas
+    # drawing both panels, from the buffers they received) is exactly ``view``.
     cells = [c.compose() for c in w.panels.children]
-    assert len(cells) == 6 and w.panels.layout.grid_template_columns.count("max-content") == 3
-    np.testing.assert_array_equal(render.panel_grid([cells[:3], cells[3:]]), w.view)
+    assert len(cells) == 4 and w.panels.layout.grid_template_columns.count("max-content") == 2
+    np.testing.assert_array_equal(render.panel_grid([cells[:2], cells[2:]]), w.view)
     photo = render.from_png(w.panels.children[1].image)  # the photo travels losslessly
     np.testing.assert_array_equal(photo, render.to_rgb_uint8(pair[2]))
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
@@ -309,22 +309,22 @@ def test_browser_only_controls_send_no_maps(shapes_model):
             canvas.observe(
                 lambda change: sent.append(change["name"]), ["maps", "image", "captions"]
             )
-    legend, pinned, slider = w.panels.children[:3]
+    legend, pair = w.panels.children[:2]
     first = w.view.copy()
     start = w.class_slider.value
     other = 3 if start != 3 else 1
     w.class_slider.value = other
     w.wait()
-    assert slider.shown == other and slider.map_shown == w.ranked.index(w.selected_class)
+    assert pair.second_shown == other and pair.map_in(1) == w.ranked.index(w.selected_class)
     moved = w.view.copy()
     assert not np.array_equal(moved, first)
     w.pinned.value = w.ranked[1]
     w.wait()
-    assert pinned.map_shown == 1 and pinned.shown == w.pinned.index
+    assert pair.map_in(0) == 1 and pair.shown == w.pinned.index
     w.opacity.value = 0.2
     w.cmap.value = "viridis"
     assert sent == []
-    assert slider.opacity == 0.2 and slider.cmap_name == legend.cmap_name == "viridis"
+    assert pair.opacity == 0.2 and pair.cmap_name == legend.cmap_name == "viridis"
     # The legend's colour bar follows the colour map in the page too.
     vmax, meaning = 1.0, "each map divided by its own peak"
     height = legend.image_shape[0]
@@ -340,7 +340,7 @@ def test_browser_only_controls_send_no_maps(shapes_model):
     }
     for mode in ("method", "raw", "map"):
         w.normalize.value = mode
-        assert all(c.variant == w.normalize.index for c in (legend, pinned, slider))
+        assert all(c.variant == w.normalize.index for c in (legend, pair))
         vmax, meaning = meanings[mode]
         np.testing.assert_array_equal(
             legend.compose(), render.legend("gradcam", 0.0, vmax, meaning, "viridis", height)
@@ -354,7 +354,7 @@ def test_browser_only_controls_send_no_maps(shapes_model):
     outside = next(c for _, c in w.pinned.options if c not in w.ranked)
     w.pinned.value = outside
     w.wait()
-    assert "maps" in sent and pinned.map_shown == len(w.ranked)
+    assert "maps" in sent and pair.map_in(0) == len(w.ranked)
     w.close()
 
 
@@ -401,3 +401,28 @@ def test_aliases_are_accepted_as_everywhere_else(shapes_model, pair):
     w.close()
     with pytest.raises(ValueError, match="unknown map method"):
         GradCAMComparator(shapes_model, pair[0], methods=("gradcam", "nope"))
+
+
+def test_one_canvas_draws_both_panels_of_a_row(shapes_model, pair):
+    """The pinned and slider panels of a method row come from one transfer (one
+    photo, one set of maps, both panels' captions) in one canvas; a click on its
+    second panel (the slider's) pins the slider's class, one on the first does not."""
+    w = GradCAMComparator(shapes_model, pair[0], top=3).wait()
+    legend, both = w.panels.children
+    assert both.panels == 2 and both.panel_gap == 6
+    k = len(dict.fromkeys(w.ranked + [w.pinned.value]))
+    assert both.maps_shape[0] >= k and len(both.labels) == both.maps_shape[0]
+    assert render.from_png(both.captions).shape[0] == 2 * k * 16  # pinned's, then slider's
+    h, w_ = both.image_shape
+    up = both.upscale
+    np.testing.assert_array_equal(
+        both.compose(),
+        render.hstack([both.compose()[:, : w_ * up], both.compose()[:, w_ * up + 6 :]], pad=6),
+    )
+    w.class_slider.value = 2
+    pinned = w.pinned.value
+    both.click(16 + 5, 5)  # first panel: nothing
+    assert w.pinned.value == pinned
+    both.click(16 + 5, w_ * up + 6 + 5)  # second panel: pin the slider's class
+    assert w.pinned.value == w.selected_class != pinned
+    w.close()

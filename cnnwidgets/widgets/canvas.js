@@ -113,6 +113,27 @@ export function withCaption(pic, cap, k, ch) {
   return { H: pic.H + ch, W: pic.W, rgba: out };
 }
 
+// render.hstack of two pictures: side by side, top-aligned, `gap` white
+// columns between them, on white.
+export function hstackRGBA(a, b, gap) {
+  const H = Math.max(a.H, b.H), W = a.W + gap + b.W;
+  const out = new Uint8ClampedArray(H * W * 4).fill(255);
+  const place = (pic, left) => {
+    for (let y = 0; y < pic.H; y++) {
+      out.set(pic.rgba.subarray(y * pic.W * 4, (y + 1) * pic.W * 4), (y * W + left) * 4);
+    }
+  };
+  place(a, 0);
+  place(b, a.W + gap);
+  return { H, W, rgba: out };
+}
+
+// The caption strip of map k in panel p, of `strips` strips shared by `panels`
+// panels (the first panel's, then the second's; canvas.py _compose_overlay).
+export function captionIndex(k, panel, strips, panels) {
+  return k >= 0 ? k + panel * Math.floor(strips / panels) : -1;
+}
+
 // RGBA pixels (a decoded PNG) -> RGB rows.
 export function rgbOf(rgba) {
   const out = new Uint8Array((rgba.length / 4) * 3);
@@ -372,7 +393,8 @@ function render({ model, el }) {
     }
     if (version === imageVersion) {
       framesRGBA = rgba;
-      delete cache.overlay;
+      delete cache.overlay0;
+      delete cache.overlay1;
       schedule();
     }
   }
@@ -394,18 +416,21 @@ function render({ model, el }) {
     return withCaption(pic, captionRGBA, model.get("page") || 0, model.get("caption_height") || 0);
   }
 
-  const shownNow = () => shownMap(model.get("shown"), model.get("shown_of"), mapsInfo().K);
+  // The overlay panels drawn: two when a second one is asked for (canvas.py panels).
+  const panels = () => ((model.get("second_shown_of") || []).length ? 2 : 1);
+  const shownOfPanel = (panel) => model.get(panel ? "second_shown_of" : "shown_of") || [];
+  const shownIn = (panel) =>
+    shownMap(model.get(panel ? "second_shown" : "shown"), shownOfPanel(panel), mapsInfo().K);
 
   // render.overlay_index over the decoded image (or its map_box), enlarged
   // `upscale` times, under the map's caption strip (canvas.py _compose_overlay).
-  function composeOverlay() {
+  function composeOverlay(panel) {
     const [H, W] = model.get("image_shape");
     const { K, h, w, data } = mapsInfo();
     const image = imageNow();
     if (!image) return null;
-    const shownOf = model.get("shown_of") || [];
-    const k = shownNow();
-    if (k < 0 && shownOf.length) return null; // not sent yet: keep the picture
+    const k = shownIn(panel);
+    if (k < 0 && shownOfPanel(panel).length) return null; // not sent yet: keep the picture
     let pic = { H, W, rgba: new Uint8ClampedArray(image) };
     if (k >= 0) {
       const box = model.get("map_box") || [];
@@ -414,11 +439,12 @@ function render({ model, el }) {
       const gain = gainOf(model.get("gains"), k, v);
       const src = sourceOf(model.get("sources"), k, v, K);
       const key = `${src}/${K}/${h}/${w}/${bh}/${bw}/${gain}`;
-      if (!cache.overlay || cache.overlay.key !== key || cache.overlay.data !== data) {
+      const slot = `overlay${panel}`;
+      if (!cache[slot] || cache[slot].key !== key || cache[slot].data !== data) {
         const q = rescaleIndex(data.subarray(src * h * w, (src + 1) * h * w), gain);
-        cache.overlay = { key, data, big: upsampleIndex(q, h, w, bh, bw) };
+        cache[slot] = { key, data, big: upsampleIndex(q, h, w, bh, bw) };
       }
-      blendBox(pic.rgba, image, W, cache.overlay.big, top, left, bh, bw, lut(),
+      blendBox(pic.rgba, image, W, cache[slot].big, top, left, bh, bw, lut(),
         model.get("opacity"), thresholdLevel(model.get("threshold")));
     }
     const up = model.get("upscale") || 1;
@@ -428,7 +454,9 @@ function render({ model, el }) {
       const y = model.get("mark_y") * up, x = model.get("mark_x") * up;
       frameRGBA(pic, y, x, y + n, x + n, model.get("mark_width"), MARK);
     }
-    return withCaption(pic, captionRGBA, k, model.get("caption_height") || 0);
+    const ch = model.get("caption_height") || 0;
+    const strips = captionRGBA && ch > 0 ? Math.floor(captionRGBA.H / ch) : 0;
+    return withCaption(pic, captionRGBA, captionIndex(k, panel, strips, panels()), ch);
   }
 
   // render.ring: the `ring` pixels around the selected item's tile.
@@ -472,7 +500,11 @@ function render({ model, el }) {
       const base = cache.tiles.pic;
       pic = { H: base.H, W: base.W, rgba: new Uint8ClampedArray(base.rgba) };
     } else if (mode === "overlay") {
-      pic = composeOverlay();
+      pic = composeOverlay(0);
+      if (pic && panels() === 2) {
+        const second = composeOverlay(1);
+        pic = second ? hstackRGBA(pic, second, model.get("panel_gap")) : null;
+      }
     } else if (imageNow()) {
       const [H, W] = model.get("image_shape");
       pic = { H, W, rgba: new Uint8ClampedArray(imageNow()) };
@@ -582,12 +614,21 @@ function render({ model, el }) {
     const px = pctx.getImageData(ix, iy, 1, 1).data;
     let text = `(${iy}, ${ix})  rgb ${px[0]} ${px[1]} ${px[2]}`;
     if (mode === "overlay") {
-      // picture pixel -> image pixel: below the caption line, before the enlargement
-      const k = shownNow(), up = model.get("upscale") || 1;
+      // picture pixel -> panel and image pixel: below the caption line, before
+      // the enlargement (canvas.py panel_point)
+      const up = model.get("upscale") || 1;
+      const [, W0] = model.get("image_shape");
+      let panel = 0, px0 = ix;
+      if (panels() === 2 && ix >= W0 * up) {
+        if (ix < W0 * up + model.get("panel_gap")) return "";
+        panel = 1;
+        px0 = ix - W0 * up - model.get("panel_gap");
+      }
+      const k = shownIn(panel);
       const ch = model.get("caption_height") || 0;
       const name = k >= 0 ? labels[k] || "" : "";
       if (iy < ch) return name;
-      const yy = Math.floor((iy - ch) / up), xx = Math.floor(ix / up);
+      const yy = Math.floor((iy - ch) / up), xx = Math.floor(px0 / up);
       text = `(${yy}, ${xx})  rgb ${px[0]} ${px[1]} ${px[2]}`;
       if (k < 0) return text;
       const [H, W] = model.get("image_shape");
@@ -679,6 +720,7 @@ function render({ model, el }) {
     "per_page", "cols", "pad", "upscale", "tile_hw", "tile_origin", "selected", "ring",
     "shown", "opacity", "threshold", "display_size", "shown_of", "map_box", "caption_height",
     "mark_x", "mark_y", "mark_size", "mark_width", "variant", "gains", "sources",
+    "second_shown", "second_shown_of", "panel_gap",
   ];
   const onChange = () => schedule();
   for (const name of drawn) model.on(`change:${name}`, onChange);

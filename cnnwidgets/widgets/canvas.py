@@ -21,7 +21,10 @@ Three modes:
   (``mark_x``, ``mark_y``, ``mark_size``, image pixels) outlined. With
   ``shown_of``, ``shown`` is a control's value (a slider's rank, a dropdown's
   index) and the map drawn is ``shown_of[shown]``: the control is jslinked to
-  ``shown`` and the page answers it alone.
+  ``shown`` and the page answers it alone. With ``second_shown_of``, a second
+  panel is drawn right of the first (``panel_gap`` pixels apart) from the same
+  image and maps, map ``second_shown_of[second_shown]``: one transfer serves
+  two panels (the comparator's pinned and slider panels).
 - ``'image'``: the image as it is (a picture drawn by the kernel); ``tile_hw``,
   ``tile_origin`` and the order then only place the selection ring and say
   which item a click hits.
@@ -132,6 +135,16 @@ class PictureCanvas(anywidget.AnyWidget):
         help="When not empty: value v of shown draws map shown_of[v] (-1: not sent yet; "
         "the page keeps its picture until the kernel sends it).",
     ).tag(sync=True)
+    second_shown = traitlets.Int(
+        0, help="The second panel's control value: an index into second_shown_of."
+    ).tag(sync=True)
+    second_shown_of = traitlets.List(
+        traitlets.Int(),
+        help="When not empty ('overlay'): a second panel, right of the first, draws map "
+        "second_shown_of[second_shown] (-1: not sent yet), under caption strip S + k "
+        "(the 2 * S strips: the first panel's, then the second's).",
+    ).tag(sync=True)
+    panel_gap = traitlets.Int(6, help="White pixels between the two panels.").tag(sync=True)
     map_box = traitlets.List(
         traitlets.Int(), help="[top, left, height, width]: where the map goes ([]: everywhere)."
     ).tag(sync=True)
@@ -319,20 +332,42 @@ class PictureCanvas(anywidget.AnyWidget):
     @property
     def map_shown(self) -> int:
         """The map drawn now ('overlay'): ``shown``, through ``shown_of`` when set; -1: none."""
-        k = self.shown
-        if self.shown_of:
-            k = self.shown_of[k] if 0 <= k < len(self.shown_of) else -1
+        return self.map_in(0)
+
+    @property
+    def panels(self) -> int:
+        """Overlay panels drawn: 2 with ``second_shown_of``, else 1."""
+        return 2 if self.mode == "overlay" and self.second_shown_of else 1
+
+    def map_in(self, panel: int) -> int:
+        """The map drawn in panel 0 (``shown``) or 1 (``second_shown``), through
+        its ``*_of`` list when set; -1: none."""
+        k, of = (self.shown, self.shown_of) if panel == 0 else (
+            self.second_shown, self.second_shown_of
+        )  # fmt: skip
+        if of:
+            k = of[k] if 0 <= k < len(of) else -1
         return k if 0 <= k < len(self._maps) else -1
 
-    def image_point(self, y: float, x: float) -> tuple[float, float] | None:
-        """Picture pixel (y, x) of an 'overlay' canvas -> image pixel (below the
-        caption, before the enlargement), or None on the caption line or outside."""
+    def panel_point(self, y: float, x: float) -> tuple[int, float, float] | None:
+        """Picture pixel (y, x) of an 'overlay' canvas -> (panel, image y, image
+        x) (below the caption, before the enlargement), or None on the caption
+        line, between the panels or outside."""
         if self._image is None:
             return None
         up = max(self.upscale, 1)
-        iy, ix = (y - self.caption_height) / up, x / up
         h, w = self._image.shape[:2]
-        return (iy, ix) if 0 <= iy < h and 0 <= ix < w else None
+        panel, x = 0, float(x)
+        if self.panels == 2 and x >= w * up + self.panel_gap:
+            panel, x = 1, x - (w * up + self.panel_gap)
+        iy, ix = (y - self.caption_height) / up, x / up
+        return (panel, iy, ix) if 0 <= iy < h and 0 <= ix < w else None
+
+    def image_point(self, y: float, x: float) -> tuple[float, float] | None:
+        """Picture pixel (y, x) of an 'overlay' canvas -> image pixel (of
+        whichever panel it is in), or None: :meth:`panel_point` without the panel."""
+        point = self.panel_point(y, x)
+        return None if point is None else point[1:]
 
     # ------------------------------------------------------------ geometry
 
@@ -397,7 +432,10 @@ class PictureCanvas(anywidget.AnyWidget):
         elif self._image is None:
             return None
         elif self.mode == "overlay":
-            return self._compose_overlay()
+            if self.panels == 2:
+                pair = [self._compose_overlay(0), self._compose_overlay(1)]
+                return render.hstack(pair, pad=self.panel_gap)
+            return self._compose_overlay(0)
         else:
             picture = self._image
         box = self.box_of(self.selected) if self.ring > 0 else None
@@ -405,9 +443,9 @@ class PictureCanvas(anywidget.AnyWidget):
             picture = render.ring(picture, box, self.ring)
         return picture
 
-    def _compose_overlay(self) -> np.ndarray:
-        """'overlay': the map over the image (or its box), enlarged, under its caption."""
-        image, k = self._image, self.map_shown
+    def _compose_overlay(self, panel: int) -> np.ndarray:
+        """'overlay': panel's map over the image (or its box), enlarged, under its caption."""
+        image, k = self._image, self.map_in(panel)
         picture = image
         if k >= 0:
             index = render.rescale_index(self._maps[self.source_of(k)], self.gain_of(k))
@@ -427,7 +465,8 @@ class PictureCanvas(anywidget.AnyWidget):
         if self.mark_size > 0:
             y, x, n = self.mark_y * up, self.mark_x * up, self.mark_size * up
             picture = render.frame(picture, (y, x, y + n, x + n), self.mark_width)
-        return self._with_caption(picture, k)
+        strips = 0 if self._captions is None else len(self._captions) // max(self.caption_height, 1)
+        return self._with_caption(picture, k + panel * (strips // self.panels) if k >= 0 else -1)
 
     def _with_caption(self, picture: np.ndarray, k: int) -> np.ndarray:
         """Caption strip k above ``picture`` (a white line when strip k is not

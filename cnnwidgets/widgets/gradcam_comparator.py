@@ -8,7 +8,8 @@ whenever the image, layer or methods change; moving the slider, the opacity,
 the colour map or the scaling only re-draws, with no model pass.
 
 The panels are composed in the page (:class:`~cnnwidgets.widgets.canvas.PictureCanvas`):
-per method row, the maps of every offered target (the ranked ones and the
+per method row, one canvas draws the pinned and the slider panel side by side
+from one transfer: the maps of every offered target (the ranked ones and the
 pinned one) travel once as uint8 colour indices of their own [0, peak], with
 one gain per scale mode (:func:`scale_gains`), and the legend once per scale
 mode; the class slider, the pinned choice, the scale mode, the opacity and the
@@ -151,9 +152,10 @@ class GradCAMComparator(ViewWidget):
         self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, choice) -> (H, W)
         self._errors: dict[str, str] = {}
         self._scaled: dict[tuple, np.ndarray] = {}
-        # Per method row, reused: the canvases (legend, pinned panel, slider
-        # panel), what each holds (its key), and their links in the page.
-        self._rows: list[tuple[PictureCanvas, PictureCanvas, PictureCanvas]] = []
+        # Per method row, reused: the canvases (legend; pinned and slider panels
+        # drawn by one canvas from one transfer), what each holds (its key),
+        # and their links in the page.
+        self._rows: list[tuple[PictureCanvas, PictureCanvas]] = []
         self._row_keys: list[dict[str, Any]] = []
         self._page_links: list[widgets.jslink] = []
         self._generation = 0  # bumped whenever stored maps or the targets' texts change
@@ -590,34 +592,27 @@ class GradCAMComparator(ViewWidget):
         maps = [self._store.get(self._key(method, c)) for c in classes]
         return max((float(m.max()) for m in maps if m is not None), default=0.0)
 
-    def _row(self, i: int) -> tuple[PictureCanvas, PictureCanvas, PictureCanvas]:
-        """Row i's canvases (legend, pinned panel, slider panel), made on first
-        use with their links in the page: the slider's rank and the pinned
-        menu's index pick the map drawn, the opacity and the colour map are
-        drawn by the page alone."""
+    def _row(self, i: int) -> tuple[PictureCanvas, PictureCanvas]:
+        """Row i's canvases (legend; the pinned and slider panels, side by side
+        in one canvas), made on first use with their links in the page: the
+        pinned menu's index picks the first panel's map, the slider's rank the
+        second's; the scale mode, the opacity and the colour map are drawn by
+        the page alone."""
         while len(self._rows) <= i:
             legend = PictureCanvas(cmaps=CMAPS, mode="overlay", opacity=1.0)
-            pinned = PictureCanvas(cmaps=CMAPS, mode="overlay")
-            slider = PictureCanvas(cmaps=CMAPS, mode="overlay")
-            pinned.on_click(lambda y, x, c=pinned: self._panel_click(c, y, x, "pinned"))
-            slider.on_click(lambda y, x, c=slider: self._panel_click(c, y, x, "slider"))
+            pair = PictureCanvas(cmaps=CMAPS, mode="overlay", panel_gap=PANEL_GAP)
+            pair.on_click(lambda y, x, c=pair: self._panel_click(c, y, x))
             self._page_links += [
-                widgets.jslink((self.class_slider, "value"), (slider, "shown")),
-                widgets.jslink((self.pinned, "index"), (pinned, "shown")),
+                widgets.jslink((self.pinned, "index"), (pair, "shown")),
+                widgets.jslink((self.class_slider, "value"), (pair, "second_shown")),
+                widgets.jslink((self.opacity, "value"), (pair, "opacity")),
                 *(
                     widgets.jslink((self.normalize, "index"), (c, "variant"))
-                    for c in (legend, pinned, slider)
+                    for c in (legend, pair)
                 ),
-                *(
-                    widgets.jslink((self.opacity, "value"), (c, "opacity"))
-                    for c in (pinned, slider)
-                ),
-                *(
-                    widgets.jslink((self.cmap, "index"), (c, "cmap"))
-                    for c in (legend, pinned, slider)
-                ),
+                *(widgets.jslink((self.cmap, "index"), (c, "cmap")) for c in (legend, pair)),
             ]
-            self._rows.append((legend, pinned, slider))
+            self._rows.append((legend, pair))
             self._row_keys.append({})
         return self._rows[i]
 
@@ -651,10 +646,11 @@ class GradCAMComparator(ViewWidget):
     ) -> list[tuple[str, str]]:
         """Row i's maps of every target in ``sent`` (uint8 colour indices at the
         image's size, of each map's own [0, peak]; the raw value index 255
-        stands for; one gain per scale mode) and their captions, to both
-        panels; sent only when they changed (new maps, targets). Returns each
-        target's (pinned, slider) caption."""
-        _, pinned, slider = self._rows[i]
+        stands for; one gain per scale mode) and their captions (the pinned
+        panel's, then the slider panel's), once for both panels; sent only
+        when they changed (new maps, targets). Returns each target's (pinned,
+        slider) caption."""
+        _, pair = self._rows[i]
         keys = self._row_keys[i]
         h, w = self._picture.shape[:2]
         key = (method, self.layer.value, tuple(sent), self._generation, factor)
@@ -689,20 +685,17 @@ class GradCAMComparator(ViewWidget):
         width = w * factor
         labels = [f"{method}: {self._name(c)}" for c in sent]
         labels += [labels[k] + " (raw)" for k in over]
-        for canvas, col in ((pinned, 0), (slider, 1)):
-            strips = np.stack(
-                [
-                    render.caption(np.zeros((0, width, 3), np.uint8), t[col], CAPTION_HEIGHT)
-                    for t in captions
-                ]
-            )
-            with canvas.hold_sync():
-                if keys.get("image") != (self._generation, factor):
-                    canvas.set_image(self._picture, png=True)
-                    canvas.upscale = factor
-                canvas.set_maps(index, [[0.0, t] for t in tops], labels)
-                canvas.gains, canvas.sources = gains, sources
-                canvas.set_captions(strips)
+        blank = np.zeros((0, width, 3), np.uint8)
+        strips = np.stack(
+            [render.caption(blank, t[col], CAPTION_HEIGHT) for col in (0, 1) for t in captions]
+        )
+        with pair.hold_sync():
+            if keys.get("image") != (self._generation, factor):
+                pair.set_image(self._picture, png=True)
+                pair.upscale = factor
+            pair.set_maps(index, [[0.0, t] for t in tops], labels)
+            pair.gains, pair.sources = gains, sources
+            pair.set_captions(strips)
         keys.update(maps=key, captions=captions, image=(self._generation, factor))
         return captions
 
@@ -723,22 +716,20 @@ class GradCAMComparator(ViewWidget):
             problems, shown_captions = [], []
             methods = list(self.methods.value) or ["(no method)"]
             for i, m in enumerate(methods):
-                legend, pinned, slider = self._row(i)
+                legend, pair = self._row(i)
                 self._send_legend(i, m, height)
                 captions = self._send_row_maps(i, m, sent, shown, factor)
                 for c in (pinned_key, slider_key):
                     if m in self._errors and shown.get(self._key(m, c)) is None:
                         problems.append(f"{m}: {self._errors[m]}")
-                with pinned.hold_sync(), slider.hold_sync():
-                    for canvas, of, value in (
-                        (pinned, pinned_of, self.pinned.index),
-                        (slider, slider_of, self.class_slider.value),
-                    ):
-                        if canvas.shown_of != of:
-                            canvas.shown_of = of
-                        canvas.shown = value
-                        canvas.opacity = self.opacity.value
-                for canvas in (legend, pinned, slider):
+                with pair.hold_sync():
+                    if pair.shown_of != pinned_of:
+                        pair.shown_of = pinned_of
+                    if pair.second_shown_of != slider_of:
+                        pair.second_shown_of = slider_of
+                    pair.shown, pair.second_shown = self.pinned.index, self.class_slider.value
+                    pair.opacity = self.opacity.value
+                for canvas in (legend, pair):
                     canvas.cmap = self.cmap.index
                     canvas.variant = self.normalize.index
                 shown_captions.append((captions[at[pinned_key]][0], captions[at[slider_key]][1]))
@@ -752,7 +743,7 @@ class GradCAMComparator(ViewWidget):
         if self._shown_rows != n:
             cells = [c for row in self._rows[:n] for c in row]
             with self.panels.hold_sync():
-                self.panels.layout.grid_template_columns = " ".join(["max-content"] * 3)
+                self.panels.layout.grid_template_columns = " ".join(["max-content"] * 2)
                 self.panels.children = cells
             self._shown_rows = n
         if title != self._title:
@@ -767,7 +758,8 @@ class GradCAMComparator(ViewWidget):
         self._drawn()
 
     def _compose_view(self) -> np.ndarray | None:
-        """The grid as the page draws it: each canvas composed with the page's tables."""
+        """The grid as the page draws it: each canvas composed with the page's
+        tables (a row: the legend, then the two panels of the pair canvas)."""
         if not self._shown_rows:
             return None
         rows = [[c.compose() for c in row] for row in self._rows[: self._shown_rows]]
@@ -778,16 +770,17 @@ class GradCAMComparator(ViewWidget):
         """Per method row, the (pinned, slider) panel captions shown now."""
         return list(self._captions_shown)
 
-    def _panel_click(self, canvas: PictureCanvas, y: float, x: float, which: str) -> None:
-        """A click on a panel (picture pixels): on a segmentation model it picks
-        the region under it (as the picker does); on the slider's panel of any
-        other model it pins the slider's target."""
-        point = canvas.image_point(y, x)
+    def _panel_click(self, canvas: PictureCanvas, y: float, x: float) -> None:
+        """A click on a row's panels (picture pixels): on a segmentation model it
+        picks the region under it (as the picker does); on the slider's panel
+        (the second) of any other model it pins the slider's target."""
+        point = canvas.panel_point(y, x)
         if point is None:
             return
+        panel, iy, ix = point
         if self.picker is not None:
-            self.click(*point)
-        elif which == "slider" and self._selected_key in [v for _, v in self.pinned.options]:
+            self.click(iy, ix)
+        elif panel == 1 and self._selected_key in [v for _, v in self.pinned.options]:
             self.pinned.value = self._selected_key
 
     # ------------------------------------------------------------ observers

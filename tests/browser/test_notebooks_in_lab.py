@@ -21,10 +21,11 @@ cell run, then check that
   anywidget canvas) are the kernel's ``view`` to within one level per channel,
   read back from the page, after a control move and a click in the page; hover
   shows the value under the pointer; the wheel zooms and a double click resets.
-  The activation browser's grid, the comparator's panels (legend, pinned and
-  slider canvases per method row, put together as ``view`` lays them out) and
-  the filter gallery's page are checked; a gallery page move repaints while
-  the kernel is busy (no round trip) and sends no picture.
+  The activation browser's grid, the comparator's panels (per method row the
+  legend and one canvas drawing the pinned and slider panels, put together as
+  ``view`` lays them out) and the filter gallery's page are checked; a gallery
+  page move and a comparator scale-mode change repaint while the kernel is
+  busy (no round trip), and the page move sends no picture.
 
 Screenshots go to tests/browser/artifacts/ (git-ignored). A harness notebook
 written here (a minimal ViewWidget with a slider) runs beside the real ones,
@@ -257,27 +258,29 @@ def check_browser_canvas(lab: LabPage) -> None:
 
 def comparator_page_view(lab: LabPage, root) -> tuple[np.ndarray, list]:
     """The comparator's panels as the page composed them, laid out as ``view``
-    (rows of legend, pinned, slider), and the canvases' locators."""
+    (rows of the legend and the canvas drawing both panels), and the canvases'
+    locators."""
     from cnnwidgets import render
 
     canvases = root.locator(".cnnwidgets-canvas")
     n = canvases.count()
-    assert n and n % 3 == 0, f"comparator: {n} canvases, expected 3 per method row"
+    assert n and n % 2 == 0, f"comparator: {n} canvases, expected 2 per method row"
     pictures = [lab.canvas_pixels(canvases.nth(k))["picture"] for k in range(n)]
-    rows = [pictures[k : k + 3] for k in range(0, n, 3)]
+    rows = [pictures[k : k + 2] for k in range(0, n, 2)]
     return render.panel_grid(rows, pad=6), [canvases.nth(k) for k in range(n)]
 
 
 def check_comparator_canvas(lab: LabPage) -> None:
     """The comparator's canvases in a real page: the panels read back equal the
-    kernel's ``view`` before and after a class-slider move (drawn by the page
-    alone: the slider is linked to the canvases), hover reads the map value
-    under the pointer, a click on the slider's panel pins its class."""
+    kernel's ``view`` before and after a class-slider move and a scale-mode
+    change (both drawn by the page alone, the scale while the kernel is busy),
+    hover reads the map value under the pointer, a click on the slider's panel
+    pins its class."""
     root = lab.page.locator(".cwtest-comparator").first
     root.scroll_into_view_if_needed()
     canvases = root.locator(".cnnwidgets-canvas")
-    slider_canvas = canvases.nth(2)
-    painted = wait_painted(slider_canvas, 0)
+    pair = canvases.nth(1)  # the first row's pinned and slider panels
+    painted = wait_painted(pair, 0)
     settle_kernel(lab)
     page, _ = comparator_page_view(lab, root)
     assert_same_picture(page, kernel_picture(lab, "comparator.view"), "comparator")
@@ -287,30 +290,49 @@ def check_comparator_canvas(lab: LabPage) -> None:
     handle = root.locator(".noUi-handle").first
     handle.focus()
     handle.press("ArrowRight")
-    wait_painted(slider_canvas, painted)
+    painted = wait_painted(pair, painted)
     settle_kernel(lab)
     assert int(lab.kernel("print(comparator.class_slider.value)")) == before + 1
     page, _ = comparator_page_view(lab, root)
     after = kernel_picture(lab, "comparator.view")
     assert_same_picture(page, after, "comparator after a slider move")
 
-    # Hover over the slider's panel (below its caption line): the target and
-    # the map value under the pointer.
-    screen = slider_canvas.locator("canvas").first
+    # The scale mode ('one scale per method'), chosen while the kernel is busy:
+    # the page redraws the panels and the legend from what it holds.
+    lab.page.evaluate(BUSY_JS, "import time; time.sleep(8)")
+    time.sleep(0.5)
+    scale = root.locator(".widget-dropdown select").filter(
+        has=lab.page.locator("option", has_text="one scale per method")
+    )
+    scale.first.select_option(index=1)
+    painted = wait_painted(pair, painted, timeout=5)
+    assert lab.state()["status"] == "busy", "the scale mode waited for the kernel"
+    settle_kernel(lab)
+    assert lab.kernel("print(comparator.normalize.value, end='')") == "method"
+    page, _ = comparator_page_view(lab, root)
+    scaled = kernel_picture(lab, "comparator.view")
+    assert_same_picture(page, scaled, "comparator, one scale per method")
+    assert not np.array_equal(scaled, after)
+
+    # Hover over the slider's panel (the second, below its caption line): the
+    # target and the map value under the pointer.
+    screen = pair.locator("canvas").first
     bounds = screen.bounding_box()
-    x, y = bounds["x"] + bounds["width"] / 2, bounds["y"] + 16 + (bounds["height"] - 16) / 2
+    shape = "c = comparator.panels.children[1]; print(c.image_shape[1] * c.upscale)"
+    width = int(lab.kernel(shape))
+    x = bounds["x"] + width + 6 + width / 2
+    y = bounds["y"] + 16 + (bounds["height"] - 16) / 2
     lab.page.mouse.move(x, y)
-    readout = slider_canvas.locator(".cnnwidgets-canvas-readout")
+    readout = pair.locator(".cnnwidgets-canvas-readout")
     has_value = "(el) => el.textContent.includes('map ')"
     lab.page.wait_for_function(has_value, arg=readout.element_handle())
     name = lab.kernel("print(comparator.probe.class_names[comparator.selected_class])").strip()
     assert readout.inner_text().startswith(f"gradcam: {name} "), readout.inner_text()
 
-    # A click on the slider's panel pins its class; the pinned canvases follow.
-    pinned_canvas = canvases.nth(1)
-    painted = int(pinned_canvas.get_attribute("data-painted"))
+    # A click on the slider's panel pins its class; the first panel follows.
+    painted = int(pair.get_attribute("data-painted"))
     lab.page.mouse.click(x, y)
-    wait_painted(pinned_canvas, painted)
+    wait_painted(pair, painted)
     settle_kernel(lab)
     pinned, selected = lab.kernel(
         "print(comparator.pinned.value, comparator.selected_class)"
