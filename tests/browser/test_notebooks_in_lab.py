@@ -299,15 +299,13 @@ def check_comparator_canvas(lab: LabPage) -> None:
 
     # The scale mode ('one scale per method'), chosen while the kernel is busy:
     # the page redraws the panels and the legend from what it holds.
-    lab.page.evaluate(BUSY_JS, "import time; time.sleep(8)")
-    time.sleep(0.5)
     scale = root.locator(".widget-dropdown select").filter(
         has=lab.page.locator("option", has_text="one scale per method")
     )
+    start = keep_kernel_busy(lab, 8)
     scale.first.select_option(index=1)
     painted = wait_painted(pair, painted, timeout=5)
-    assert lab.state()["status"] == "busy", "the scale mode waited for the kernel"
-    settle_kernel(lab)
+    assert_drawn_while_busy(lab, start, time.time(), "the scale mode")
     assert lab.kernel("print(comparator.normalize.value, end='')") == "method"
     page, _ = comparator_page_view(lab, root)
     scaled = kernel_picture(lab, "comparator.view")
@@ -352,6 +350,26 @@ BUSY_JS = """
 """
 
 
+def keep_kernel_busy(lab: LabPage, seconds: float) -> float:
+    """Start ``seconds`` of sleep in the kernel (it handles no widget message
+    meanwhile) without waiting for it; returns the wall time just after."""
+    code = f"import time as _t\n_cw_busy = [_t.time()]\n_t.sleep({seconds})\n"
+    code += "_cw_busy.append(_t.time())"
+    lab.page.evaluate(BUSY_JS, code)
+    time.sleep(1.0)  # the request reaches the kernel and the sleep starts
+    return time.time()
+
+
+def assert_drawn_while_busy(lab: LabPage, moved: float, drawn: float, what: str) -> None:
+    """The page drew between the move (wall time ``moved``) and ``drawn``, both
+    inside the kernel's sleep: it needed no answer from the kernel."""
+    settle_kernel(lab)
+    began, ended = (float(t) for t in lab.kernel("print(*_cw_busy)").split())
+    assert began < moved and drawn < ended, (
+        f"{what}: drawn at {drawn:.2f}, the kernel slept {began:.2f}..{ended:.2f}"
+    )
+
+
 def check_gallery_canvas(lab: LabPage) -> None:
     """The filter gallery's page in a real page: the canvas equals the kernel's
     grid (the top of ``view``); a page move is drawn by the page while the
@@ -380,17 +398,12 @@ def check_gallery_canvas(lab: LabPage) -> None:
     # redraws the next page on its own, long before the kernel could answer.
     handle = root.locator(".widget-slider .noUi-handle").first
     handle.scroll_into_view_if_needed()
-    lab.page.evaluate(BUSY_JS, "import time; time.sleep(8)")
-    time.sleep(0.5)
-    assert lab.state()["status"] == "busy"
-    start = time.monotonic()
+    start = keep_kernel_busy(lab, 8)
     handle.focus()
     handle.press("ArrowRight" if page == 0 else "ArrowLeft")
     painted = wait_painted(canvas, painted, timeout=5)
-    assert time.monotonic() - start < 5
-    assert lab.state()["status"] == "busy", "the page waited for the kernel"
     moved = lab.canvas_pixels(canvas)
-    settle_kernel(lab)
+    assert_drawn_while_busy(lab, start, time.time(), "the gallery page")
     assert int(lab.kernel("print(gallery.page.value, end='')")) == 1 - page
     assert lab.kernel("print(_cw_sent, end='')") == "[]"
     after = kernel_picture(lab, "gallery.canvas.compose()")
