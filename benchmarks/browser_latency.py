@@ -75,6 +75,8 @@ CONTROLS = (
     Control("comparator", "pinned", "comparator pinned class", False, options=10),
     Control("comparator", "opacity", "comparator opacity", False),
     Control("comparator", "cmap", "comparator colour map", False),
+    # each map / one scale per method / raw: gains and legend frames the page holds
+    Control("comparator", "normalize", "comparator scale mode", False, options=3),
     Control("comparator", "layer", "comparator layer", True),
     Control("browser", "channel", "browser channel", False),
     # index, mean, max: orders the page holds ('gradcam' needs a backward pass)
@@ -95,7 +97,8 @@ CONTROLS = (
 WIDGETS = {
     "comparator": "cw.GradCAMComparator(model, image)",
     "browser": "cw.ActivationBrowser(model, image[None])",
-    "gallery": "cw.FilterGallery(model)",
+    # 8 tiles a page: the first conv layer has 2 (demo) to 8 (VGG16) pages to move through
+    "gallery": "cw.FilterGallery(model, per_page=8)",
     "scrubber": "cw.OcclusionScrubber(model, image)",
 }
 

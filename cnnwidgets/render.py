@@ -411,31 +411,37 @@ def legend(
     cmap: str = "jet",
     height: int = 208,
     width: int = 116,
+    lines: int = 0,
 ) -> np.ndarray:
     """A row label with its colour bar: ``title`` (e.g. the method) on top, a
     vertical bar of ``cmap`` from ``vmin`` (bottom) to ``vmax`` (top) with
     both values written, and ``meaning`` (what the colour measures) under it,
-    over as many lines as it needs. Returns (height, width, 3) uint8."""
+    over as many lines as it needs (room for at least ``lines``, so legends of
+    several meanings can share one bar: :func:`legend_ramp`). Returns
+    (height, width, 3) uint8."""
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = _font()
     draw.text((2, 1), fit_text(title, width - 4), fill=(20, 20, 20), font=font)
-    lines = _wrap(meaning, width - 4)
-    top, left, bar_h, bar_w = legend_ramp(meaning, height, width)
+    text = wrap_lines(meaning, width - 4)
+    top, left, bar_h, bar_w = legend_ramp(meaning, height, width, lines)
     canvas.paste(Image.fromarray(colormap_lut(cmap)[ramp_index(bar_h, bar_w)]), (left, top))
     draw.text((20, top - 4), f"{vmax:.3g}", fill=(20, 20, 20), font=font)
     draw.text((20, top + bar_h - 10), f"{vmin:.3g}", fill=(20, 20, 20), font=font)
-    for i, line in enumerate(lines):
+    for i, line in enumerate(text):
         draw.text((2, top + bar_h + 3 + 14 * i), line, fill=(70, 70, 70), font=font)
     return np.asarray(canvas)
 
 
-def legend_ramp(meaning: str, height: int = 208, width: int = 116) -> tuple[int, int, int, int]:
+def legend_ramp(
+    meaning: str, height: int = 208, width: int = 116, lines: int = 0
+) -> tuple[int, int, int, int]:
     """(top, left, height, width) of the colour ramp in :func:`legend`'s picture
-    of this ``meaning`` and size: the box a canvas recolours when the colour map
-    changes in the page."""
-    lines = _wrap(meaning, width - 4)
-    top, bottom = 22, height - 6 - 14 * len(lines)
+    of this ``meaning``, size and ``lines``: the box a canvas recolours when the
+    colour map changes in the page. Legends given the same ``lines`` (at least
+    the most any of their meanings takes) have the same box."""
+    n = max(legend_lines(meaning, width), int(lines))
+    top, bottom = 22, height - 6 - 14 * n
     return top, 4, max(8, bottom - top), 12
 
 
@@ -446,8 +452,14 @@ def ramp_index(height: int, width: int = 12) -> np.ndarray:
     return colour_index(ramp.repeat(int(width), axis=1))
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    """Words of ``text`` in lines no wider than ``width`` pixels."""
+def legend_lines(meaning: str, width: int = 116) -> int:
+    """How many lines :func:`legend` of this ``width`` writes ``meaning`` on."""
+    return len(wrap_lines(meaning, width - 4))
+
+
+def wrap_lines(text: str, width: int) -> list[str]:
+    """Words of ``text`` in lines no wider than ``width`` pixels (a word wider
+    than that alone is shortened with an ellipsis)."""
     lines: list[str] = []
     for word in text.split():
         if lines and text_width(lines[-1] + " " + word) <= width:
@@ -826,6 +838,20 @@ def overlay_index(
     hidden = big < threshold_level(threshold)
     out[hidden] = base[hidden]
     return out
+
+
+def rescale_index(index: np.ndarray, gain: float) -> np.ndarray:
+    """Colour indices (uint8, any shape S) of values multiplied by ``gain`` >= 0:
+    S uint8 min(255, floor(q * gain + 0.5)), in float64, as canvas.js.
+
+    A map sent once as indices of its own [0, peak] is drawn on another scale
+    s with gain = peak / s: the comparator's scale modes, chosen in the page."""
+    q = np.asarray(index, np.uint8)
+    g = float(gain)
+    if g == 1.0:
+        return q
+    table = np.floor(np.arange(256, dtype=np.float64) * g + 0.5)
+    return np.clip(table, 0, 255).astype(np.uint8)[q]
 
 
 def index_tiles(

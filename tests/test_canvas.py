@@ -217,3 +217,226 @@ def test_canvas_overlay_picks_boxes_enlarges_captions_and_reloads():
     assert canvas.bytes_sent == len(canvas.image) + maps.size + 2 * 768 + len(canvas.captions)
     canvas.close()
     again.close()
+
+
+NODE_PICTURE_TILES = """
+import * as c from "./canvas.mjs";
+import { readFileSync } from "node:fs";
+const args = JSON.parse(readFileSync(0, "utf8"));
+const u8 = (a) => Uint8Array.from(a);
+const rgb = (rgba) => Array.from(rgba).filter((_, i) => i % 4 !== 3);
+// The gallery's page: pictures tiled as they are, under the page's caption strip
+// (the strips arrive as a decoded PNG: RGBA, which rgbOf turns back into RGB).
+const tiles = c.tilesRGBA(u8(args.pictures), args.h, args.w, args.items, args.cols, 1, 1,
+                          null, 3);
+const strips = {H: args.capH, W: args.capW, rgba: new Uint8ClampedArray(args.capRGBA)};
+const page = c.withCaption(tiles, strips, args.page, args.ch);
+const narrow = c.withCaption(tiles, {H: args.capH, W: args.capW - 1, rgba: strips.rgba},
+                             args.page, args.ch);
+process.stdout.write(JSON.stringify({page: rgb(page.rgba), H: page.H, W: page.W,
+                                     narrow: rgb(narrow.rgba).slice(0, args.ch * page.W * 3),
+                                     back: Array.from(c.rgbOf(u8([1, 2, 3, 255, 4, 5, 6, 0])))}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+def test_canvas_js_tiles_pictures_under_page_captions(tmp_path):
+    """'tiles' of (K, h, w, 3) pictures (the filter gallery's pages) under the
+    page's caption strip: canvas.js against the kernel's canvas, to the bit."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(NODE_PICTURE_TILES)
+    rng = np.random.default_rng(7)
+    pictures = rng.integers(0, 256, (7, 5, 4, 3)).astype(np.uint8)
+    canvas = PictureCanvas(mode="tiles", pad=1, cols=3, per_page=4)
+    canvas.set_maps(pictures, None, [f"filter {k}" for k in range(7)], png=True)
+    canvas.orders, canvas.page = [list(range(7))], 1  # items 4, 5, 6
+    width = 3 * (4 + 1) - 1
+    strips = np.stack([render.caption(np.zeros((0, width, 3), np.uint8), f"p {k}") for k in (0, 1)])
+    canvas.set_captions(strips)
+    atlas = strips.reshape(-1, width, 3)
+    rgba = np.concatenate([atlas, np.full(atlas.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    args = dict(
+        pictures=pictures.ravel().tolist(), h=5, w=4, items=canvas.page_items(), cols=3,
+        page=1, ch=16, capH=atlas.shape[0], capW=width, capRGBA=rgba.ravel().tolist(),
+    )  # fmt: skip
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    want = canvas.compose()
+    assert want.shape == (16 + 5, width, 3) and (got["H"], got["W"]) == want.shape[:2]
+    np.testing.assert_array_equal(np.reshape(got["page"], want.shape), want)
+    np.testing.assert_array_equal(want[:16], strips[1])
+    np.testing.assert_array_equal(want[16:], render.tile(pictures[[4, 5, 6]], cols=3, pad=1))
+    assert set(got["narrow"]) == {255}  # a strip of another width: a white line
+    assert got["back"] == [1, 2, 3, 4, 5, 6]
+    # The PNG atlas travels losslessly; from the saved state the same page is drawn.
+    state = {k: getattr(canvas, k) for k in canvas.traits(sync=True) if not k.startswith("_")}
+    again = PictureCanvas.from_state(state)
+    np.testing.assert_array_equal(again.compose(), want)
+    canvas.selected, canvas.ring = 5, 1
+    assert canvas.box_of(5) == (16, 5, 21, 9) and canvas.item_at(16 + 2, 6) == 5
+    assert canvas.item_at(3, 6) == -1  # the caption line is no tile
+    again.close()
+    canvas.close()
+
+
+def test_rescale_index_is_plain_scaling():
+    q = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for gain in (1.0, 0.3719, 0.0, 2.5, 1e-9, 255.0):
+        want = [[min(255, int(np.floor(float(v) * gain + 0.5))) for v in row] for row in q]
+        np.testing.assert_array_equal(render.rescale_index(q, gain), np.array(want, np.uint8))
+    # A map quantized at its own peak, drawn on a larger scale, is within one
+    # index of quantizing it on that scale directly.
+    x = np.random.default_rng(8).uniform(0, 3.0, (40, 40)).astype(np.float32)
+    direct = render.colour_index(x / 7.0)
+    remapped = render.rescale_index(render.colour_index(x / x.max()), float(x.max()) / 7.0)
+    assert np.abs(direct.astype(int) - remapped.astype(int)).max() <= 1
+
+
+NODE_VARIANTS = """
+import * as c from "./canvas.mjs";
+import { readFileSync } from "node:fs";
+const args = JSON.parse(readFileSync(0, "utf8"));
+const u8 = (a) => Uint8Array.from(a);
+const table = Array.from(c.rescaleIndex(u8(Array.from({length: 256}, (_, v) => v)),
+                                        c.gainOf(args.gains, 1, args.variant)));
+// 'overlay' of map 1 on variant v: indices times gains[1][v], over frame v of the image.
+const [H, W] = [args.H, args.W];
+const frames = new Uint8ClampedArray(args.frames.length / 3 * 4);
+args.frames.forEach((v, i) => { frames[4 * Math.floor(i / 3) + (i % 3)] = v; });
+const f = c.frameOf(args.variant, frames.length / (H * W * 4));
+const image = frames.subarray(f * H * W * 4, (f + 1) * H * W * 4);
+const gain = c.gainOf(args.gains, 1, args.variant);
+const src = c.sourceOf(args.sources, 1, args.variant, 3);
+const n = args.h * args.w;
+const q = c.rescaleIndex(u8(args.maps).subarray(src * n, (src + 1) * n), gain);
+const big = c.upsampleIndex(q, args.h, args.w, H, W);
+const out = c.blendRGBA(new Uint8ClampedArray(image), image, big, u8(args.lut), 0.5, 0);
+const rgb = Array.from(out).filter((_, i) => i % 4 !== 3);
+process.stdout.write(JSON.stringify({table, overlay: rgb, f, gain, src,
+  defaults: [c.gainOf([], 0, 1), c.gainOf([[2, 3]], 0, 5), c.frameOf(4, 3), c.frameOf(1, 1),
+             c.sourceOf([], 1, 0, 3), c.sourceOf([[0, 7]], 0, 1, 3)]}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+@pytest.mark.parametrize("variant", [0, 1, 2, 3])
+def test_canvas_js_variants_rescale_maps_and_pick_frames(tmp_path, variant):
+    """``variant`` (the comparator's scale mode, jslinked): map k drawn as the
+    indices of map sources[k][variant] times gains[k][variant], over frame
+    ``variant`` of the image (the last when fewer): canvas.js against the
+    kernel's canvas, to the bit."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(NODE_VARIANTS)
+    rng = np.random.default_rng(9)
+    frames = rng.integers(0, 256, (3, 9, 11, 3)).astype(np.uint8)
+    maps = rng.integers(0, 256, (3, 3, 4)).astype(np.uint8)
+    gains = [[1.0, 1.0, 1.0], [1.0, 0.4142135623730951, 3.7]]
+    sources = [[], [1, 1, 2]]  # map 1 under variant 2: map 2's indices
+    canvas = PictureCanvas(cmaps=("jet",), mode="overlay", opacity=0.5)
+    canvas.set_image(frames, png=True)
+    canvas.set_maps(maps, [[0, 2.0], [0, 5.0], [0, 1.0]])
+    canvas.gains, canvas.sources, canvas.shown, canvas.variant = gains, sources, 1, variant
+    args = dict(
+        frames=frames.ravel().tolist(), H=9, W=11, maps=maps.ravel().tolist(), h=3, w=4,
+        gains=gains, sources=sources, variant=variant,
+        lut=render.colormap_lut("jet").ravel().tolist(),
+    )  # fmt: skip
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    gain = gains[1][variant] if variant < 3 else 1.0
+    src = 2 if variant == 2 else 1
+    assert got["gain"] == canvas.gain_of(1) == gain and got["f"] == min(variant, 2)
+    assert got["src"] == canvas.source_of(1) == src
+    np.testing.assert_array_equal(got["table"], render.rescale_index(np.arange(256), gain))
+    want = canvas.compose()
+    frame = frames[min(variant, 2)]
+    np.testing.assert_array_equal(
+        want, render.overlay_index(frame, render.rescale_index(maps[src], gain), 0.5, "jet")
+    )
+    np.testing.assert_array_equal(np.reshape(got["overlay"], want.shape), want)
+    assert got["defaults"] == [1, 1, 2, 0, 1, 0]
+    state = {k: getattr(canvas, k) for k in canvas.traits(sync=True) if not k.startswith("_")}
+    again = PictureCanvas.from_state(state)
+    np.testing.assert_array_equal(again.compose(), want)
+    again.close()
+    canvas.close()
+
+
+NODE_PAIR = """
+import * as c from "./canvas.mjs";
+import { readFileSync } from "node:fs";
+const args = JSON.parse(readFileSync(0, "utf8"));
+const u8 = (a) => Uint8Array.from(a);
+const [H, W, n] = [args.H, args.W, args.H * args.W];
+const image = new Uint8ClampedArray(n * 4);
+args.image.forEach((v, i) => { image[4 * Math.floor(i / 3) + (i % 3)] = v; });
+const strips = {H: args.capH, W: args.capW, rgba: new Uint8ClampedArray(args.capRGBA)};
+// Two panels from one image and one set of maps: each its map over the image,
+// enlarged twice, under its own caption strip; then side by side.
+const panel = (k, p) => {
+  const out = c.blendRGBA(new Uint8ClampedArray(image), image,
+                          u8(args.maps).subarray(k * n, (k + 1) * n), u8(args.lut), 0.4, 0);
+  const big = c.enlargeRGBA({H, W, rgba: out}, 2);
+  return c.withCaption(big, strips, c.captionIndex(k, p, args.capH / 16, 2), 16);
+};
+const pair = c.hstackRGBA(panel(args.first, 0), panel(args.second, 1), 6);
+const rgb = Array.from(pair.rgba).filter((_, i) => i % 4 !== 3);
+process.stdout.write(JSON.stringify({pair: rgb, H: pair.H, W: pair.W,
+  idx: [c.captionIndex(2, 1, 6, 2), c.captionIndex(-1, 1, 6, 2), c.captionIndex(2, 0, 3, 1)]}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+def test_canvas_js_draws_two_panels_from_one_transfer(tmp_path):
+    """'overlay' with a second panel (the comparator's pinned and slider panels
+    of one method row): one image and one set of maps, two maps drawn side by
+    side, each under its own caption: canvas.js against the kernel, to the bit."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(NODE_PAIR)
+    rng = np.random.default_rng(10)
+    image = rng.integers(0, 256, (6, 7, 3)).astype(np.uint8)
+    maps = rng.integers(0, 256, (3, 6, 7)).astype(np.uint8)
+    blank = np.zeros((0, 14, 3), np.uint8)
+    strips = np.stack(
+        [render.caption(blank, f"{p} {k}") for p in ("pinned", "slider") for k in range(3)]
+    )
+    canvas = PictureCanvas(cmaps=("jet",), mode="overlay", upscale=2)
+    canvas.set_image(image, png=True)
+    canvas.set_maps(maps, [[0, 1.0]] * 3, ["a", "b", "c"])
+    canvas.set_captions(strips)
+    canvas.shown_of, canvas.shown = [2, 0, 1], 0  # panel 0: map 2
+    canvas.second_shown_of, canvas.second_shown = [-1, 1, 0], 1  # panel 1: map 1
+    assert canvas.panels == 2 and canvas.map_in(0) == 2 and canvas.map_in(1) == 1
+    want = canvas.compose()
+    left = render.caption(render.enlarge(render.overlay_index(image, maps[2], 0.4), 2), "pinned 2")
+    right = render.caption(render.enlarge(render.overlay_index(image, maps[1], 0.4), 2), "slider 1")
+    np.testing.assert_array_equal(want, render.hstack([left, right], pad=6))
+    atlas = strips.reshape(-1, 14, 3)
+    rgba = np.concatenate([atlas, np.full(atlas.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    args = dict(
+        image=image.ravel().tolist(), H=6, W=7, maps=maps.ravel().tolist(), first=2, second=1,
+        lut=render.colormap_lut("jet").ravel().tolist(), capH=atlas.shape[0], capW=14,
+        capRGBA=rgba.ravel().tolist(),
+    )  # fmt: skip
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    assert (got["H"], got["W"]) == want.shape[:2] and got["idx"] == [5, -1, 2]
+    np.testing.assert_array_equal(np.reshape(got["pair"], want.shape), want)
+    # Clicks: each panel's image pixels; the gap between them is no panel.
+    assert canvas.panel_point(16 + 3, 5) == (0, 1.5, 2.5)
+    assert canvas.panel_point(16 + 3, 14 + 6 + 5) == (1, 1.5, 2.5)
+    assert canvas.panel_point(16 + 3, 14 + 2) is None and canvas.panel_point(3, 5) is None
+    state = {k: getattr(canvas, k) for k in canvas.traits(sync=True) if not k.startswith("_")}
+    again = PictureCanvas.from_state(state)
+    np.testing.assert_array_equal(again.compose(), want)
+    again.close()
+    canvas.close()

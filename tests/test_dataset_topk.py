@@ -117,8 +117,9 @@ def test_filter_gallery_dataset_mode(shapes_probe, images):
     expect = render.resize_image(mosaic, (24, 24), smooth=False)
     np.testing.assert_array_equal(g.view[16 : 16 + 24, :24], expect)
     before = g.view.copy()
-    g.page.value = 1  # channels 8..15
-    assert g.filter.value == 8 and not np.array_equal(before, g.view)
+    g.page.value = 1  # channels 8..15; the selection stays
+    assert g.page_filters[0] == 8 and g.filter.value == 0
+    assert not np.array_equal(before, g.view)
     g.mode.value = "weights"
     assert not g.layer.disabled and g.layer.value == LAYER
     with pytest.raises(ValueError, match="needs dataset_examples"):

@@ -22,11 +22,17 @@ def widget(shapes_probe, pair):
     return GradCAMComparator(shapes_probe, pair[0], methods=("gradcam",))
 
 
-def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, cmap="jet"):
+def expected_view(
+    probe, image, pinned, cls, methods, mode="map", opacity=0.4, cmap="jet", plain=False
+):
     """The picture built from scratch: cw.gradcam maps and the pure renderer,
     each row led by its legend (the method, its colour bar and what it means).
     Each panel is what the page's canvas composes: the map as 256 colour
-    indices over the photo (render.overlay_index), enlarged, captioned."""
+    indices of its own [0, peak] (render.colour_index), drawn on the mode's
+    scale by render.rescale_index (in raw mode a map above 1 by its raw
+    indices), over the photo (render.overlay_index), enlarged, captioned.
+    ``plain``: the textbook scales instead (each map divided by the mode's
+    scale, then quantized once), which the page matches to one colour index."""
     probs = probe.predict(image)[0]
     maps, caps, peaks = [], [], []
     for m in methods:
@@ -42,18 +48,22 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
             probe, image, classes=list(range(probe.num_classes)), method=m, normalize=None
         )
         peaks.append(float(every.max()))
-    maps = np.stack(maps)  # (M, 2, H, W)
-    if mode == "method":
-        # One scale per method (row): every class the widget offers, that method only.
-        for i in range(len(methods)):
-            maps[i] = maps[i] / peaks[i]
-    else:
-        maps = normalize_maps(maps, mode)
+    maps = np.stack(maps)  # (M, 2, H, W) raw, >= 0
+    own = normalize_maps(maps, "map")  # each map divided by its own peak
+    index = render.colour_index(own)
+    for i, row in enumerate(maps):
+        for j, heat in enumerate(row):
+            top = float(heat.max())
+            scale = {"map": top, "method": peaks[i], "raw": 1.0}[mode]
+            if plain or (mode == "raw" and top > 1):  # raw above 1: sent as raw indices
+                index[i, j] = render.colour_index(np.clip(heat / scale, 0, 1) if top else heat)
+            elif top > 0:
+                index[i, j] = render.rescale_index(index[i, j], top / scale)
     height = 16 + image.shape[0] * max(1, 192 // max(image.shape[:2]))
     meaning = {
         "map": "each map divided by its own peak",
         "method": "raw value, one scale for the row",
-        None: "raw value, clipped at 1",
+        "raw": "raw value, clipped at 1",
     }[mode]
     legends = [
         render.legend(m, 0.0, peak if mode == "method" else 1.0, meaning, cmap, height)
@@ -65,14 +75,11 @@ def expected_view(probe, image, pinned, cls, methods, mode="map", opacity=0.4, c
         [legend]
         + [
             render.caption(
-                render.enlarge(
-                    render.overlay_index(photo, render.colour_index(heat), opacity, cmap), factor
-                ),
-                text,
+                render.enlarge(render.overlay_index(photo, q, opacity, cmap), factor), text
             )
-            for heat, text in zip(row, row_caps)
+            for q, text in zip(row, row_caps)
         ]
-        for legend, row, row_caps in zip(legends, maps, caps)
+        for legend, row, row_caps in zip(legends, index, caps)
     ]
     return render.panel_grid(rows)
 
@@ -156,17 +163,16 @@ def test_methods_layer_pinned_and_scale(widget, shapes_probe, pair):
             ["gradcam", "gradcam++"],
         ),
     )
-    widget.normalize.value = "method"
-    ref = expected_view(
-        shapes_probe,
-        pair[0],
-        widget.pinned.value,
-        widget.selected_class,
-        ["gradcam", "gradcam++"],
-        mode="method",
-    )
-    # float32 rounding of the shared scale moves a few indices by one colour step
-    assert (widget.view != ref).any(axis=-1).mean() < 1e-3
+    for mode in ("method", "raw"):
+        widget.normalize.value = mode
+        args = (shapes_probe, pair[0], widget.pinned.value, widget.selected_class)
+        ref = expected_view(*args, ["gradcam", "gradcam++"], mode=mode)
+        np.testing.assert_array_equal(widget.view, ref)
+        # Against the textbook scale (quantized once): one colour index at most,
+        # i.e. at most one step of the jet table, at 40 % opacity.
+        plain = expected_view(*args, ["gradcam", "gradcam++"], mode=mode, plain=True)
+        step = np.abs(np.diff(render.colormap_lut("jet").astype(int), axis=0)).max()
+        assert np.abs(widget.view.astype(int) - plain.astype(int)).max() <= 0.4 * step + 1
     widget.normalize.value = "map"
     widget.pinned.value = widget.ranked[3]
     widget.wait()
@@ -247,11 +253,11 @@ def test_png_repr_save_and_no_mutation(shapes_model, pair, tmp_path):
     )
     assert w.class_slider.max == 3 and len(w.bars.x) == 3
     assert "image/png" in w._repr_mimebundle_()
-    # What the front end composes (per row a legend canvas and two panel
-    # canvases, from the buffers they received) is exactly ``view``.
+    # What the front end composes (per row a legend canvas and one canvas
+    # drawing both panels, from the buffers they received) is exactly ``view``.
     cells = [c.compose() for c in w.panels.children]
-    assert len(cells) == 6 and w.panels.layout.grid_template_columns.count("max-content") == 3
-    np.testing.assert_array_equal(render.panel_grid([cells[:3], cells[3:]]), w.view)
+    assert len(cells) == 4 and w.panels.layout.grid_template_columns.count("max-content") == 2
+    np.testing.assert_array_equal(render.panel_grid([cells[:2], cells[2:]]), w.view)
     photo = render.from_png(w.panels.children[1].image)  # the photo travels losslessly
     np.testing.assert_array_equal(photo, render.to_rgb_uint8(pair[2]))
     noisy = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
@@ -292,8 +298,9 @@ def test_selected_class_is_a_linkable_trait(shapes_probe, pair):
 
 def test_browser_only_controls_send_no_maps(shapes_model):
     """Slider, pinned (among the offered targets), opacity and colour map change
-    only what the canvases draw: no map, image or caption is sent again, and
-    the page's traits (map picked, opacity, colour table) follow the controls."""
+    only what the canvases draw, and so does the scale mode: no map, image or
+    caption is sent again, and the page's traits (map picked, opacity, colour
+    table, variant) follow the controls."""
     image = cw.assets.make_shapes(1, seed=2)[0][0]
     w = GradCAMComparator(shapes_model, image, methods=("gradcam", "gradcam++"), top=3).wait()
     sent = []
@@ -302,28 +309,43 @@ def test_browser_only_controls_send_no_maps(shapes_model):
             canvas.observe(
                 lambda change: sent.append(change["name"]), ["maps", "image", "captions"]
             )
-    legend, pinned, slider = w.panels.children[:3]
+    legend, pair = w.panels.children[:2]
     first = w.view.copy()
     start = w.class_slider.value
     other = 3 if start != 3 else 1
     w.class_slider.value = other
     w.wait()
-    assert slider.shown == other and slider.map_shown == w.ranked.index(w.selected_class)
+    assert pair.second_shown == other and pair.map_in(1) == w.ranked.index(w.selected_class)
     moved = w.view.copy()
     assert not np.array_equal(moved, first)
     w.pinned.value = w.ranked[1]
     w.wait()
-    assert pinned.map_shown == 1 and pinned.shown == w.pinned.index
+    assert pair.map_in(0) == 1 and pair.shown == w.pinned.index
     w.opacity.value = 0.2
     w.cmap.value = "viridis"
     assert sent == []
-    assert slider.opacity == 0.2 and slider.cmap_name == legend.cmap_name == "viridis"
+    assert pair.opacity == 0.2 and pair.cmap_name == legend.cmap_name == "viridis"
     # The legend's colour bar follows the colour map in the page too.
     vmax, meaning = 1.0, "each map divided by its own peak"
     height = legend.image_shape[0]
     np.testing.assert_array_equal(
         legend.compose(), render.legend("gradcam", 0.0, vmax, meaning, "viridis", height)
     )
+    # The scale mode too: the page picks each map's gain and the legend's frame.
+    peak = w._row_peak("gradcam")
+    meanings = {
+        "map": (1.0, "each map divided by its own peak"),
+        "method": (peak, "raw value, one scale for the row"),
+        "raw": (1.0, "raw value, clipped at 1"),
+    }
+    for mode in ("method", "raw", "map"):
+        w.normalize.value = mode
+        assert all(c.variant == w.normalize.index for c in (legend, pair))
+        vmax, meaning = meanings[mode]
+        np.testing.assert_array_equal(
+            legend.compose(), render.legend("gradcam", 0.0, vmax, meaning, "viridis", height)
+        )
+    assert sent == []
     w.pinned.value = w.ranked[0]
     w.opacity.value, w.cmap.value = 0.4, "jet"
     w.class_slider.value = other
@@ -332,7 +354,7 @@ def test_browser_only_controls_send_no_maps(shapes_model):
     outside = next(c for _, c in w.pinned.options if c not in w.ranked)
     w.pinned.value = outside
     w.wait()
-    assert "maps" in sent and pinned.map_shown == len(w.ranked)
+    assert "maps" in sent and pair.map_in(0) == len(w.ranked)
     w.close()
 
 
@@ -379,3 +401,28 @@ def test_aliases_are_accepted_as_everywhere_else(shapes_model, pair):
     w.close()
     with pytest.raises(ValueError, match="unknown map method"):
         GradCAMComparator(shapes_model, pair[0], methods=("gradcam", "nope"))
+
+
+def test_one_canvas_draws_both_panels_of_a_row(shapes_model, pair):
+    """The pinned and slider panels of a method row come from one transfer (one
+    photo, one set of maps, both panels' captions) in one canvas; a click on its
+    second panel (the slider's) pins the slider's class, one on the first does not."""
+    w = GradCAMComparator(shapes_model, pair[0], top=3).wait()
+    legend, both = w.panels.children
+    assert both.panels == 2 and both.panel_gap == 6
+    k = len(dict.fromkeys(w.ranked + [w.pinned.value]))
+    assert both.maps_shape[0] >= k and len(both.labels) == both.maps_shape[0]
+    assert render.from_png(both.captions).shape[0] == 2 * k * 16  # pinned's, then slider's
+    h, w_ = both.image_shape
+    up = both.upscale
+    np.testing.assert_array_equal(
+        both.compose(),
+        render.hstack([both.compose()[:, : w_ * up], both.compose()[:, w_ * up + 6 :]], pad=6),
+    )
+    w.class_slider.value = 2
+    pinned = w.pinned.value
+    both.click(16 + 5, 5)  # first panel: nothing
+    assert w.pinned.value == pinned
+    both.click(16 + 5, w_ * up + 6 + 5)  # second panel: pin the slider's class
+    assert w.pinned.value == w.selected_class != pinned
+    w.close()

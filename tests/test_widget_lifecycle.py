@@ -184,10 +184,12 @@ def test_a_clickable_picture_swaps_two_images_and_sends_each_png_once():
     assert picture.mark.x.tolist() == [0.0, 9.0]
 
 
-def test_widgets_with_a_clickable_figure_do_not_fill_their_hidden_image(shapes_model):
+def test_widgets_drawn_in_parts_do_not_fill_their_hidden_image(shapes_model):
     from cnnwidgets.widgets.base import BLANK_PNG
 
     gallery = cw.FilterGallery(shapes_model).wait()
     assert gallery.image.value == BLANK_PNG
-    np.testing.assert_array_equal(render.from_png(gallery.picture.png), gallery.view)
+    # The grid travels in the canvas (composed in the page), the detail in its image.
+    grid, detail = gallery.canvas.compose(), render.from_png(gallery.detail.value)
+    np.testing.assert_array_equal(render.vstack([grid, detail], pad=6), gallery.view)
     gallery.close()

@@ -2,11 +2,12 @@
 //
 // The kernel sends the image and the maps once, as binary buffers (uint8 colour
 // indices, the colour tables as 256 x 3 uint8); everything a control changes
-// afterwards (map shown, colour map, opacity, threshold, sort, page, selection)
-// is drawn here, in the next animation frame, with no message to the kernel.
-// The compositing mirrors cnnwidgets/render.py (threshold_level, upsample_index,
-// overlay_index, index_tiles, ring) operation for operation in float64, so the
-// kernel's `view` and this canvas agree pixel for pixel.
+// afterwards (map shown, colour map, opacity, threshold, sort, page, selection,
+// variant: scale and frame) is drawn here, in the next animation frame, with no
+// message to the kernel. The compositing mirrors cnnwidgets/render.py
+// (threshold_level, rescale_index, upsample_index, overlay_index, index_tiles,
+// tile, ring) operation for operation in float64, so the kernel's `view` and
+// this canvas agree pixel for pixel.
 //
 // Wheel zooms about the pointer, drag pans, double click resets; hover shows
 // the value under the pointer; a click (no drag) sends {event: "click", y, x}
@@ -70,8 +71,11 @@ export function upsampleIndex(q, h, w, H, W) {
 
 // render.index_tiles: (H, W) RGBA of the tiles, tile k showing map items[k]
 // of the (K, h, w) indices `data`, enlarged `up` times, separators white.
-export function tilesRGBA(data, h, w, items, cols, pad, up, table) {
-  const K = h * w ? Math.floor(data.length / (h * w)) : 0;
+// With channels 3, `data` holds (K, h, w, 3) RGB pictures drawn as they are
+// (render.tile of pictures) and `table` is not read.
+export function tilesRGBA(data, h, w, items, cols, pad, up, table, channels = 1) {
+  const n = h * w * channels;
+  const K = n ? Math.floor(data.length / n) : 0;
   const [rows, c] = gridShape(items.length, cols);
   const th = h * up, tw = w * up;
   const H = Math.max(rows * (th + pad) - pad, 0), W = Math.max(c * (tw + pad) - pad, 0);
@@ -85,14 +89,60 @@ export function tilesRGBA(data, h, w, items, cols, pad, up, table) {
       const row = base + Math.floor(y / up) * w;
       let o = ((top + y) * W + left) * 4;
       for (let x = 0; x < tw; x++, o += 4) {
-        const q = data[row + Math.floor(x / up)] * 3;
-        out[o] = table[q];
-        out[o + 1] = table[q + 1];
-        out[o + 2] = table[q + 2];
+        const src = channels === 3 ? data : table;
+        const q = channels === 3 ? (row + Math.floor(x / up)) * 3 : data[row + Math.floor(x / up)] * 3;
+        out[o] = src[q];
+        out[o + 1] = src[q + 1];
+        out[o + 2] = src[q + 2];
       }
     }
   }
   return { H, W, rgba: out };
+}
+
+// A caption strip above a picture (canvas.py's compose): strip k of the
+// strips `cap` ({H, W, rgba}, strips of `ch` rows stacked), or a white line
+// when that strip is not there or its width is not the picture's.
+export function withCaption(pic, cap, k, ch) {
+  if (ch <= 0) return pic;
+  const out = new Uint8ClampedArray((pic.H + ch) * pic.W * 4).fill(255);
+  if (cap && k >= 0 && cap.W === pic.W && (k + 1) * ch <= cap.H) {
+    out.set(cap.rgba.subarray(k * ch * cap.W * 4, (k + 1) * ch * cap.W * 4), 0);
+  }
+  out.set(pic.rgba, ch * pic.W * 4);
+  return { H: pic.H + ch, W: pic.W, rgba: out };
+}
+
+// render.hstack of two pictures: side by side, top-aligned, `gap` white
+// columns between them, on white.
+export function hstackRGBA(a, b, gap) {
+  const H = Math.max(a.H, b.H), W = a.W + gap + b.W;
+  const out = new Uint8ClampedArray(H * W * 4).fill(255);
+  const place = (pic, left) => {
+    for (let y = 0; y < pic.H; y++) {
+      out.set(pic.rgba.subarray(y * pic.W * 4, (y + 1) * pic.W * 4), (y * W + left) * 4);
+    }
+  };
+  place(a, 0);
+  place(b, a.W + gap);
+  return { H, W, rgba: out };
+}
+
+// The caption strip of map k in panel p, of `strips` strips shared by `panels`
+// panels (the first panel's, then the second's; canvas.py _compose_overlay).
+export function captionIndex(k, panel, strips, panels) {
+  return k >= 0 ? k + panel * Math.floor(strips / panels) : -1;
+}
+
+// RGBA pixels (a decoded PNG) -> RGB rows.
+export function rgbOf(rgba) {
+  const out = new Uint8Array((rgba.length / 4) * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+    out[j] = rgba[i];
+    out[j + 1] = rgba[i + 1];
+    out[j + 2] = rgba[i + 2];
+  }
+  return out;
 }
 
 // render.overlay_index over a box of the picture (canvas.py's map_box): the
@@ -154,6 +204,39 @@ export function frameRGBA(pic, top, left, bottom, right, width, colour) {
   return pic;
 }
 
+// render.rescale_index: indices times `gain` (>= 0), floor(q * gain + 0.5)
+// clipped to 255, through a 256-entry table; the same array when gain is 1.
+export function rescaleIndex(q, gain) {
+  if (gain === 1) return q;
+  const table = new Uint8Array(256);
+  for (let v = 0; v < 256; v++) {
+    const r = Math.floor(v * gain + 0.5);
+    table[v] = r < 0 ? 0 : r > 255 ? 255 : r;
+  }
+  const out = new Uint8Array(q.length);
+  for (let i = 0; i < q.length; i++) out[i] = table[q[i]];
+  return out;
+}
+
+// The gain map k is drawn with under `variant` (canvas.py gain_of): 1 unless given.
+export function gainOf(gains, k, variant) {
+  const row = gains && gains[k];
+  return row && variant >= 0 && variant < row.length ? row[variant] : 1;
+}
+
+// The map whose indices are drawn for map k under `variant` (canvas.py
+// source_of): sources[k][variant] when given and sent, else k itself.
+export function sourceOf(sources, k, variant, K) {
+  const row = sources && sources[k];
+  const s = row && variant >= 0 && variant < row.length ? row[variant] : k;
+  return s >= 0 && s < K ? s : k;
+}
+
+// The frame of a stacked image drawn under `variant`: the last when fewer.
+export function frameOf(variant, frames) {
+  return Math.min(Math.max(variant, 0), frames - 1);
+}
+
 // The map drawn in 'overlay' mode: `shown`, through `shownOf` when it is given;
 // -1 when that map is not (yet) here.
 export function shownMap(shown, shownOf, K) {
@@ -198,19 +281,29 @@ function render({ model, el }) {
   const view = { zoom: 1, ox: 0, oy: 0 };
   let frame = null;
   let painted = 0;
-  let imageRGBA = null; // Uint8ClampedArray of the image (H * W * 4), once decoded
+  let framesRGBA = null; // Uint8ClampedArray of the image's frames (F * H * W * 4), decoded
   let imageVersion = 0;
   let captionRGBA = null; // {H, W, rgba} of the caption strips, once decoded
   let captionVersion = 0;
+  let captionsSet = 0; // bumped when decoded strips arrive (the tiles' cache key)
+  let mapsRGB = null; // RGB tiles sent as a PNG atlas, once decoded
+  let mapsVersion = 0;
 
   const lut = () => {
     const k = Math.max(0, model.get("cmap") || 0);
     const all = bytesOf(model, "luts");
     return all.subarray(k * 768, k * 768 + 768);
   };
+  // The maps: (K, h, w) colour indices, or (K, h, w, 3) RGB pictures (c = 3),
+  // raw or (maps_format 'png') decoded from the PNG of their (K * h, w) atlas.
   const mapsInfo = () => {
-    const [K, h, w] = model.get("maps_shape") || [0, 0, 0];
-    return { K, h, w, data: bytesOf(model, "maps") };
+    const [K, h, w, c] = model.get("maps_shape") || [0, 0, 0];
+    const channels = c || 1;
+    if (model.get("maps_format") === "png") {
+      const ok = mapsRGB && mapsRGB.length === K * h * w * 3;
+      return { K: ok ? K : 0, h, w, c: channels, data: ok ? mapsRGB : new Uint8Array(0) };
+    }
+    return { K, h, w, c: channels, data: bytesOf(model, "maps") };
   };
   const pageItems = () => {
     const orders = model.get("orders") || [];
@@ -230,7 +323,8 @@ function render({ model, el }) {
     if (model.get("mode") === "tiles") {
       const { h, w } = mapsInfo();
       const up = model.get("upscale") || 1;
-      return { items, rows, cols, th: h * up, tw: w * up, pad, top: 0, left: 0 };
+      const top = model.get("caption_height") || 0; // the page's caption line above
+      return { items, rows, cols, th: h * up, tw: w * up, pad, top, left: 0 };
     }
     const [th, tw] = model.get("tile_hw") || [0, 0];
     if (!th || !tw) return null;
@@ -259,6 +353,19 @@ function render({ model, el }) {
     const pic = bytes.length ? await decodePNG(bytes, 0, 0) : null;
     if (version === captionVersion) {
       captionRGBA = pic;
+      captionsSet += 1;
+      schedule();
+    }
+  }
+
+  async function decodeMaps() {
+    const version = ++mapsVersion;
+    const bytes = bytesOf(model, "maps");
+    const png = model.get("maps_format") === "png" && bytes.length;
+    const rgb = png ? rgbOf((await decodePNG(bytes, 0, 0)).rgba) : null;
+    if (version === mapsVersion) {
+      mapsRGB = rgb;
+      delete cache.tiles;
       schedule();
     }
   }
@@ -268,15 +375,16 @@ function render({ model, el }) {
     const [H, W] = model.get("image_shape") || [0, 0];
     const bytes = bytesOf(model, "image");
     if (!H || !W || !bytes.length) {
-      imageRGBA = null;
+      framesRGBA = null;
       return;
     }
     let rgba;
     if (model.get("image_format") === "png") {
-      rgba = (await decodePNG(bytes, W, H)).rgba;
+      rgba = (await decodePNG(bytes, 0, 0)).rgba; // every frame, stacked
     } else {
-      rgba = new Uint8ClampedArray(H * W * 4);
-      for (let i = 0, j = 0; i < H * W; i++, j += 3) {
+      const n = Math.floor(bytes.length / 3);
+      rgba = new Uint8ClampedArray(n * 4);
+      for (let i = 0, j = 0; i < n; i++, j += 3) {
         rgba[4 * i] = bytes[j];
         rgba[4 * i + 1] = bytes[j + 1];
         rgba[4 * i + 2] = bytes[j + 2];
@@ -284,38 +392,59 @@ function render({ model, el }) {
       }
     }
     if (version === imageVersion) {
-      imageRGBA = rgba;
-      delete cache.overlay;
+      framesRGBA = rgba;
+      delete cache.overlay0;
+      delete cache.overlay1;
       schedule();
     }
   }
 
+  // The image drawn now: frame `variant` of the frames sent (canvas.py _image).
+  const imageNow = () => {
+    const [H, W] = model.get("image_shape") || [0, 0];
+    if (!framesRGBA || !H || !W) return null;
+    const frames = Math.max(1, Math.floor(framesRGBA.length / (H * W * 4)));
+    const f = frameOf(model.get("variant") || 0, frames);
+    return framesRGBA.subarray(f * H * W * 4, (f + 1) * H * W * 4);
+  };
+
+  // render.index_tiles (or render.tile of pictures) under the page's caption strip.
   function composeTiles(g) {
-    const { h, w, data } = mapsInfo();
-    return tilesRGBA(data, h, w, g.items, g.cols, g.pad, model.get("upscale") || 1, lut());
+    const { h, w, c, data } = mapsInfo();
+    const up = model.get("upscale") || 1;
+    const pic = tilesRGBA(data, h, w, g.items, g.cols, g.pad, up, lut(), c);
+    return withCaption(pic, captionRGBA, model.get("page") || 0, model.get("caption_height") || 0);
   }
 
-  const shownNow = () => shownMap(model.get("shown"), model.get("shown_of"), mapsInfo().K);
+  // The overlay panels drawn: two when a second one is asked for (canvas.py panels).
+  const panels = () => ((model.get("second_shown_of") || []).length ? 2 : 1);
+  const shownOfPanel = (panel) => model.get(panel ? "second_shown_of" : "shown_of") || [];
+  const shownIn = (panel) =>
+    shownMap(model.get(panel ? "second_shown" : "shown"), shownOfPanel(panel), mapsInfo().K);
 
   // render.overlay_index over the decoded image (or its map_box), enlarged
   // `upscale` times, under the map's caption strip (canvas.py _compose_overlay).
-  function composeOverlay() {
+  function composeOverlay(panel) {
     const [H, W] = model.get("image_shape");
     const { K, h, w, data } = mapsInfo();
-    if (!imageRGBA) return null;
-    const shownOf = model.get("shown_of") || [];
-    const k = shownNow();
-    if (k < 0 && shownOf.length) return null; // not sent yet: keep the picture
-    let pic = { H, W, rgba: new Uint8ClampedArray(imageRGBA) };
+    const image = imageNow();
+    if (!image) return null;
+    const k = shownIn(panel);
+    if (k < 0 && shownOfPanel(panel).length) return null; // not sent yet: keep the picture
+    let pic = { H, W, rgba: new Uint8ClampedArray(image) };
     if (k >= 0) {
       const box = model.get("map_box") || [];
       const [top, left, bh, bw] = box.length === 4 ? box : [0, 0, H, W];
-      const key = `${k}/${K}/${h}/${w}/${bh}/${bw}`;
-      if (!cache.overlay || cache.overlay.key !== key || cache.overlay.data !== data) {
-        const q = data.subarray(k * h * w, (k + 1) * h * w);
-        cache.overlay = { key, data, big: upsampleIndex(q, h, w, bh, bw) };
+      const v = model.get("variant") || 0;
+      const gain = gainOf(model.get("gains"), k, v);
+      const src = sourceOf(model.get("sources"), k, v, K);
+      const key = `${src}/${K}/${h}/${w}/${bh}/${bw}/${gain}`;
+      const slot = `overlay${panel}`;
+      if (!cache[slot] || cache[slot].key !== key || cache[slot].data !== data) {
+        const q = rescaleIndex(data.subarray(src * h * w, (src + 1) * h * w), gain);
+        cache[slot] = { key, data, big: upsampleIndex(q, h, w, bh, bw) };
       }
-      blendBox(pic.rgba, imageRGBA, W, cache.overlay.big, top, left, bh, bw, lut(),
+      blendBox(pic.rgba, image, W, cache[slot].big, top, left, bh, bw, lut(),
         model.get("opacity"), thresholdLevel(model.get("threshold")));
     }
     const up = model.get("upscale") || 1;
@@ -326,16 +455,8 @@ function render({ model, el }) {
       frameRGBA(pic, y, x, y + n, x + n, model.get("mark_width"), MARK);
     }
     const ch = model.get("caption_height") || 0;
-    if (ch > 0) {
-      const out = new Uint8ClampedArray((pic.H + ch) * pic.W * 4).fill(255);
-      const cap = captionRGBA;
-      if (cap && k >= 0 && cap.W === pic.W && (k + 1) * ch <= cap.H) {
-        out.set(cap.rgba.subarray(k * ch * cap.W * 4, (k + 1) * ch * cap.W * 4), 0);
-      }
-      out.set(pic.rgba, ch * pic.W * 4);
-      pic = { H: pic.H + ch, W: pic.W, rgba: out };
-    }
-    return pic;
+    const strips = captionRGBA && ch > 0 ? Math.floor(captionRGBA.H / ch) : 0;
+    return withCaption(pic, captionRGBA, captionIndex(k, panel, strips, panels()), ch);
   }
 
   // render.ring: the `ring` pixels around the selected item's tile.
@@ -371,17 +492,22 @@ function render({ model, el }) {
     let pic = null;
     if (mode === "tiles") {
       if (!g) return null;
-      const key = [model.get("cmap"), model.get("sort"), model.get("page"), g.items.length];
+      const key = [model.get("cmap"), model.get("sort"), model.get("page"), g.items.length,
+        model.get("caption_height"), captionsSet];
       const data = mapsInfo().data;
       const hit = cache.tiles && cache.tiles.data === data && cache.tiles.key === key.join("/");
       if (!hit) cache.tiles = { data, key: key.join("/"), pic: composeTiles(g) };
       const base = cache.tiles.pic;
       pic = { H: base.H, W: base.W, rgba: new Uint8ClampedArray(base.rgba) };
     } else if (mode === "overlay") {
-      pic = composeOverlay();
-    } else if (imageRGBA) {
+      pic = composeOverlay(0);
+      if (pic && panels() === 2) {
+        const second = composeOverlay(1);
+        pic = second ? hstackRGBA(pic, second, model.get("panel_gap")) : null;
+      }
+    } else if (imageNow()) {
       const [H, W] = model.get("image_shape");
-      pic = { H, W, rgba: new Uint8ClampedArray(imageRGBA) };
+      pic = { H, W, rgba: new Uint8ClampedArray(imageNow()) };
     }
     if (pic) drawRing(pic, g);
     return pic;
@@ -475,21 +601,34 @@ function render({ model, el }) {
       const { k, g } = itemAt(y, x);
       if (k < 0) return "";
       const m = g.items[k], up = model.get("upscale") || 1;
-      const ty = Math.floor((iy - Math.floor(k / g.cols) * (g.th + g.pad)) / up);
+      const ty = Math.floor((iy - g.top - Math.floor(k / g.cols) * (g.th + g.pad)) / up);
       const tx = Math.floor((ix - (k % g.cols) * (g.tw + g.pad)) / up);
-      const q = data[m * h * w + ty * w + tx];
-      return `${labels[m] || m}  (${ty}, ${tx})  value ${fmt(value(m, q))}`;
+      const at = m * h * w + ty * w + tx;
+      if (mapsInfo().c === 3) {
+        const [r, gr, b] = [data[3 * at], data[3 * at + 1], data[3 * at + 2]];
+        return `${labels[m] || m}  (${ty}, ${tx})  rgb ${r} ${gr} ${b}`;
+      }
+      return `${labels[m] || m}  (${ty}, ${tx})  value ${fmt(value(m, data[at]))}`;
     }
     const pctx = picture.getContext("2d", { willReadFrequently: true });
     const px = pctx.getImageData(ix, iy, 1, 1).data;
     let text = `(${iy}, ${ix})  rgb ${px[0]} ${px[1]} ${px[2]}`;
     if (mode === "overlay") {
-      // picture pixel -> image pixel: below the caption line, before the enlargement
-      const k = shownNow(), up = model.get("upscale") || 1;
+      // picture pixel -> panel and image pixel: below the caption line, before
+      // the enlargement (canvas.py panel_point)
+      const up = model.get("upscale") || 1;
+      const [, W0] = model.get("image_shape");
+      let panel = 0, px0 = ix;
+      if (panels() === 2 && ix >= W0 * up) {
+        if (ix < W0 * up + model.get("panel_gap")) return "";
+        panel = 1;
+        px0 = ix - W0 * up - model.get("panel_gap");
+      }
+      const k = shownIn(panel);
       const ch = model.get("caption_height") || 0;
       const name = k >= 0 ? labels[k] || "" : "";
       if (iy < ch) return name;
-      const yy = Math.floor((iy - ch) / up), xx = Math.floor(ix / up);
+      const yy = Math.floor((iy - ch) / up), xx = Math.floor(px0 / up);
       text = `(${yy}, ${xx})  rgb ${px[0]} ${px[1]} ${px[2]}`;
       if (k < 0) return text;
       const [H, W] = model.get("image_shape");
@@ -580,7 +719,8 @@ function render({ model, el }) {
     "maps", "maps_shape", "luts", "lut_names", "cmap", "mode", "orders", "sort", "page",
     "per_page", "cols", "pad", "upscale", "tile_hw", "tile_origin", "selected", "ring",
     "shown", "opacity", "threshold", "display_size", "shown_of", "map_box", "caption_height",
-    "mark_x", "mark_y", "mark_size", "mark_width",
+    "mark_x", "mark_y", "mark_size", "mark_width", "variant", "gains", "sources",
+    "second_shown", "second_shown_of", "panel_gap",
   ];
   const onChange = () => schedule();
   for (const name of drawn) model.on(`change:${name}`, onChange);
@@ -589,8 +729,12 @@ function render({ model, el }) {
   model.on("change:image_shape", onImage);
   const onCaptions = () => decodeCaptions();
   model.on("change:captions", onCaptions);
+  const onMaps = () => decodeMaps();
+  model.on("change:maps", onMaps);
+  model.on("change:maps_format", onMaps);
   decodeImage();
   decodeCaptions();
+  decodeMaps();
   schedule();
 
   return () => {
@@ -599,6 +743,8 @@ function render({ model, el }) {
     model.off("change:image", onImage);
     model.off("change:image_shape", onImage);
     model.off("change:captions", onCaptions);
+    model.off("change:maps", onMaps);
+    model.off("change:maps_format", onMaps);
   };
 }
 

@@ -10,8 +10,10 @@ Python), so a widget's ``view`` is what the page shows.
 Three modes:
 
 - ``'tiles'``: (K, h, w) uint8 colour-index maps tiled as
-  :func:`cnnwidgets.render.index_tiles` lays them out; tile k of the page
-  shows map ``orders[sort][page * per_page + k]``.
+  :func:`cnnwidgets.render.index_tiles` lays them out, or (K, h, w, 3) uint8
+  pictures tiled as they are (:func:`cnnwidgets.render.tile`); tile k of the
+  page shows item ``orders[sort][page * per_page + k]``, under the page's own
+  caption strip when ``caption_height`` is set (strip ``page`` of ``captions``).
 - ``'overlay'``: map ``shown`` over the image, bilinear to the image's size
   (or to ``map_box``, a part of it), with ``opacity`` and ``threshold``
   (:func:`cnnwidgets.render.overlay_index`), enlarged ``upscale`` times, under
@@ -19,14 +21,25 @@ Three modes:
   (``mark_x``, ``mark_y``, ``mark_size``, image pixels) outlined. With
   ``shown_of``, ``shown`` is a control's value (a slider's rank, a dropdown's
   index) and the map drawn is ``shown_of[shown]``: the control is jslinked to
-  ``shown`` and the page answers it alone.
+  ``shown`` and the page answers it alone. With ``second_shown_of``, a second
+  panel is drawn right of the first (``panel_gap`` pixels apart) from the same
+  image and maps, map ``second_shown_of[second_shown]``: one transfer serves
+  two panels (the comparator's pinned and slider panels).
 - ``'image'``: the image as it is (a picture drawn by the kernel); ``tile_hw``,
   ``tile_origin`` and the order then only place the selection ring and say
   which item a click hits.
 
-Bytes: the image (H * W * 3, or its PNG), the maps (K * h * w), the captions'
-PNG, 768 per colour table offered, and the ES module (about 20 kB) once per
-widget.
+Variants: ``variant`` (a control's index, jslinked) picks frame ``variant`` of
+an image sent as several frames of one size (the comparator's legend, one per
+scale mode), and in 'overlay' draws map k as the indices of map
+``sources[k][variant]`` (default k) times ``gains[k][variant]`` (default 1;
+:func:`cnnwidgets.render.rescale_index`): maps sent once as indices of their
+own [0, peak] are drawn on another scale in the page, and where a gain above 1
+would coarsen them, indices of that scale sent beside them are drawn instead.
+
+Bytes: the image (H * W * 3, or its PNG), the maps (K * h * w; pictures
+K * h * w * 3, or the PNG of their atlas), the captions' PNG, 768 per colour
+table offered, and the ES module (about 20 kB) once per widget.
 """
 
 from __future__ import annotations
@@ -55,15 +68,22 @@ class PictureCanvas(anywidget.AnyWidget):
     _esm = pathlib.Path(__file__).with_name("canvas.js")
 
     # ---- data: sent once per change of image / maps (binary buffers)
-    image = traitlets.Bytes(b"", help="The image: H*W*3 uint8 RGB rows, or PNG bytes.").tag(
-        sync=True
-    )
+    image = traitlets.Bytes(
+        b"", help="The image: F*H*W*3 uint8 RGB rows (F frames, F >= 1), or their PNG."
+    ).tag(sync=True)
     image_format = traitlets.Unicode("rgb", help="'rgb' (raw rows) or 'png'.").tag(sync=True)
-    image_shape = traitlets.List(traitlets.Int(), [0, 0], help="[H, W] of the image.").tag(
+    image_shape = traitlets.List(traitlets.Int(), [0, 0], help="[H, W] of one frame.").tag(
         sync=True
     )
-    maps = traitlets.Bytes(b"", help="(K, h, w) uint8 colour indices, C order.").tag(sync=True)
-    maps_shape = traitlets.List(traitlets.Int(), [0, 0, 0], help="[K, h, w].").tag(sync=True)
+    maps = traitlets.Bytes(
+        b"", help="(K, h, w) uint8 colour indices or (K, h, w, 3) RGB pictures, C order."
+    ).tag(sync=True)
+    maps_shape = traitlets.List(traitlets.Int(), [0, 0, 0], help="[K, h, w] or [K, h, w, 3].").tag(
+        sync=True
+    )
+    maps_format = traitlets.Unicode(
+        "raw", help="'raw', or 'png': pictures sent as the PNG of their (K * h, w, 3) atlas."
+    ).tag(sync=True)
     ranges = traitlets.List(
         help="Per map [lo, hi]: index q stands for lo + (hi - lo) * q / 255 (hover readout)."
     ).tag(sync=True)
@@ -99,11 +119,32 @@ class PictureCanvas(anywidget.AnyWidget):
     shown = traitlets.Int(
         0, help="The map laid over the image ('overlay'); with shown_of, an index into it."
     ).tag(sync=True)
+    variant = traitlets.Int(
+        0, help="The frame of the image drawn (the last when fewer), the column of gains used."
+    ).tag(sync=True)
+    gains = traitlets.List(
+        traitlets.List(traitlets.Float()),
+        help="Per map, one gain per variant: its indices times the gain ('overlay'; [] = 1).",
+    ).tag(sync=True)
+    sources = traitlets.List(
+        traitlets.List(traitlets.Int()),
+        help="Per map, one map per variant whose indices are drawn for it ([] = its own).",
+    ).tag(sync=True)
     shown_of = traitlets.List(
         traitlets.Int(),
         help="When not empty: value v of shown draws map shown_of[v] (-1: not sent yet; "
         "the page keeps its picture until the kernel sends it).",
     ).tag(sync=True)
+    second_shown = traitlets.Int(
+        0, help="The second panel's control value: an index into second_shown_of."
+    ).tag(sync=True)
+    second_shown_of = traitlets.List(
+        traitlets.Int(),
+        help="When not empty ('overlay'): a second panel, right of the first, draws map "
+        "second_shown_of[second_shown] (-1: not sent yet), under caption strip S + k "
+        "(the 2 * S strips: the first panel's, then the second's).",
+    ).tag(sync=True)
+    panel_gap = traitlets.Int(6, help="White pixels between the two panels.").tag(sync=True)
     map_box = traitlets.List(
         traitlets.Int(), help="[top, left, height, width]: where the map goes ([]: everywhere)."
     ).tag(sync=True)
@@ -118,11 +159,13 @@ class PictureCanvas(anywidget.AnyWidget):
         sync=True
     )
     captions = traitlets.Bytes(
-        b"", help="PNG of (K * caption_height, W * upscale, 3): strip k is map k's caption."
+        b"",
+        help="PNG of (n * caption_height, W', 3) strips: strip k is map k's caption ('overlay'), "
+        "page k's ('tiles'); drawn when W' is the picture's width.",
     ).tag(sync=True)
-    caption_height = traitlets.Int(0, help="Caption strip above the overlay, pixels.").tag(
-        sync=True
-    )
+    caption_height = traitlets.Int(
+        0, help="Caption strip above the overlay or the tiles, pixels."
+    ).tag(sync=True)
     opacity = traitlets.Float(0.4).tag(sync=True)
     threshold = traitlets.Float(0.0, help="Maps below this fraction leave the image bare.").tag(
         sync=True
@@ -134,7 +177,7 @@ class PictureCanvas(anywidget.AnyWidget):
 
     def __init__(self, cmaps: Sequence[str] = ("viridis",), **kwargs: Any):
         super().__init__(**kwargs)
-        self._image: np.ndarray | None = None  # (H, W, 3) uint8
+        self._frames: np.ndarray | None = None  # (F, H, W, 3) uint8
         self._maps = np.zeros((0, 0, 0), np.uint8)
         self._captions: np.ndarray | None = None  # (K * caption_height, W', 3) uint8
         self._click_callbacks: list[Callable[[float, float], Any]] = []
@@ -160,10 +203,13 @@ class PictureCanvas(anywidget.AnyWidget):
         if image and h and w:
             png = state.get("image_format") == "png"
             rgb = render.from_png(image) if png else np.frombuffer(image, np.uint8)
-            canvas.set_image(np.reshape(rgb, (h, w, 3)), png=png)
-        k, mh, mw = (int(v) for v in state.get("maps_shape", [0, 0, 0]))
-        maps = np.frombuffer(bytes(state.get("maps") or b""), np.uint8).reshape(k, mh, mw)
-        canvas.set_maps(maps, state.get("ranges") or [[0.0, 1.0]] * k, state.get("labels"))
+            canvas.set_image(np.reshape(rgb, (-1, h, w, 3)), png=png)
+        shape = [int(v) for v in state.get("maps_shape", [0, 0, 0])]
+        data = bytes(state.get("maps") or b"")
+        png = state.get("maps_format") == "png" and bool(data)
+        maps = render.from_png(data) if png else np.frombuffer(data, np.uint8)
+        maps = np.reshape(maps, shape)
+        canvas.set_maps(maps, state.get("ranges") or None, state.get("labels"), png=png)
         captions = bytes(state.get("captions") or b"")
         if captions:
             atlas = render.from_png(captions)
@@ -193,37 +239,77 @@ class PictureCanvas(anywidget.AnyWidget):
         self.cmap = self.lut_names.index(name)
 
     def set_image(self, picture: np.ndarray, png: bool = False) -> None:
-        """Send an (H, W, 3) picture once: raw rows, or PNG (smaller for drawn pictures)."""
-        rgb = np.ascontiguousarray(render.to_rgb_uint8(picture))
-        self._image = rgb
+        """Send an (H, W, 3) picture once, or (F, H, W, 3) frames of which
+        ``variant`` picks the one drawn: raw rows, or PNG (smaller for drawn
+        pictures; frames as one PNG, stacked)."""
+        picture = np.asarray(picture)
+        frames = picture if picture.ndim == 4 else picture[None]
+        rgb = np.ascontiguousarray(np.stack([render.to_rgb_uint8(f) for f in frames]))
+        self._frames = rgb
+        stacked = rgb.reshape(-1, *rgb.shape[2:])
         with self.hold_sync():
             self.image_format = "png" if png else "rgb"
-            self.image = render.to_png(rgb) if png else rgb.tobytes()
-            self.image_shape = [int(rgb.shape[0]), int(rgb.shape[1])]
+            self.image = render.to_png(stacked) if png else rgb.tobytes()
+            self.image_shape = [int(rgb.shape[1]), int(rgb.shape[2])]
+
+    @property
+    def _image(self) -> np.ndarray | None:
+        """(H, W, 3) uint8: the frame drawn now (``variant``, the last when fewer)."""
+        if self._frames is None:
+            return None
+        return self._frames[min(max(self.variant, 0), len(self._frames) - 1)]
+
+    def gain_of(self, k: int) -> float:
+        """The gain map k's indices are drawn with now (``gains[k][variant]``, or 1)."""
+        if 0 <= k < len(self.gains) and 0 <= self.variant < len(self.gains[k]):
+            return float(self.gains[k][self.variant])
+        return 1.0
+
+    def source_of(self, k: int) -> int:
+        """The map whose indices are drawn for map k now (``sources[k][variant]``, or k)."""
+        if 0 <= k < len(self.sources) and 0 <= self.variant < len(self.sources[k]):
+            src = int(self.sources[k][self.variant])
+            return src if 0 <= src < len(self._maps) else k
+        return k
 
     def set_maps(
         self,
         index: np.ndarray,
-        ranges: np.ndarray | Sequence[Sequence[float]],
+        ranges: np.ndarray | Sequence[Sequence[float]] | None = None,
         labels: Sequence[str] | None = None,
+        png: bool = False,
     ) -> None:
         """Send (K, h, w) uint8 colour indices once, with each map's [lo, hi]
-        (what index 0 and 255 stand for) and its name for the readout."""
+        (what index 0 and 255 stand for; default [0, 1]) and its name for the
+        readout; or (K, h, w, 3) uint8 pictures ('tiles' draws them as they
+        are), raw or, with ``png``, as the PNG of their (K * h, w, 3) atlas."""
         index = np.ascontiguousarray(index, np.uint8)
-        if index.ndim != 3:
-            raise ValueError(f"maps must be (K, h, w) uint8 indices, got shape {index.shape}")
-        ranges = np.asarray(ranges, np.float64).reshape(len(index), 2)
+        pictures = index.ndim == 4 and index.shape[-1] == 3
+        if index.ndim != 3 and not pictures:
+            raise ValueError(
+                f"maps must be (K, h, w) uint8 indices or (K, h, w, 3) pictures, got {index.shape}"
+            )
+        if png and not pictures:
+            raise ValueError("png=True sends pictures (K, h, w, 3); indices travel raw")
+        if ranges is None:  # pictures need none (their readout is the pixel's colour)
+            ranges = [] if pictures else [[0.0, 1.0]] * len(index)
+        ranges = np.asarray(ranges, np.float64).reshape(-1, 2)
         self._maps = index
         with self.hold_sync():
-            self.maps = index.tobytes()
+            if png and index.size:  # the (K * h, w, 3) atlas
+                self.maps = render.to_png(index.reshape(-1, *index.shape[2:]))
+            else:
+                self.maps = index.tobytes()
+            self.maps_format = "png" if png else "raw"
             self.maps_shape = [int(n) for n in index.shape]
             self.ranges = [[float(lo), float(hi)] for lo, hi in ranges]
             names = labels if labels is not None else [str(k) for k in range(len(index))]
             self.labels = list(names)
 
     def set_captions(self, strips: np.ndarray | None) -> None:
-        """Send (K, ch, W', 3) uint8 caption strips, one per map, as one PNG
-        (drawn above the overlay of that map); None removes them."""
+        """Send (n, ch, W', 3) uint8 caption strips as one PNG: one per map,
+        drawn above the overlay of that map ('overlay'), or one per page, drawn
+        above that page's tiles ('tiles'); None removes them."""
         if strips is None:
             self._captions = None
             with self.hold_sync():
@@ -246,20 +332,42 @@ class PictureCanvas(anywidget.AnyWidget):
     @property
     def map_shown(self) -> int:
         """The map drawn now ('overlay'): ``shown``, through ``shown_of`` when set; -1: none."""
-        k = self.shown
-        if self.shown_of:
-            k = self.shown_of[k] if 0 <= k < len(self.shown_of) else -1
+        return self.map_in(0)
+
+    @property
+    def panels(self) -> int:
+        """Overlay panels drawn: 2 with ``second_shown_of``, else 1."""
+        return 2 if self.mode == "overlay" and self.second_shown_of else 1
+
+    def map_in(self, panel: int) -> int:
+        """The map drawn in panel 0 (``shown``) or 1 (``second_shown``), through
+        its ``*_of`` list when set; -1: none."""
+        k, of = (self.shown, self.shown_of) if panel == 0 else (
+            self.second_shown, self.second_shown_of
+        )  # fmt: skip
+        if of:
+            k = of[k] if 0 <= k < len(of) else -1
         return k if 0 <= k < len(self._maps) else -1
 
-    def image_point(self, y: float, x: float) -> tuple[float, float] | None:
-        """Picture pixel (y, x) of an 'overlay' canvas -> image pixel (below the
-        caption, before the enlargement), or None on the caption line or outside."""
+    def panel_point(self, y: float, x: float) -> tuple[int, float, float] | None:
+        """Picture pixel (y, x) of an 'overlay' canvas -> (panel, image y, image
+        x) (below the caption, before the enlargement), or None on the caption
+        line, between the panels or outside."""
         if self._image is None:
             return None
         up = max(self.upscale, 1)
-        iy, ix = (y - self.caption_height) / up, x / up
         h, w = self._image.shape[:2]
-        return (iy, ix) if 0 <= iy < h and 0 <= ix < w else None
+        panel, x = 0, float(x)
+        if self.panels == 2 and x >= w * up + self.panel_gap:
+            panel, x = 1, x - (w * up + self.panel_gap)
+        iy, ix = (y - self.caption_height) / up, x / up
+        return (panel, iy, ix) if 0 <= iy < h and 0 <= ix < w else None
+
+    def image_point(self, y: float, x: float) -> tuple[float, float] | None:
+        """Picture pixel (y, x) of an 'overlay' canvas -> image pixel (of
+        whichever panel it is in), or None: :meth:`panel_point` without the panel."""
+        point = self.panel_point(y, x)
+        return None if point is None else point[1:]
 
     # ------------------------------------------------------------ geometry
 
@@ -284,15 +392,22 @@ class PictureCanvas(anywidget.AnyWidget):
         if item not in items or not all(hw):
             return None
         t, l_, b, r = render.tile_box(items.index(item), hw, cols, self.pad)
-        oy, ox = (0, 0) if self.mode == "tiles" else self.tile_origin
+        oy, ox = self._grid_origin()
         return t + oy, l_ + ox, b + oy, r + ox
+
+    def _grid_origin(self) -> tuple[int, int]:
+        """Top-left of the tiles in the picture: below the page's caption strip
+        ('tiles'), or ``tile_origin`` ('image')."""
+        if self.mode == "tiles":
+            return max(self.caption_height, 0), 0
+        return int(self.tile_origin[0]), int(self.tile_origin[1])
 
     def item_at(self, y: float, x: float) -> int:
         """The item whose tile is under picture pixel (y, x), or -1."""
         items, cols, hw = self.grid()
         if not items or not all(hw):
             return -1
-        oy, ox = (0, 0) if self.mode == "tiles" else self.tile_origin
+        oy, ox = self._grid_origin()
         if y < oy or x < ox:
             return -1
         k = render.tile_at(y - oy, x - ox, hw, cols, self.pad)
@@ -307,13 +422,20 @@ class PictureCanvas(anywidget.AnyWidget):
             if not items or self._maps.size == 0:
                 return None
             up = max(self.upscale, 1)
-            picture = render.index_tiles(
-                self._maps, items, self.cmap_name, cols=cols, pad=self.pad, upscale=up
-            )
+            if self._maps.ndim == 4:  # pictures, drawn as they are
+                picture = render.tile(self._maps[items], cols=cols, pad=self.pad, upscale=up)
+            else:
+                picture = render.index_tiles(
+                    self._maps, items, self.cmap_name, cols=cols, pad=self.pad, upscale=up
+                )
+            picture = self._with_caption(picture, self.page)
         elif self._image is None:
             return None
         elif self.mode == "overlay":
-            return self._compose_overlay()
+            if self.panels == 2:
+                pair = [self._compose_overlay(0), self._compose_overlay(1)]
+                return render.hstack(pair, pad=self.panel_gap)
+            return self._compose_overlay(0)
         else:
             picture = self._image
         box = self.box_of(self.selected) if self.ring > 0 else None
@@ -321,12 +443,12 @@ class PictureCanvas(anywidget.AnyWidget):
             picture = render.ring(picture, box, self.ring)
         return picture
 
-    def _compose_overlay(self) -> np.ndarray:
-        """'overlay': the map over the image (or its box), enlarged, under its caption."""
-        image, k = self._image, self.map_shown
+    def _compose_overlay(self, panel: int) -> np.ndarray:
+        """'overlay': panel's map over the image (or its box), enlarged, under its caption."""
+        image, k = self._image, self.map_in(panel)
         picture = image
         if k >= 0:
-            index = self._maps[k]
+            index = render.rescale_index(self._maps[self.source_of(k)], self.gain_of(k))
             if len(self.map_box) == 4:
                 t, l_, bh, bw = self.map_box
                 picture = image.copy()
@@ -343,13 +465,21 @@ class PictureCanvas(anywidget.AnyWidget):
         if self.mark_size > 0:
             y, x, n = self.mark_y * up, self.mark_x * up, self.mark_size * up
             picture = render.frame(picture, (y, x, y + n, x + n), self.mark_width)
+        strips = 0 if self._captions is None else len(self._captions) // max(self.caption_height, 1)
+        return self._with_caption(picture, k + panel * (strips // self.panels) if k >= 0 else -1)
+
+    def _with_caption(self, picture: np.ndarray, k: int) -> np.ndarray:
+        """Caption strip k above ``picture`` (a white line when strip k is not
+        there or not as wide as the picture), when ``caption_height`` is set."""
         ch = self.caption_height
-        if ch > 0:
-            strip = np.full((ch, picture.shape[1], 3), 255, np.uint8)
-            if self._captions is not None and k >= 0 and (k + 1) * ch <= len(self._captions):
-                strip = self._captions[k * ch : (k + 1) * ch]
-            picture = np.concatenate([strip, picture], axis=0)
-        return picture
+        if ch <= 0:
+            return picture
+        strip = np.full((ch, picture.shape[1], 3), 255, np.uint8)
+        caps = self._captions
+        if caps is not None and k >= 0 and (k + 1) * ch <= len(caps):
+            if caps.shape[1] == picture.shape[1]:
+                strip = caps[k * ch : (k + 1) * ch]
+        return np.concatenate([strip, picture], axis=0)
 
     # ------------------------------------------------------------ events
 

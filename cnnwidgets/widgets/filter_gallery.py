@@ -3,6 +3,17 @@ excite them most (activation maximization), or the images of the output
 classes; one filter enlarged with its activation and, given images, the input
 patches that excite it most.
 
+The pages are composed in the browser (:class:`~cnnwidgets.widgets.canvas.PictureCanvas`):
+every tile of the layer (kernels, dataset patches, the maximization images
+computed so far, grey where one is still computing) travels once as the PNG
+of a tile atlas, with one caption strip per page; the page control and the
+selection ring are jslinked to the canvas, so paging through what is computed
+needs no kernel round trip and sends no picture. The kernel still hears the
+page: in 'maximize' and 'classes' it starts computing the page's missing
+images (with progress) and sends the atlas again as they arrive. The selected
+filter's detail (enlarged, its value, its top patches) is drawn by the kernel
+below the grid and sent when the selection changes.
+
     gallery = cw.FilterGallery(model, images=images)
     gallery.mode.value = "maximize"; gallery.wait()
     gallery.click(10, 10)          # the tile under view pixel (y, x) becomes the selection
@@ -13,6 +24,7 @@ patches that excite it most.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,12 +42,18 @@ from cnnwidgets.explain.filters import (
 )
 from cnnwidgets.explain.maximize import filter_activations, maximize
 from cnnwidgets.probe import as_probe, weights_held
-from cnnwidgets.widgets.base import ClickablePicture, ViewWidget, layer_options
+from cnnwidgets.widgets.base import BLANK_PNG, ViewWidget, layer_options
+from cnnwidgets.widgets.canvas import PictureCanvas
 
 MODES = ("weights", "maximize", "classes")
 #: The mode that shows ``dataset_examples`` (offered when they are given).
 DATASET_MODE = "dataset"
-_CAPTION = 16  # height of the caption band above the grid (render.caption)
+#: Height of the caption line above the grid (render.caption's default).
+CAPTION_HEIGHT = 16
+#: Pixels between the grid and the selected filter's detail below it.
+DETAIL_GAP = 6
+#: Grey of a tile whose maximization image is still computing.
+PENDING = 200
 _PAD = 1
 
 
@@ -72,6 +90,13 @@ class FilterGallery(ViewWidget):
     selected filter / class); clicking a tile selects it, as ``click(y, x)``
     does for a view pixel. ``selected_layer`` and ``selected_filter`` mirror
     the layer and filter controls as traits, to observe or link.
+
+    ``canvas`` (a :class:`~cnnwidgets.widgets.canvas.PictureCanvas`) draws the
+    page's caption line and tiles in the browser, the selected filter ringed;
+    ``detail`` (an Image) shows the selected filter below it. Moving the page
+    keeps the selection (its detail stays; the ring shows when its tile is on
+    the page); choosing a filter on another page moves the page there.
+    ``view`` is the grid as the canvas composes it over the detail.
     """
 
     selected_layer = traitlets.Unicode(
@@ -113,6 +138,9 @@ class FilterGallery(ViewWidget):
         self._kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._generation = 0
         self._grid_cols = 1
+        self._draw_lock = threading.RLock()
+        self._sent: dict[str, Any] = {}  # the key of each part sent to the page
+        self._detail: np.ndarray | None = None  # the detail picture shown now
         self._build_controls(convs, path, mode, modes)
         self._lay_out()
         self._wire()
@@ -174,13 +202,25 @@ class FilterGallery(ViewWidget):
         self.filter = widgets.BoundedIntText(value=0, min=0, max=0, description="filter")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.Label(value="")
-        self.picture = ClickablePicture(self.click)
+        # The grid, drawn in the page; a click on a tile selects it there (and
+        # the filter box follows through the link); the kernel hears it too.
+        self.canvas = PictureCanvas(mode="tiles", click_selects=True, pad=_PAD, ring=_PAD)
+        self.canvas.on_click(self.click)
+        self._page_links = [
+            widgets.jslink((self.page, "value"), (self.canvas, "page")),
+            widgets.jslink((self.filter, "value"), (self.canvas, "selected")),
+        ]
+        # What the page shows changed (maybe by the page itself): compose view anew.
+        self.canvas.observe(self._forget_view, names=["page", "selected"])
+        self.detail = widgets.Image(
+            value=BLANK_PNG, format="png", layout=widgets.Layout(margin=f"{DETAIL_GAP}px 0 0 0")
+        )
 
     def _lay_out(self) -> None:
         self.children = [
             widgets.HBox([self.layer, self.mode]),
             widgets.HBox([self.page, self.filter, self.progress, self.status]),
-            self.picture.figure,
+            widgets.VBox([self.canvas, self.detail], layout=widgets.Layout(grid_gap="0px")),
         ]
 
     def _wire(self) -> None:
@@ -188,6 +228,9 @@ class FilterGallery(ViewWidget):
         self.mode.observe(self._on_source, "value")
         self.page.observe(self._on_page, "value")
         self.filter.observe(self._on_filter, "value")
+
+    def _forget_view(self, change=None) -> None:
+        self._view = None
 
     # ------------------------------------------------------------ state
 
@@ -228,20 +271,22 @@ class FilterGallery(ViewWidget):
         self._refresh()
 
     def _on_page(self, change=None) -> None:
+        """The page moved: the canvas has drawn it already (jslinked; from code,
+        set here). Nothing is sent unless the weights changed; the page's
+        missing maximization images start computing."""
         if self._controls_being_set:
             return
-        self._generation += 1
-        with self._setting_controls():
-            self.filter.value = self.page_filters[0]
+        self.canvas.page = self.page.value
+        self._forget_view()
         self._refresh()
 
     def _on_filter(self, change=None) -> None:
         if self._controls_being_set:
             return
+        self.canvas.selected = self.filter.value
         page = features.page_of(self.filter.value, self.per_page)
         if page != self.page.value:
-            self.page.value = page  # triggers _on_page, which redraws
-            return
+            self.page.value = page  # _on_page moves the canvas and redraws
         self._redraw()
 
     def _refresh(self) -> None:
@@ -256,12 +301,11 @@ class FilterGallery(ViewWidget):
 
     def click(self, y: float, x: float) -> int:
         """Select the tile under pixel (y, x) of ``view``; returns the filter or -1."""
-        k = render.tile_at(y - _CAPTION, x, (self.tile_px, self.tile_px), self._grid_cols, pad=_PAD)
-        filters = self.page_filters
-        if y < _CAPTION or not 0 <= k < len(filters):
+        f = self.canvas.item_at(y, x)
+        if f < 0:
             return -1
-        self.filter.value = filters[k]
-        return filters[k]
+        self.filter.value = f
+        return f
 
     # ------------------------------------------------------- maximization
 
@@ -305,28 +349,40 @@ class FilterGallery(ViewWidget):
 
     # ------------------------------------------------------------ drawing
 
-    def _tiles(self) -> tuple[np.ndarray, list[str]]:
-        """(n, tile, tile, 3) uint8 pictures and labels of the current page."""
-        filters = self.page_filters
+    def _tile(self, f: int) -> np.ndarray:
+        """(tile, tile, 3) uint8: filter (or class) f's tile in the current mode."""
         t = self.tile_px
-        labels = [str(f) for f in filters]
+        mode = self.mode.value
+        if mode == "weights":
+            return render.resize_image(self._kernel_picture(f), (t, t), smooth=False)
+        if mode == DATASET_MODE:
+            return self._examples_picture(f, t)
+        img = self._results.get(self._key(f))
+        if img is None:
+            return np.full((t, t, 3), PENDING, np.uint8)
+        return render.resize_image(img, (t, t))
+
+    def _tiles(self) -> tuple[np.ndarray, list[str]]:
+        """(count, tile, tile, 3) uint8 tiles of every filter (or class) of the
+        source, pending ones grey, and their labels."""
+        filters = range(self.count)
         if self.mode.value == "classes":
             labels = [self.probe.class_names[f] for f in filters]
-        if self.mode.value == "weights":
-            out = [
-                render.resize_image(self._kernel_picture(f), (t, t), smooth=False) for f in filters
+        else:
+            labels = [f"filter {f}" for f in filters]
+        return np.stack([self._tile(f) for f in filters]), labels
+
+    def _page_captions(self, width: int) -> np.ndarray:
+        """(pages, CAPTION_HEIGHT, width, 3) uint8: each page's caption line."""
+        layer = "output classes" if self.mode.value == "classes" else self.layer.value
+        pages = features.num_pages(self.count, self.per_page)
+        blank = np.zeros((0, width, 3), np.uint8)
+        return np.stack(
+            [
+                render.caption(blank, f"{layer}: {self.mode.value}, page {p + 1}/{pages}")
+                for p in range(pages)
             ]
-            return np.stack(out), labels
-        if self.mode.value == DATASET_MODE:
-            return np.stack([self._examples_picture(f, t) for f in filters]), labels
-        out = []
-        for f in filters:
-            img = self._results.get(self._key(f))
-            if img is None:
-                out.append(np.full((t, t, 3), 200, np.uint8))  # pending
-            else:
-                out.append(render.resize_image(img, (t, t)))
-        return np.stack(out), labels
+        )
 
     def _value(self, f: int) -> str:
         """A line about filter f: its activation on its own picture or on the images."""
@@ -378,7 +434,7 @@ class FilterGallery(ViewWidget):
         """Filter f's top-k dataset patches as one square mosaic (grey if not collected)."""
         top = self.dataset_examples
         if f not in top.channels:
-            return np.full((side, side, 3), 200, np.uint8)
+            return np.full((side, side, 3), PENDING, np.uint8)
         patches = top.patches[top.row(f)][top.indices[top.row(f)] >= 0]
         mosaic = render.tile(patches, pad=_PAD) if len(patches) else patches
         return render.resize_image(mosaic, (side, side), smooth=False)
@@ -391,23 +447,55 @@ class FilterGallery(ViewWidget):
             return render.resize_image(self._kernel_picture(f), (side, side), smooth=False)
         img = self._results.get(self._key(f))
         if img is None:
-            return np.full((side, side, 3), 200, np.uint8)
+            return np.full((side, side, 3), PENDING, np.uint8)
         return render.resize_image(img, (side, side))
 
-    def _redraw(self) -> None:
-        with weights_held():  # one version read for all the tiles of the page
-            self._redraw_page()
+    def _source_key(self) -> tuple:
+        """What the tiles depend on: mode, layer, weights, maximize parameters,
+        and which maximization images are computed."""
+        mode = self.mode.value
+        done: tuple = ()
+        if mode in ("maximize", "classes"):
+            done = tuple(f for f in range(self.count) if self._key(f) in self._results)
+        layer = self._target_layer()
+        return (mode, layer, self.tile_px, self.probe.weights_version(), self._key(0)[2], done)
 
-    def _redraw_page(self) -> None:
-        tiles, labels = self._tiles()
-        cols = min(len(tiles), int(np.ceil(np.sqrt(self.per_page))))
+    def _redraw(self) -> None:
+        """Bring the canvas and the detail to the controls' state; each part is
+        sent only when it changed."""
+        with self._draw_lock, weights_held():  # one version read for the whole page
+            self._send_grid()
+            self._send_detail()
+            self._forget_view()
+            self._drawn()
+
+    def _send_grid(self) -> None:
+        """Every tile of the source as one PNG atlas and each page's caption
+        line: sent when the source (or a maximization image) changed."""
+        canvas = self.canvas
+        key = self._source_key() + (self.per_page,)
+        cols = min(self.count, int(np.ceil(np.sqrt(self.per_page))))
         self._grid_cols = cols
-        grid = render.tile(tiles, cols=cols, pad=_PAD)
-        layer = "output classes" if self.mode.value == "classes" else self.layer.value
-        top = render.caption(
-            grid, f"{layer}: {self.mode.value}, page {self.page.value + 1}/{self.page.max + 1}"
-        )
+        with canvas.hold_sync():
+            if self._sent.get("grid") != key:
+                tiles, labels = self._tiles()
+                width = cols * (self.tile_px + _PAD) - _PAD
+                canvas.set_maps(tiles, None, labels, png=True)
+                canvas.set_captions(self._page_captions(width))
+                canvas.orders = [list(range(self.count))]
+                canvas.per_page, canvas.cols = self.per_page, cols
+                self._sent["grid"] = key
+            canvas.page, canvas.selected = self.page.value, self.filter.value
+
+    def _send_detail(self) -> None:
+        """The selected filter enlarged with its value line and, given images,
+        its top patches: drawn here, sent when the filter or its picture changed."""
         f = min(self.filter.value, self.count - 1)
+        source = self._source_key()
+        computed = self._key(f) in self._results
+        key = source[:5] + (f, computed, self.images is not None)
+        if self._sent.get("detail") == key:
+            return
         parts = [render.caption(self._large(f), self._value(f)[:40])]
         if self.images is not None and self.mode.value not in ("classes", DATASET_MODE):
             crops, values, _ = top_patches(self.probe, self.layer.value, self.images, f, k=6)
@@ -417,4 +505,15 @@ class FilterGallery(ViewWidget):
                 pad=2,
             )
             parts.append(render.caption(row, f"top patches (max {values[0]:.3g})"))
-        self._show(render.vstack([top, render.hstack(parts, pad=8)], pad=6))
+        detail = render.hstack(parts, pad=8)
+        self._detail = detail
+        self.detail.value = render.to_png(detail)
+        self._sent["detail"] = key
+
+    def _compose_view(self) -> np.ndarray | None:
+        """The grid as the page composes it (caption line, tiles, ring), the
+        detail below."""
+        grid = self.canvas.compose()
+        if grid is None or self._detail is None:
+            return None
+        return render.vstack([grid, self._detail], pad=DETAIL_GAP)

@@ -8,11 +8,13 @@ whenever the image, layer or methods change; moving the slider, the opacity,
 the colour map or the scaling only re-draws, with no model pass.
 
 The panels are composed in the page (:class:`~cnnwidgets.widgets.canvas.PictureCanvas`):
-per method row, the maps of every offered target (the ranked ones and the
-pinned one) travel once as uint8 colour indices with their value range, and
-the class slider, the pinned choice, the opacity and the colour map are
-jslinked to the canvases, so the page redraws in its next frame and no picture
-crosses the websocket. The scale mode, the layer, the methods, the sign of a
+per method row, one canvas draws the pinned and the slider panel side by side
+from one transfer: the maps of every offered target (the ranked ones and the
+pinned one) travel once as uint8 colour indices of their own [0, peak], with
+one gain per scale mode (:func:`scale_gains`), and the legend once per scale
+mode; the class slider, the pinned choice, the scale mode, the opacity and the
+colour map are jslinked to the canvases, so the page redraws in its next frame
+and no picture crosses the websocket. The layer, the methods, the sign of a
 regression target and a new image change the maps: the kernel sends them again
 (after a model pass where one is needed, with progress).
 """
@@ -61,7 +63,25 @@ def row_scale(mode: str | None, peak: float) -> tuple[float, str]:
     return 1.0, "raw value, clipped at 1"
 
 
-__all__ = ["GradCAMComparator"]
+#: The scale modes, in the order of the ``normalize`` control's options. (Raw
+#: is "raw", not None: a Dropdown whose value is None has no option selected.)
+SCALE_MODES: tuple[str, ...] = ("map", "method", "raw")
+
+
+def scale_gains(peak: float, row_peak: float) -> list[float]:
+    """Per scale mode of :data:`SCALE_MODES`, the gain a map's colour indices
+    (sent as indices of its own [0, ``peak``]) are drawn with
+    (:func:`cnnwidgets.render.rescale_index`): 'map' 1; 'method' peak /
+    ``row_peak`` (the row's largest raw value, so at most 1); 'raw' peak when
+    it is at most 1. A map whose peak exceeds 1 has its raw indices
+    (clipped at 1) sent beside it, drawn with gain 1: a gain above 1 would
+    coarsen it. An all-zero map (peak 0) keeps gain 1: its indices are 0."""
+    if peak <= 0:
+        return [1.0, 1.0, 1.0]
+    return [1.0, peak / row_peak if row_peak > 0 else 1.0, peak if peak <= 1.0 else 1.0]
+
+
+__all__ = ["GradCAMComparator", "SCALE_MODES", "scale_gains"]
 
 
 class GradCAMComparator(ViewWidget):
@@ -132,9 +152,10 @@ class GradCAMComparator(ViewWidget):
         self._store: dict[tuple, np.ndarray] = {}  # (layer or None, method, choice) -> (H, W)
         self._errors: dict[str, str] = {}
         self._scaled: dict[tuple, np.ndarray] = {}
-        # Per method row, reused: the canvases (legend, pinned panel, slider
-        # panel), what each holds (its key), and their links in the page.
-        self._rows: list[tuple[PictureCanvas, PictureCanvas, PictureCanvas]] = []
+        # Per method row, reused: the canvases (legend; pinned and slider panels
+        # drawn by one canvas from one transfer), what each holds (its key),
+        # and their links in the page.
+        self._rows: list[tuple[PictureCanvas, PictureCanvas]] = []
         self._row_keys: list[dict[str, Any]] = []
         self._page_links: list[widgets.jslink] = []
         self._generation = 0  # bumped whenever stored maps or the targets' texts change
@@ -201,10 +222,9 @@ class GradCAMComparator(ViewWidget):
             value=0.4, min=0.0, max=1.0, step=0.05, description="opacity"
         )
         self.cmap = widgets.Dropdown(options=list(CMAPS), value="jet", description="colours")
+        labels = {"map": "each map", "method": "one scale per method", "raw": "raw"}
         self.normalize = widgets.Dropdown(
-            options=[("each map", "map"), ("one scale per method", "method"), ("raw", None)],
-            value="map",
-            description="scale",
+            options=[(labels[m], m) for m in SCALE_MODES], value="map", description="scale"
         )
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="computing")
         self.status = widgets.HTML()
@@ -542,27 +562,22 @@ class GradCAMComparator(ViewWidget):
     # ------------------------------------------------------------ drawing
 
     def _display_maps(self) -> dict[tuple, np.ndarray]:
-        """Maps scaled by the ``normalize`` control, for all stored classes of the view:
-        'map' scales each map to its own maximum, 'method' gives each method (a
-        row) one scale over its classes, None shows raw values clipped to [0, 1].
+        """Every stored map of the offered targets divided by its own peak: what
+        the page receives (as colour indices). The other scale modes are drawn
+        from these by gains (:func:`scale_gains`): 'method' gives each method
+        (a row) one scale over its targets, raw shows raw values clipped at 1.
         Methods never share a scale: their units differ (logit gradients,
         probabilities, pixels), so one would blank the others."""
-        mode = self.normalize.value
         layer = self.layer.value
-        key = (mode, layer, tuple(self.methods.value), self.pinned.value)
+        key = (layer, tuple(self.methods.value), self.pinned.value)
         if key not in self._scaled:
             scaled: dict[tuple, np.ndarray] = {}
             classes = list(dict.fromkeys(self.ranked + [self.pinned.value]))
             for m in self.methods.value:
                 keys = [k for k in (self._key(m, c) for c in classes) if k in self._store]
-                if not keys:
-                    continue
-                stack = np.stack([self._store[k] for k in keys])[None]  # (1, K, H, W)
-                if mode is None:
-                    maps = np.clip(normalize_maps(stack, None), 0.0, 1.0)[0]
-                else:
-                    maps = normalize_maps(stack, "map" if mode == "map" else "image")[0]
-                scaled.update(zip(keys, maps))
+                if keys:
+                    stack = np.stack([self._store[k] for k in keys])  # (K, H, W)
+                    scaled.update(zip(keys, normalize_maps(stack, "map")))
             self._scaled[key] = scaled
         return self._scaled[key]
 
@@ -577,48 +592,52 @@ class GradCAMComparator(ViewWidget):
         maps = [self._store.get(self._key(method, c)) for c in classes]
         return max((float(m.max()) for m in maps if m is not None), default=0.0)
 
-    def _row(self, i: int) -> tuple[PictureCanvas, PictureCanvas, PictureCanvas]:
-        """Row i's canvases (legend, pinned panel, slider panel), made on first
-        use with their links in the page: the slider's rank and the pinned
-        menu's index pick the map drawn, the opacity and the colour map are
-        drawn by the page alone."""
+    def _row(self, i: int) -> tuple[PictureCanvas, PictureCanvas]:
+        """Row i's canvases (legend; the pinned and slider panels, side by side
+        in one canvas), made on first use with their links in the page: the
+        pinned menu's index picks the first panel's map, the slider's rank the
+        second's; the scale mode, the opacity and the colour map are drawn by
+        the page alone."""
         while len(self._rows) <= i:
             legend = PictureCanvas(cmaps=CMAPS, mode="overlay", opacity=1.0)
-            pinned = PictureCanvas(cmaps=CMAPS, mode="overlay")
-            slider = PictureCanvas(cmaps=CMAPS, mode="overlay")
-            pinned.on_click(lambda y, x, c=pinned: self._panel_click(c, y, x, "pinned"))
-            slider.on_click(lambda y, x, c=slider: self._panel_click(c, y, x, "slider"))
+            pair = PictureCanvas(cmaps=CMAPS, mode="overlay", panel_gap=PANEL_GAP)
+            pair.on_click(lambda y, x, c=pair: self._panel_click(c, y, x))
             self._page_links += [
-                widgets.jslink((self.class_slider, "value"), (slider, "shown")),
-                widgets.jslink((self.pinned, "index"), (pinned, "shown")),
+                widgets.jslink((self.pinned, "index"), (pair, "shown")),
+                widgets.jslink((self.class_slider, "value"), (pair, "second_shown")),
+                widgets.jslink((self.opacity, "value"), (pair, "opacity")),
                 *(
-                    widgets.jslink((self.opacity, "value"), (c, "opacity"))
-                    for c in (pinned, slider)
+                    widgets.jslink((self.normalize, "index"), (c, "variant"))
+                    for c in (legend, pair)
                 ),
-                *(
-                    widgets.jslink((self.cmap, "index"), (c, "cmap"))
-                    for c in (legend, pinned, slider)
-                ),
+                *(widgets.jslink((self.cmap, "index"), (c, "cmap")) for c in (legend, pair)),
             ]
-            self._rows.append((legend, pinned, slider))
+            self._rows.append((legend, pair))
             self._row_keys.append({})
         return self._rows[i]
 
     def _send_legend(self, i: int, method: str, height: int) -> None:
         """Row i's legend: the method, its colour bar (recoloured by the page when
         the colour map changes: the ramp is a map over the legend's picture) and
-        what the colour means. Sent when the method, scale or peak changes."""
+        what the colour means, one frame per scale mode (the page shows the
+        frame of the mode chosen). Sent when the method or its peak changes."""
         legend = self._rows[i][0]
-        mode = self.normalize.value
-        vmax, meaning = row_scale(mode, self._row_peak(method))
-        key = (method, mode, vmax, height)
+        peak = self._row_peak(method)
+        key = (method, peak, height)
         if self._row_keys[i].get("legend") == key:
             return
-        picture = render.legend(method, 0.0, vmax, meaning, self.cmap.value, height)
-        top, left, bar_h, bar_w = render.legend_ramp(meaning, height)
+        scales = [row_scale(mode, peak) for mode in SCALE_MODES]
+        lines = max(render.legend_lines(meaning) for _, meaning in scales)
+        frames = np.stack(
+            [
+                render.legend(method, 0.0, vmax, meaning, self.cmap.value, height, lines=lines)
+                for vmax, meaning in scales
+            ]
+        )
+        top, left, bar_h, bar_w = render.legend_ramp(scales[0][1], height, lines=lines)
         with legend.hold_sync():
-            legend.set_image(picture, png=True)
-            legend.set_maps(render.ramp_index(bar_h, bar_w)[None], [[0.0, vmax]], [method])
+            legend.set_image(frames, png=True)
+            legend.set_maps(render.ramp_index(bar_h, bar_w)[None], [[0.0, 1.0]], [method])
             legend.map_box = [top, left, bar_h, bar_w]
         self._row_keys[i]["legend"] = key
 
@@ -626,14 +645,15 @@ class GradCAMComparator(ViewWidget):
         self, i: int, method: str, sent: list, shown: dict[tuple, np.ndarray], factor: int
     ) -> list[tuple[str, str]]:
         """Row i's maps of every target in ``sent`` (uint8 colour indices at the
-        image's size, [0, the raw value index 255 stands for]) and their
-        captions, to both panels; sent only when they changed (new maps, scale,
-        targets). Returns each target's (pinned, slider) caption."""
-        _, pinned, slider = self._rows[i]
+        image's size, of each map's own [0, peak]; the raw value index 255
+        stands for; one gain per scale mode) and their captions (the pinned
+        panel's, then the slider panel's), once for both panels; sent only
+        when they changed (new maps, targets). Returns each target's (pinned,
+        slider) caption."""
+        _, pair = self._rows[i]
         keys = self._row_keys[i]
-        mode = self.normalize.value
         h, w = self._picture.shape[:2]
-        key = (method, mode, self.layer.value, tuple(sent), self._generation, factor)
+        key = (method, self.layer.value, tuple(sent), self._generation, factor)
         if keys.get("maps") == key:
             return keys["captions"]
         known = method in map_methods.METHODS
@@ -641,12 +661,19 @@ class GradCAMComparator(ViewWidget):
         index = np.stack(
             [np.zeros((h, w), np.uint8) if m is None else render.colour_index(m) for m in heats]
         )
-        peak = self._row_peak(method) if known else 0.0
-        tops = []
-        for c in sent:
-            raw = self._store.get(self._key(method, c)) if known else None
-            top = {"map": float(raw.max()) if raw is not None else 0.0, "method": peak}
-            tops.append(top.get(mode, 1.0))
+        row_peak = self._row_peak(method) if known else 0.0
+        raws = [self._store.get(self._key(method, c)) if known else None for c in sent]
+        tops = [float(raw.max()) if raw is not None else 0.0 for raw in raws]
+        gains = [scale_gains(top, row_peak) for top in tops]
+        # Maps above 1 also travel as raw values clipped at 1, drawn in 'raw' mode.
+        over = [k for k, top in enumerate(tops) if top > 1.0]
+        sources = [[k, k, k] for k in range(len(sent))]
+        for j, k in enumerate(over):
+            sources[k][SCALE_MODES.index("raw")] = len(sent) + j
+        if over:
+            clipped = [render.colour_index(np.clip(raws[k], 0.0, 1.0)) for k in over]
+            index = np.concatenate([index, np.stack(clipped)])
+            tops += [1.0] * len(over)
         captions = []
         for c, heat in zip(sent, heats):
             # Not "no evidence here" but "no positive evidence anywhere": say so,
@@ -657,19 +684,18 @@ class GradCAMComparator(ViewWidget):
             )
         width = w * factor
         labels = [f"{method}: {self._name(c)}" for c in sent]
-        for canvas, col in ((pinned, 0), (slider, 1)):
-            strips = np.stack(
-                [
-                    render.caption(np.zeros((0, width, 3), np.uint8), t[col], CAPTION_HEIGHT)
-                    for t in captions
-                ]
-            )
-            with canvas.hold_sync():
-                if keys.get("image") != (self._generation, factor):
-                    canvas.set_image(self._picture, png=True)
-                    canvas.upscale = factor
-                canvas.set_maps(index, [[0.0, t] for t in tops], labels)
-                canvas.set_captions(strips)
+        labels += [labels[k] + " (raw)" for k in over]
+        blank = np.zeros((0, width, 3), np.uint8)
+        strips = np.stack(
+            [render.caption(blank, t[col], CAPTION_HEIGHT) for col in (0, 1) for t in captions]
+        )
+        with pair.hold_sync():
+            if keys.get("image") != (self._generation, factor):
+                pair.set_image(self._picture, png=True)
+                pair.upscale = factor
+            pair.set_maps(index, [[0.0, t] for t in tops], labels)
+            pair.gains, pair.sources = gains, sources
+            pair.set_captions(strips)
         keys.update(maps=key, captions=captions, image=(self._generation, factor))
         return captions
 
@@ -690,23 +716,22 @@ class GradCAMComparator(ViewWidget):
             problems, shown_captions = [], []
             methods = list(self.methods.value) or ["(no method)"]
             for i, m in enumerate(methods):
-                legend, pinned, slider = self._row(i)
+                legend, pair = self._row(i)
                 self._send_legend(i, m, height)
                 captions = self._send_row_maps(i, m, sent, shown, factor)
                 for c in (pinned_key, slider_key):
                     if m in self._errors and shown.get(self._key(m, c)) is None:
                         problems.append(f"{m}: {self._errors[m]}")
-                with pinned.hold_sync(), slider.hold_sync():
-                    for canvas, of, value in (
-                        (pinned, pinned_of, self.pinned.index),
-                        (slider, slider_of, self.class_slider.value),
-                    ):
-                        if canvas.shown_of != of:
-                            canvas.shown_of = of
-                        canvas.shown = value
-                        canvas.opacity = self.opacity.value
-                for canvas in (legend, pinned, slider):
+                with pair.hold_sync():
+                    if pair.shown_of != pinned_of:
+                        pair.shown_of = pinned_of
+                    if pair.second_shown_of != slider_of:
+                        pair.second_shown_of = slider_of
+                    pair.shown, pair.second_shown = self.pinned.index, self.class_slider.value
+                    pair.opacity = self.opacity.value
+                for canvas in (legend, pair):
                     canvas.cmap = self.cmap.index
+                    canvas.variant = self.normalize.index
                 shown_captions.append((captions[at[pinned_key]][0], captions[at[slider_key]][1]))
             self._captions_shown = shown_captions
             self.status.value = "<br>".join(dict.fromkeys(problems))
@@ -718,7 +743,7 @@ class GradCAMComparator(ViewWidget):
         if self._shown_rows != n:
             cells = [c for row in self._rows[:n] for c in row]
             with self.panels.hold_sync():
-                self.panels.layout.grid_template_columns = " ".join(["max-content"] * 3)
+                self.panels.layout.grid_template_columns = " ".join(["max-content"] * 2)
                 self.panels.children = cells
             self._shown_rows = n
         if title != self._title:
@@ -733,7 +758,8 @@ class GradCAMComparator(ViewWidget):
         self._drawn()
 
     def _compose_view(self) -> np.ndarray | None:
-        """The grid as the page draws it: each canvas composed with the page's tables."""
+        """The grid as the page draws it: each canvas composed with the page's
+        tables (a row: the legend, then the two panels of the pair canvas)."""
         if not self._shown_rows:
             return None
         rows = [[c.compose() for c in row] for row in self._rows[: self._shown_rows]]
@@ -744,16 +770,17 @@ class GradCAMComparator(ViewWidget):
         """Per method row, the (pinned, slider) panel captions shown now."""
         return list(self._captions_shown)
 
-    def _panel_click(self, canvas: PictureCanvas, y: float, x: float, which: str) -> None:
-        """A click on a panel (picture pixels): on a segmentation model it picks
-        the region under it (as the picker does); on the slider's panel of any
-        other model it pins the slider's target."""
-        point = canvas.image_point(y, x)
+    def _panel_click(self, canvas: PictureCanvas, y: float, x: float) -> None:
+        """A click on a row's panels (picture pixels): on a segmentation model it
+        picks the region under it (as the picker does); on the slider's panel
+        (the second) of any other model it pins the slider's target."""
+        point = canvas.panel_point(y, x)
         if point is None:
             return
+        panel, iy, ix = point
         if self.picker is not None:
-            self.click(*point)
-        elif which == "slider" and self._selected_key in [v for _, v in self.pinned.options]:
+            self.click(iy, ix)
+        elif panel == 1 and self._selected_key in [v for _, v in self.pinned.options]:
             self.pinned.value = self._selected_key
 
     # ------------------------------------------------------------ observers

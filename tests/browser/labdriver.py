@@ -607,7 +607,11 @@ WIDGET_CELLS = (
     browser.add_class('cwtest-browser')  # the canvas checks find it by this
     browser.wait()
     """,
-    "cw.FilterGallery(probe, layer='block1_conv1', mode='weights').wait()",
+    """\
+    gallery = cw.FilterGallery(probe, layer='block1_conv1', mode='weights', per_page=8)
+    gallery.add_class('cwtest-gallery')  # the canvas checks find it by this
+    gallery.wait()
+    """,
     "cw.OcclusionScrubber(probe, image, patch=16, stride=8).wait()",
     "cw.ModelOverview(probe, images=image).wait()",
     """\

@@ -21,9 +21,11 @@ cell run, then check that
   anywidget canvas) are the kernel's ``view`` to within one level per channel,
   read back from the page, after a control move and a click in the page; hover
   shows the value under the pointer; the wheel zooms and a double click resets.
-  The activation browser's grid and the comparator's panels (legend, pinned and
-  slider canvases per method row, put together as ``view`` lays them out) are
-  both checked.
+  The activation browser's grid, the comparator's panels (per method row the
+  legend and one canvas drawing the pinned and slider panels, put together as
+  ``view`` lays them out) and the filter gallery's page are checked; a gallery
+  page move and a comparator scale-mode change repaint while the kernel is
+  busy (no round trip), and the page move sends no picture.
 
 Screenshots go to tests/browser/artifacts/ (git-ignored). A harness notebook
 written here (a minimal ViewWidget with a slider) runs beside the real ones,
@@ -170,6 +172,7 @@ def test_notebook_in_lab(lab_server, context, name):
         if name == EVERY_WIDGET:
             check_browser_canvas(lab)
             check_comparator_canvas(lab)
+            check_gallery_canvas(lab)
     finally:
         lab.shutdown_kernels()
         page.close()
@@ -245,27 +248,29 @@ def check_browser_canvas(lab: LabPage) -> None:
 
 def comparator_page_view(lab: LabPage, root) -> tuple[np.ndarray, list]:
     """The comparator's panels as the page composed them, laid out as ``view``
-    (rows of legend, pinned, slider), and the canvases' locators."""
+    (rows of the legend and the canvas drawing both panels), and the canvases'
+    locators."""
     from cnnwidgets import render
 
     canvases = root.locator(".cnnwidgets-canvas")
     n = canvases.count()
-    assert n and n % 3 == 0, f"comparator: {n} canvases, expected 3 per method row"
+    assert n and n % 2 == 0, f"comparator: {n} canvases, expected 2 per method row"
     pictures = [lab.canvas_pixels(canvases.nth(k))["picture"] for k in range(n)]
-    rows = [pictures[k : k + 3] for k in range(0, n, 3)]
+    rows = [pictures[k : k + 2] for k in range(0, n, 2)]
     return render.panel_grid(rows, pad=6), [canvases.nth(k) for k in range(n)]
 
 
 def check_comparator_canvas(lab: LabPage) -> None:
     """The comparator's canvases in a real page: the panels read back equal the
-    kernel's ``view`` before and after a class-slider move (drawn by the page
-    alone: the slider is linked to the canvases), hover reads the map value
-    under the pointer, a click on the slider's panel pins its class."""
+    kernel's ``view`` before and after a class-slider move and a scale-mode
+    change (both drawn by the page alone, the scale while the kernel is busy),
+    hover reads the map value under the pointer, a click on the slider's panel
+    pins its class."""
     root = lab.page.locator(".cwtest-comparator").first
     root.scroll_into_view_if_needed()
     canvases = root.locator(".cnnwidgets-canvas")
-    slider_canvas = canvases.nth(2)
-    painted = wait_painted(slider_canvas, 0)
+    pair = canvases.nth(1)  # the first row's pinned and slider panels
+    painted = wait_painted(pair, 0)
     settle_kernel(lab)
     page, _ = comparator_page_view(lab, root)
     assert_same_picture(page, kernel_picture(lab, "comparator.view"), "comparator")
@@ -275,30 +280,47 @@ def check_comparator_canvas(lab: LabPage) -> None:
     handle = root.locator(".noUi-handle").first
     handle.focus()
     handle.press("ArrowRight")
-    wait_painted(slider_canvas, painted)
+    painted = wait_painted(pair, painted)
     settle_kernel(lab)
     assert int(lab.kernel("print(comparator.class_slider.value)")) == before + 1
     page, _ = comparator_page_view(lab, root)
     after = kernel_picture(lab, "comparator.view")
     assert_same_picture(page, after, "comparator after a slider move")
 
-    # Hover over the slider's panel (below its caption line): the target and
-    # the map value under the pointer.
-    screen = slider_canvas.locator("canvas").first
+    # The scale mode ('one scale per method'), chosen while the kernel is busy:
+    # the page redraws the panels and the legend from what it holds.
+    scale = root.locator(".widget-dropdown select").filter(
+        has=lab.page.locator("option", has_text="one scale per method")
+    )
+    start = keep_kernel_busy(lab, 8)
+    scale.first.select_option(index=1)
+    painted = wait_painted(pair, painted, timeout=5)
+    assert_drawn_while_busy(lab, start, time.time(), "the scale mode")
+    assert lab.kernel("print(comparator.normalize.value, end='')") == "method"
+    page, _ = comparator_page_view(lab, root)
+    scaled = kernel_picture(lab, "comparator.view")
+    assert_same_picture(page, scaled, "comparator, one scale per method")
+    assert not np.array_equal(scaled, after)
+
+    # Hover over the slider's panel (the second, below its caption line): the
+    # target and the map value under the pointer.
+    screen = pair.locator("canvas").first
     bounds = screen.bounding_box()
-    x, y = bounds["x"] + bounds["width"] / 2, bounds["y"] + 16 + (bounds["height"] - 16) / 2
+    shape = "c = comparator.panels.children[1]; print(c.image_shape[1] * c.upscale)"
+    width = int(lab.kernel(shape))
+    x = bounds["x"] + width + 6 + width / 2
+    y = bounds["y"] + 16 + (bounds["height"] - 16) / 2
     lab.page.mouse.move(x, y)
-    readout = slider_canvas.locator(".cnnwidgets-canvas-readout")
+    readout = pair.locator(".cnnwidgets-canvas-readout")
     has_value = "(el) => el.textContent.includes('map ')"
     lab.page.wait_for_function(has_value, arg=readout.element_handle())
     name = lab.kernel("print(comparator.probe.class_names[comparator.selected_class])").strip()
     assert readout.inner_text().startswith(f"gradcam: {name} "), readout.inner_text()
 
-    # A click on the slider's panel pins its class; the pinned canvases follow.
-    pinned_canvas = canvases.nth(1)
-    painted = int(pinned_canvas.get_attribute("data-painted"))
+    # A click on the slider's panel pins its class; the first panel follows.
+    painted = int(pair.get_attribute("data-painted"))
     lab.page.mouse.click(x, y)
-    wait_painted(pinned_canvas, painted)
+    wait_painted(pair, painted)
     settle_kernel(lab)
     pinned, selected = lab.kernel(
         "print(comparator.pinned.value, comparator.selected_class)"
@@ -307,6 +329,100 @@ def check_comparator_canvas(lab: LabPage) -> None:
     page, _ = comparator_page_view(lab, root)
     assert_same_picture(page, kernel_picture(lab, "comparator.view"), "comparator after a click")
     lab.screenshot("comparator-canvas", root)
+
+
+# Run code in the page's kernel without waiting for it (the kernel stays busy).
+BUSY_JS = """
+(code) => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  kernel.requestExecute({code, silent: true, store_history: false});
+}
+"""
+
+
+def keep_kernel_busy(lab: LabPage, seconds: float) -> float:
+    """Start ``seconds`` of sleep in the kernel (it handles no widget message
+    meanwhile) without waiting for it; returns the wall time just after."""
+    code = f"import time as _t\n_cw_busy = [_t.time()]\n_t.sleep({seconds})\n"
+    code += "_cw_busy.append(_t.time())"
+    lab.page.evaluate(BUSY_JS, code)
+    time.sleep(1.0)  # the request reaches the kernel and the sleep starts
+    return time.time()
+
+
+def assert_drawn_while_busy(lab: LabPage, moved: float, drawn: float, what: str) -> None:
+    """The page drew between the move (wall time ``moved``) and ``drawn``, both
+    inside the kernel's sleep: it needed no answer from the kernel."""
+    settle_kernel(lab)
+    began, ended = (float(t) for t in lab.kernel("print(*_cw_busy)").split())
+    assert began < moved and drawn < ended, (
+        f"{what}: drawn at {drawn:.2f}, the kernel slept {began:.2f}..{ended:.2f}"
+    )
+
+
+def check_gallery_canvas(lab: LabPage) -> None:
+    """The filter gallery's page in a real page: the canvas equals the kernel's
+    grid (the top of ``view``); a page move is drawn by the page while the
+    kernel is busy (no round trip) and sends no picture; a click selects a tile
+    in the page and the kernel, and the detail follows."""
+    root = lab.page.locator(".cwtest-gallery").first
+    root.scroll_into_view_if_needed()
+    canvas = root.locator(".cnnwidgets-canvas").first
+    painted = wait_painted(canvas, 0)
+    settle_kernel(lab)
+    got = lab.canvas_pixels(canvas)
+    grid = kernel_picture(lab, "gallery.canvas.compose()")
+    assert_same_picture(got["picture"], grid, "gallery page")
+    view = kernel_picture(lab, "gallery.view")
+    h, w = grid.shape[:2]
+    assert_same_picture(got["picture"], view[:h, :w], "gallery view")
+    page = int(lab.kernel("print(gallery.page.value)"))
+    lab.kernel(
+        "_cw_sent = []\n"
+        "for _n in ('maps', 'captions', 'image'):\n"
+        "    gallery.canvas.observe(lambda c: _cw_sent.append(c['name']), _n)\n"
+        "gallery.detail.observe(lambda c: _cw_sent.append('detail'), 'value')"
+    )
+
+    # The page slider, one key press, with the kernel busy for 8 s: the page
+    # redraws the next page on its own, long before the kernel could answer.
+    handle = root.locator(".widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    start = keep_kernel_busy(lab, 8)
+    handle.focus()
+    handle.press("ArrowRight" if page == 0 else "ArrowLeft")
+    painted = wait_painted(canvas, painted, timeout=5)
+    moved = lab.canvas_pixels(canvas)
+    assert_drawn_while_busy(lab, start, time.time(), "the gallery page")
+    assert int(lab.kernel("print(gallery.page.value, end='')")) == 1 - page
+    assert lab.kernel("print(_cw_sent, end='')") == "[]"
+    after = kernel_picture(lab, "gallery.canvas.compose()")
+    assert_same_picture(moved["picture"], after, "gallery after a page move")
+    assert not np.array_equal(after, grid)
+    view = kernel_picture(lab, "gallery.view")
+    assert_same_picture(moved["picture"], view[: after.shape[0], : after.shape[1]], "view")
+
+    # A click on the second tile: selected in the page (ring) and in the kernel,
+    # whose detail image follows.
+    screen = canvas.locator("canvas").first
+    bounds = screen.bounding_box()
+    tile = int(lab.kernel("print(gallery.tile_px, end='')"))
+    scale = bounds["width"] / after.shape[1]
+    x = bounds["x"] + (tile + 1 + tile / 2) * scale
+    y = bounds["y"] + (16 + tile / 2) * scale
+    want = int(lab.kernel("print(gallery.canvas.page_items()[1], end='')"))
+    lab.page.mouse.click(x, y)
+    wait_painted(canvas, painted)
+    settle_kernel(lab)
+    selected = lab.kernel("print(gallery.filter.value, gallery.canvas.selected)").split()
+    assert selected == [str(want)] * 2
+    got = lab.canvas_pixels(canvas)
+    view = kernel_picture(lab, "gallery.view")
+    clicked = kernel_picture(lab, "gallery.canvas.compose()")
+    assert_same_picture(got["picture"], clicked, "gallery after a click")
+    assert_same_picture(got["picture"], view[: clicked.shape[0], : clicked.shape[1]], "view")
+    assert lab.kernel("print(_cw_sent, end='')") == "['detail']"
+    lab.screenshot("gallery-canvas", root)
 
 
 # ---------------------------------------------------------------- Notebook 7
