@@ -19,6 +19,18 @@ from cnnwidgets.widgets.canvas import PictureCanvas
 CANVAS_JS = pathlib.Path(render.__file__).parent / "widgets" / "canvas.js"
 
 
+def run_in_node(tmp_path: pathlib.Path, script: str, args: dict) -> dict:
+    """Run ``script``, an ES module that imports canvas.js as ./canvas.mjs and
+    reads ``args`` as JSON on stdin, in Node; what it prints, parsed as JSON."""
+    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
+    (tmp_path / "check.mjs").write_text(script)
+    done = subprocess.run(
+        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
 def upsample_reference(q: np.ndarray, big_h: int, big_w: int) -> np.ndarray:
     """Bilinear with pixel centres aligned, one pixel at a time, plain Python floats."""
     h, w = q.shape
@@ -97,8 +109,6 @@ process.stdout.write(JSON.stringify({big: Array.from(big), overlay: rgb(out),
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
 def test_canvas_js_computes_what_render_computes(tmp_path):
     """canvas.js's own functions, run in Node, against render.py: to the bit."""
-    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
-    (tmp_path / "check.mjs").write_text(NODE_CHECK)
     rng = np.random.default_rng(3)
     q = rng.integers(0, 256, (7, 5)).astype(np.uint8)
     image = rng.integers(0, 256, (45, 31, 3)).astype(np.uint8)
@@ -109,11 +119,7 @@ def test_canvas_js_computes_what_render_computes(tmp_path):
         lut=lut.ravel().tolist(), opacity=0.45000000000000007, threshold=0.3,
         maps=maps.ravel().tolist(), mh=3, mw=4, items=items, up=3, box=[5, 7, 20, 12],
     )  # fmt: skip
-    done = subprocess.run(
-        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
-        cwd=tmp_path, check=True, timeout=60,
-    )  # fmt: skip
-    got = json.loads(done.stdout)
+    got = run_in_node(tmp_path, NODE_CHECK, args)
     want = render.upsample_index(q, (45, 31))
     np.testing.assert_array_equal(np.reshape(got["big"], (45, 31)), want)
     want = render.overlay_index(image, q, 0.45000000000000007, "jet", threshold=0.3)
@@ -243,8 +249,6 @@ process.stdout.write(JSON.stringify({page: rgb(page.rgba), H: page.H, W: page.W,
 def test_canvas_js_tiles_pictures_under_page_captions(tmp_path):
     """'tiles' of (K, h, w, 3) pictures (the filter gallery's pages) under the
     page's caption strip: canvas.js against the kernel's canvas, to the bit."""
-    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
-    (tmp_path / "check.mjs").write_text(NODE_PICTURE_TILES)
     rng = np.random.default_rng(7)
     pictures = rng.integers(0, 256, (7, 5, 4, 3)).astype(np.uint8)
     canvas = PictureCanvas(mode="tiles", pad=1, cols=3, per_page=4)
@@ -259,11 +263,7 @@ def test_canvas_js_tiles_pictures_under_page_captions(tmp_path):
         pictures=pictures.ravel().tolist(), h=5, w=4, items=canvas.page_items(), cols=3,
         page=1, ch=16, capH=atlas.shape[0], capW=width, capRGBA=rgba.ravel().tolist(),
     )  # fmt: skip
-    done = subprocess.run(
-        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
-        cwd=tmp_path, check=True, timeout=60,
-    )  # fmt: skip
-    got = json.loads(done.stdout)
+    got = run_in_node(tmp_path, NODE_PICTURE_TILES, args)
     want = canvas.compose()
     assert want.shape == (16 + 5, width, 3) and (got["H"], got["W"]) == want.shape[:2]
     np.testing.assert_array_equal(np.reshape(got["page"], want.shape), want)
@@ -328,8 +328,6 @@ def test_canvas_js_variants_rescale_maps_and_pick_frames(tmp_path, variant):
     indices of map sources[k][variant] times gains[k][variant], over frame
     ``variant`` of the image (the last when fewer): canvas.js against the
     kernel's canvas, to the bit."""
-    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
-    (tmp_path / "check.mjs").write_text(NODE_VARIANTS)
     rng = np.random.default_rng(9)
     frames = rng.integers(0, 256, (3, 9, 11, 3)).astype(np.uint8)
     maps = rng.integers(0, 256, (3, 3, 4)).astype(np.uint8)
@@ -344,11 +342,7 @@ def test_canvas_js_variants_rescale_maps_and_pick_frames(tmp_path, variant):
         gains=gains, sources=sources, variant=variant,
         lut=render.colormap_lut("jet").ravel().tolist(),
     )  # fmt: skip
-    done = subprocess.run(
-        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
-        cwd=tmp_path, check=True, timeout=60,
-    )  # fmt: skip
-    got = json.loads(done.stdout)
+    got = run_in_node(tmp_path, NODE_VARIANTS, args)
     gain = gains[1][variant] if variant < 3 else 1.0
     src = 2 if variant == 2 else 1
     assert got["gain"] == canvas.gain_of(1) == gain and got["f"] == min(variant, 2)
@@ -397,8 +391,6 @@ def test_canvas_js_draws_two_panels_from_one_transfer(tmp_path):
     """'overlay' with a second panel (the comparator's pinned and slider panels
     of one method row): one image and one set of maps, two maps drawn side by
     side, each under its own caption: canvas.js against the kernel, to the bit."""
-    shutil.copy(CANVAS_JS, tmp_path / "canvas.mjs")
-    (tmp_path / "check.mjs").write_text(NODE_PAIR)
     rng = np.random.default_rng(10)
     image = rng.integers(0, 256, (6, 7, 3)).astype(np.uint8)
     maps = rng.integers(0, 256, (3, 6, 7)).astype(np.uint8)
@@ -424,11 +416,7 @@ def test_canvas_js_draws_two_panels_from_one_transfer(tmp_path):
         lut=render.colormap_lut("jet").ravel().tolist(), capH=atlas.shape[0], capW=14,
         capRGBA=rgba.ravel().tolist(),
     )  # fmt: skip
-    done = subprocess.run(
-        ["node", "check.mjs"], input=json.dumps(args), capture_output=True, text=True,
-        cwd=tmp_path, check=True, timeout=60,
-    )  # fmt: skip
-    got = json.loads(done.stdout)
+    got = run_in_node(tmp_path, NODE_PAIR, args)
     assert (got["H"], got["W"]) == want.shape[:2] and got["idx"] == [5, -1, 2]
     np.testing.assert_array_equal(np.reshape(got["pair"], want.shape), want)
     # Clicks: each panel's image pixels; the gap between them is no panel.

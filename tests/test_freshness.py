@@ -186,16 +186,30 @@ def test_backend_reader_reads_the_samples_the_portable_reader_reads():
     from cnnwidgets import gradients
     from cnnwidgets.probe import version
 
+    class Scaled(keras.layers.Layer):  # a scalar weight, and an int one
+        def build(self, shape):
+            self.gain = self.add_weight(shape=(), initializer="ones", name="gain")
+            self.steps = self.add_weight(shape=(2,), initializer="zeros", dtype="int32",
+                                         trainable=False, name="steps")
+
+        def call(self, x):
+            return x * self.gain
+
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(40, 3, name="c")(inputs)  # 1080 weights
-    x = keras.layers.Flatten()(x)
+    x = Scaled(name="s")(keras.layers.Flatten()(x))
     outputs = keras.layers.Dense(3, name="d")(x)  # 7200 weights: sampled
     model = keras.Model(inputs, outputs)
     plan = version.sample_plan(model.weights)
     backend_samples = gradients.backend().weights_reader(plan)()
     portable_samples = version.numpy_reader(plan)()
+    assert [a.dtype for a in backend_samples] == [np.float32, np.int32]
     for a, b in zip(backend_samples, portable_samples, strict=True):
         np.testing.assert_array_equal(a, b)
+    gain = model.get_layer("s").gain
+    before = cw.weights_version(model)
+    gain.assign(2.0)  # the scalar is read too
+    assert cw.weights_version(model) != before
     kernel = model.get_layer("d").kernel
     sampled = int(version.sample_positions(kernel.shape)[7])
     before = cw.weights_version(model)

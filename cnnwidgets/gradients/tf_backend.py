@@ -296,11 +296,12 @@ def weights_reader(plan: list) -> Callable[[], list[np.ndarray]]:
         rows = []
         for v, idx in group:
             var = v.value
-            if not hasattr(var, "handle"):  # not a resource variable: read it whole
+            if not (hasattr(var, "handle") and var.shape.rank):
+                # a scalar (ResourceGatherNd needs a vector at least) or not a
+                # resource variable: read it whole
                 rows.append((var, tf.constant(idx), None))
                 continue
-            where = np.stack(np.unravel_index(idx, tuple(var.shape)), 1) if var.shape.rank \
-                else np.zeros((len(idx), 0), np.int64)
+            where = np.stack(np.unravel_index(idx, tuple(var.shape)), 1)
             rows.append((var, tf.constant(where), var.dtype))
         groups.append(rows)
 
