@@ -2,7 +2,10 @@
 saliency, occlusion and a comparator slider move, each backend in its own
 subprocess (KERAS_BACKEND is read once per process); JAX and torch each when
 installed. Median of warm repeats (compiles excluded and reported apart);
-prints the JAX / TF and torch / TF ratios per task.
+prints the JAX / TF and torch / TF ratios per task. The row "plain input
+gradient" is the backend's own autodiff of one logit with respect to the image,
+written without cnnwidgets (GradientTape in tf.function, jax.jit(jax.grad),
+torch.autograd): saliency's floor on that backend.
 
     python benchmarks/backends.py [--repeats 5] [--torch-threads N]
 
@@ -38,8 +41,36 @@ def slider():
     s = comp.class_slider
     s.value = s.min if s.value != s.min else s.max
     comp.wait()
+# The backend's own input gradient of one logit, written the plain way for each
+# backend (no cnnwidgets): the floor under `saliency`, so the ratio splits into
+# what the backend's kernels cost and what cnnwidgets adds.
+xf = x.astype("float32")
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+    @tf.function
+    def _grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(model(x, training=False)[:, 0])
+        return tape.gradient(y, x)
+    xt = tf.constant(xf)
+    def plain(): _grad(xt).numpy()
+elif keras.backend.backend() == "jax":
+    import jax
+    def _logit(values, x):
+        with keras.StatelessScope(state_mapping=list(zip(model.weights, values))):
+            return model(x, training=False)[:, 0].sum()
+    _grad = jax.jit(jax.grad(_logit, argnums=1))
+    def plain(): np.asarray(_grad([v.value for v in model.weights], xf))
+else:
+    import torch
+    def plain():
+        xt = torch.tensor(xf, requires_grad=True)
+        model(xt, training=False)[:, 0].sum().backward()
+        xt.grad.numpy()
 out = {}
-for name, fn in [("gradcam K=10", gradcam), ("saliency", saliency), ("occlusion", occlusion),
+for name, fn in [("gradcam K=10", gradcam), ("saliency", saliency),
+                 ("plain input gradient", plain), ("occlusion", occlusion),
                  ("comparator slider", slider)]:
     t = time.perf_counter(); fn(); first = time.perf_counter() - t
     times = []
